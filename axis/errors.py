@@ -1,0 +1,62 @@
+"""Every refusal the axis can give, under one root.
+
+    AxisError                  code, message, fields
+    ├── XMLRefused             xml.*          the bytes are not acceptable XML (pre-check, parser)
+    ├── PackageRefused         edxml.*        well-formed XML that is not an acceptable edXML package
+    ├── IdentifierError        identifier.*   an OrganId or DocumentId of the wrong shape
+    ├── SignatureRefused       signature.*    the XML signature breaks the signature policy or does not verify
+    ├── CertificateRefused     certificate.*  the signer's certificate is not trusted at the time checked
+    └── KeyStoreError          keystore.*     key material missing, unreadable or already present
+
+The ``code`` is stable and machine-readable: the HTTP API, the CLI and the logs all use the same
+string. The ``message`` is a sentence a person can act on. Extra ``fields`` (line, column, the
+offending value) travel with the error for structured output; they never carry secrets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AxisError(Exception):
+    """Root of every refusal; ``code`` names the refusal, ``message`` says what to do about it."""
+
+    prefix = "axis"
+
+    def __init__(self, code: str, message: str, **fields: Any) -> None:
+        if not code.startswith(self.prefix + "."):
+            raise ValueError(f"refusal code {code!r} must start with {self.prefix!r}.")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.fields = fields
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "detail": self.message, **self.fields}
+
+
+class XMLRefused(AxisError):
+    prefix = "xml"
+
+
+class PackageRefused(AxisError):
+    prefix = "edxml"
+
+
+class IdentifierError(AxisError):
+    prefix = "identifier"
+
+
+class SignatureRefused(AxisError):
+    prefix = "signature"
+
+
+class CertificateRefused(AxisError):
+    prefix = "certificate"
+
+
+class KeyStoreError(AxisError):
+    prefix = "keystore"

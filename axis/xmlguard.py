@@ -1,0 +1,234 @@
+"""The only way bytes become an XML tree: a cheap structural pre-check, then a hardened parser.
+
+The pre-check reads the raw bytes once, without building anything, and refuses what would make
+the parser or canonicaliser expensive or dangerous: too many bytes, too deep, too many elements,
+attributes or namespace declarations, oversized text runs, any DTD (and so any entity, external
+or not), any processing instruction but the XML declaration, encodings other than UTF-8. Only
+then does libxml2 see the document, with entity resolution, DTD loading and network access off.
+It never "recovers": the first fault is reported with its line and column.
+
+After parsing, a comment that splits a text value (``<OrganId>000.00<!---->.00.G22</OrganId>``)
+is refused. Canonicalisation drops comments, so such a value would be signed as one string and
+read by naive code as another.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+
+from lxml import etree
+
+from axis.errors import XMLRefused
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class XMLLimits:
+    """Bounds applied before any parsing. Defaults follow DESIGN.md's limits."""
+
+    max_bytes: int = 64 * MiB
+    """Largest document accepted, in bytes."""
+    max_depth: int = 64
+    """Deepest element nesting; edXML needs about 8."""
+    max_elements: int = 20_000
+    """Elements in the whole document."""
+    max_attributes: int = 64
+    """Attributes (namespace declarations included) on one element."""
+    max_namespace_declarations: int = 256
+    """``xmlns`` declarations in the whole document; each multiplies canonicalisation work."""
+    max_text_bytes: int = 64 * MiB
+    """Longest run of character data between two pieces of markup (base64 attachments are long)."""
+    max_name_bytes: int = 256
+    """Longest element or attribute name."""
+
+
+DEFAULT_LIMITS = XMLLimits()
+
+_WS = b" \t\r\n"
+_NAME = re.compile(rb"[^\s/>=<\"']+")
+_ATTRIBUTE = re.compile(rb"""[ \t\r\n]+([^\s/>=<"']+)[ \t\r\n]*=[ \t\r\n]*(?:"[^"<]*"|'[^'<]*')""")
+_TAG_END = re.compile(rb"[ \t\r\n]*(/?)>")
+_ENCODING = re.compile(rb"""encoding[ \t\r\n]*=[ \t\r\n]*["']([A-Za-z0-9._-]+)["']""")
+
+
+def position(data: bytes, offset: int) -> tuple[int, int]:
+    """1-based line and column (in bytes) of ``offset``; computed only when reporting a fault."""
+    line = data.count(b"\n", 0, offset) + 1
+    column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+    return line, column
+
+
+def _refuse(code: str, data: bytes, offset: int, fault: str) -> XMLRefused:
+    line, column = position(data, offset)
+    return XMLRefused(code, f"line {line}, column {column}: {fault}", line=line, column=column)
+
+
+def _xml_declaration_end(data: bytes, start: int) -> int:
+    """Check the XML declaration at ``start`` (UTF-8 only) and return the offset after it."""
+    end = data.find(b"?>", start)
+    if end < 0:
+        raise _refuse("xml.malformed", data, start, "the XML declaration is never closed with '?>'")
+    declared = _ENCODING.search(data, start, end)
+    if declared and declared.group(1).lower() not in (b"utf-8", b"utf8"):
+        name = declared.group(1).decode("ascii")
+        raise _refuse("xml.encoding", data, declared.start(1), f"encoding {name!r} declared; only UTF-8 is accepted")
+    return end + 2
+
+
+def precheck(data: bytes, limits: XMLLimits = DEFAULT_LIMITS) -> None:
+    """Refuse ``data`` unless it stays inside ``limits`` and carries no DTD or processing instruction.
+
+    This is not a well-formedness check (the parser does that) but it never lets through a
+    document that breaks a limit, whatever else is wrong with it.
+    """
+    size = len(data)
+    if size > limits.max_bytes:
+        raise XMLRefused(
+            "xml.too_large", f"the document is {size} bytes; the limit is {limits.max_bytes} bytes", size=size
+        )
+    if size == 0:
+        raise XMLRefused("xml.malformed", "the document is empty")
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or data[:4] in (b"\x00\x00\xfe\xff", b"\xff\xfe\x00\x00"):
+        raise XMLRefused("xml.encoding", "the document is UTF-16 or UTF-32; only UTF-8 is accepted")
+    pos = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    if data.startswith(b"<?xml", pos) and data[pos + 5 : pos + 6] in (b" ", b"\t", b"\r", b"\n", b"?"):
+        pos = _xml_declaration_end(data, pos)
+
+    depth = elements = namespaces = 0
+    root_seen = False
+    while True:
+        lt = data.find(b"<", pos)
+        stop = size if lt < 0 else lt
+        if stop - pos > limits.max_text_bytes:
+            raise _refuse("xml.text_too_large", data, pos, f"a text run exceeds {limits.max_text_bytes} bytes")
+        if depth == 0:
+            stray = data[pos:stop].lstrip(_WS)
+            if stray:
+                where = stop - len(stray)
+                place = "before the XML declaration" if data.startswith(b"<?xml", stop) else "outside the root element"
+                raise _refuse("xml.malformed", data, where, f"{len(stray)} stray bytes {place}")
+        if lt < 0:
+            break
+        marker = data[lt + 1 : lt + 2]
+        if marker == b"/":
+            end = data.find(b">", lt)
+            if end < 0:
+                raise _refuse("xml.malformed", data, lt, "the document ends inside an end tag")
+            depth -= 1
+            pos = end + 1
+            continue
+        if marker == b"?":
+            if data.startswith(b"<?xml", lt) and data[lt + 5 : lt + 6] in (b" ", b"\t", b"\r", b"\n", b"?"):
+                raise _refuse("xml.malformed", data, lt, "the XML declaration is allowed only at the very start")
+            raise _refuse("xml.pi_forbidden", data, lt, "processing instructions are not accepted")
+        if marker == b"!":
+            if data.startswith(b"<!--", lt):
+                end = data.find(b"-->", lt + 4)
+                if end < 0:
+                    raise _refuse("xml.malformed", data, lt, "the document ends inside a comment")
+                pos = end + 3
+            elif data.startswith(b"<![CDATA[", lt):
+                end = data.find(b"]]>", lt + 9)
+                if end < 0:
+                    raise _refuse("xml.malformed", data, lt, "the document ends inside a CDATA section")
+                if end - lt > limits.max_text_bytes:
+                    raise _refuse("xml.text_too_large", data, lt, f"a CDATA section exceeds {limits.max_text_bytes} bytes")
+                pos = end + 3
+            elif data.startswith(b"<!DOCTYPE", lt):
+                raise _refuse("xml.dtd_forbidden", data, lt, "a DTD (<!DOCTYPE) is not accepted: no entities, no external subsets")
+            else:
+                raise _refuse("xml.malformed", data, lt, "unexpected '<!' markup")
+            continue
+
+        name = _NAME.match(data, lt + 1)
+        if name is None:
+            raise _refuse("xml.malformed", data, lt, "'<' is not followed by an element name")
+        if name.end() - name.start() > limits.max_name_bytes:
+            raise _refuse("xml.malformed", data, lt, f"an element name is longer than {limits.max_name_bytes} bytes")
+        if depth == 0 and root_seen:
+            raise _refuse("xml.malformed", data, lt, "a second root element")
+        root_seen = True
+        elements += 1
+        if elements > limits.max_elements:
+            raise _refuse("xml.too_many_elements", data, lt, f"more than {limits.max_elements} elements")
+        cursor, attributes = name.end(), 0
+        while (attribute := _ATTRIBUTE.match(data, cursor)) is not None:
+            attributes += 1
+            if attributes > limits.max_attributes:
+                raise _refuse("xml.too_many_attributes", data, lt, f"more than {limits.max_attributes} attributes on one element")
+            attr_name = attribute.group(1)
+            if attr_name == b"xmlns" or attr_name.startswith(b"xmlns:"):
+                namespaces += 1
+                if namespaces > limits.max_namespace_declarations:
+                    raise _refuse(
+                        "xml.too_many_namespaces",
+                        data,
+                        attribute.start(1),
+                        f"more than {limits.max_namespace_declarations} namespace declarations",
+                    )
+            cursor = attribute.end()
+        tag_end = _TAG_END.match(data, cursor)
+        if tag_end is None:
+            fault = "the document ends inside a start tag" if cursor >= size else "a start tag cannot be read"
+            raise _refuse("xml.malformed", data, min(cursor, size - 1), fault)
+        if not tag_end.group(1):
+            depth += 1
+            if depth > limits.max_depth:
+                raise _refuse("xml.too_deep", data, lt, f"elements nest deeper than {limits.max_depth}")
+        pos = tag_end.end()
+
+    if not root_seen:
+        raise XMLRefused("xml.malformed", "the document has no root element")
+    if depth > 0:
+        raise _refuse("xml.malformed", data, size, f"the document is truncated: {depth} elements are never closed")
+
+
+_local = threading.local()
+
+
+def parser() -> etree.XMLParser:
+    """This thread's hardened parser: no entities, no DTD, no network, no recovery.
+
+    ``huge_tree`` only lifts libxml2's own 10 MB text-node cap; the pre-check's limits apply first.
+    """
+    cached: etree.XMLParser | None = getattr(_local, "parser", None)
+    if cached is None:
+        cached = etree.XMLParser(
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            dtd_validation=False,
+            huge_tree=True,
+            recover=False,
+            collect_ids=False,
+            remove_comments=False,
+            remove_pis=False,
+        )
+        _local.parser = cached
+    return cached
+
+
+def parse(data: bytes, limits: XMLLimits = DEFAULT_LIMITS) -> etree._Element:
+    """Pre-check, parse and return the root element of ``data``; raise ``XMLRefused`` otherwise."""
+    precheck(data, limits)
+    try:
+        root = etree.fromstring(data, parser())
+    except etree.XMLSyntaxError as error:
+        line, column = error.position
+        fault = re.sub(r", line \d+, column \d+$", "", error.msg)
+        code = "xml.encoding" if "UTF-8" in fault or "encoding" in fault.lower() else "xml.malformed"
+        raise XMLRefused(code, f"line {line}, column {column}: {fault}", line=line, column=column) from None
+    for comment in root.iter(etree.Comment):
+        parent = comment.getparent()
+        splits_text = parent is not None and ((parent.text or "").strip() or (comment.tail or "").strip())
+        if splits_text:
+            line = comment.sourceline or 0
+            raise XMLRefused(
+                "xml.comment_in_value",
+                f"line {line}: a comment inside the value of <{etree.QName(parent).localname}> is not accepted",
+                line=line,
+            )
+    return root

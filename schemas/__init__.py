@@ -1,0 +1,1 @@
+"""XML schemas shipped with axis, loaded at run time through importlib.resources."""
