@@ -1,0 +1,173 @@
+"""The key store on disk: the development CA, the axis's own key, issued agency keys, trust and CRL.
+
+Layout under the key store directory (default ``keys/``)::
+
+    ca/ca.key  ca/ca.pem       development CA (stands in for the state CA); ca.key is 0600
+    trust/ca.pem trust/ca.crl  the trust directory that ``axis verify --trust`` reads
+    axis.key  axis.pem         the axis's receipt-signing key and certificate
+    issued/<fingerprint>.pem   every certificate this CA issued, so ``revoke`` can find it
+    agencies/ORGANID.key|.pem  default output of ``axis keys issue``
+
+Private keys are created with mode 0600 and never overwritten; public files are replaced
+atomically (write, fsync, rename). Nothing here logs or prints key material.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cryptography import x509
+
+from axis import pki
+from axis.errors import CertificateRefused, KeyStoreError
+from axis.identifiers import organ_id as check_organ_id
+
+CA_NAME = "axis development CA (stands in for the state CA)"
+
+
+def write_private_key(path: Path, key: pki.PrivateKey, passphrase: bytes | None = None) -> None:
+    """Create ``path`` with mode 0600 (refusing to overwrite) and write the PEM key into it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyStoreError("keystore.exists", f"{path} already exists; refusing to overwrite a private key") from None
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pki.key_pem(key, passphrase))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_public(path: Path, data: bytes) -> None:
+    """Replace ``path`` atomically with ``data`` (certificates, CRLs: nothing secret)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise KeyStoreError("keystore.missing", f"{what} not found at {path}") from None
+
+
+def read_private_key(path: Path, passphrase: bytes | None = None) -> pki.PrivateKey:
+    return pki.load_key(_read(path, "private key"), passphrase)
+
+
+def read_certificates(path: Path) -> list[x509.Certificate]:
+    return pki.load_certificates(_read(path, "certificate"))
+
+
+def read_trust(directory: Path) -> pki.Trust:
+    """Load a trust directory: CA certificates ``*.pem``/``*.crt`` and CRLs ``*.crl``, PEM or DER."""
+    if not directory.is_dir():
+        raise KeyStoreError(
+            "keystore.missing", f"trust directory {directory} not found (create one with `axis keys init`)"
+        )
+    files = {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file() and not p.name.startswith(".")}
+    return pki.Trust.from_files(files)
+
+
+@dataclass(frozen=True)
+class KeyStore:
+    """Paths of one key store directory; every method takes the clock as an argument."""
+
+    root: Path
+
+    @property
+    def ca_key(self) -> Path:
+        return self.root / "ca" / "ca.key"
+
+    @property
+    def ca_certificate(self) -> Path:
+        return self.root / "ca" / "ca.pem"
+
+    @property
+    def trust(self) -> Path:
+        return self.root / "trust"
+
+    @property
+    def crl(self) -> Path:
+        return self.trust / "ca.crl"
+
+    @property
+    def axis_key(self) -> Path:
+        return self.root / "axis.key"
+
+    @property
+    def axis_certificate(self) -> Path:
+        return self.root / "axis.pem"
+
+    @property
+    def issued(self) -> Path:
+        return self.root / "issued"
+
+    def init(self, at: datetime, passphrase: bytes | None = None) -> None:
+        """Create the development CA, its first CRL, and the axis's own signing certificate."""
+        if self.ca_key.exists():
+            raise KeyStoreError("keystore.exists", f"a CA already exists in {self.root}; refusing to replace it")
+        ca = pki.create_ca(CA_NAME, at)
+        write_private_key(self.ca_key, ca.key, passphrase)
+        write_public(self.ca_certificate, pki.certificate_pem(ca.certificate))
+        write_public(self.trust / "ca.pem", pki.certificate_pem(ca.certificate))
+        write_public(self.crl, pki.crl_pem(pki.crl(ca, [], at, number=1)))
+        axis = pki.issue(ca, "axis", at, organization="axis document interchange", days=365 * 3)
+        write_private_key(self.axis_key, axis.key, passphrase)
+        write_public(self.axis_certificate, pki.certificate_pem(axis.certificate))
+        self._record(axis.certificate)
+
+    def ca(self, passphrase: bytes | None = None) -> pki.Issued:
+        key = read_private_key(self.ca_key, passphrase)
+        return pki.Issued(key, read_certificates(self.ca_certificate)[0])
+
+    def _record(self, certificate: x509.Certificate) -> None:
+        write_public(self.issued / f"{pki.fingerprint(certificate)}.pem", pki.certificate_pem(certificate))
+
+    def issue(
+        self,
+        organ_id: str,
+        out: Path,
+        at: datetime,
+        *,
+        name: str | None = None,
+        kind: pki.KeyKind = "rsa",
+        ca_passphrase: bytes | None = None,
+        key_passphrase: bytes | None = None,
+    ) -> tuple[Path, Path]:
+        """Issue an agency signing certificate; write ``ORGANID.key`` (0600) and ``ORGANID.pem`` in ``out``."""
+        check_organ_id(organ_id)
+        ca = self.ca(ca_passphrase)
+        issued = pki.issue(ca, name or organ_id, at, organ_id=organ_id, organization=name, key=pki.new_key(kind))
+        key_path, cert_path = out / f"{organ_id}.key", out / f"{organ_id}.pem"
+        write_private_key(key_path, issued.key, key_passphrase)
+        write_public(cert_path, pki.certificate_pem(issued.certificate))
+        self._record(issued.certificate)
+        return key_path, cert_path
+
+    def revoke(self, fingerprint: str, at: datetime, ca_passphrase: bytes | None = None) -> x509.Certificate:
+        """Add the certificate with this SHA-256 fingerprint to the CA's CRL and rewrite the CRL."""
+        wanted = fingerprint.lower().replace(":", "")
+        path = self.issued / f"{wanted}.pem"
+        if len(wanted) != 64 or not path.exists():
+            raise CertificateRefused(
+                "certificate.unknown", f"no certificate with SHA-256 fingerprint {fingerprint} was issued by this CA"
+            )
+        certificate = read_certificates(path)[0]
+        current = pki.load_crl(_read(self.crl, "CRL"))
+        write_public(self.crl, pki.crl_pem(pki.revoke(self.ca(ca_passphrase), current, certificate, at)))
+        return certificate
+
+    def refresh_crl(self, at: datetime, ca_passphrase: bytes | None = None) -> x509.CertificateRevocationList:
+        """Re-sign the CRL with a fresh validity window (it expires after pki.CRL_DAYS)."""
+        renewed = pki.refresh(self.ca(ca_passphrase), pki.load_crl(_read(self.crl, "CRL")), at)
+        write_public(self.crl, pki.crl_pem(renewed))
+        return renewed

@@ -1,0 +1,379 @@
+"""Certificates, CRLs and chain validation: a development CA standing in for the state CA.
+
+Pure: keys, certificates and CRLs in, values out; the clock is an argument. ``axis.keystore``
+reads and writes the files. Chain validation uses cryptography's X.509 verifier against the
+configured trust anchors only (never the public web PKI); revocation is checked against CRLs
+whose signature verifies under the issuing CA.
+
+An agency certificate carries the agency's OrganId in its subject (attribute UID); the registry
+binds certificates to agencies by SHA-256 fingerprint, not by any name in the certificate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import NameOID
+from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
+
+from axis.errors import CertificateRefused, KeyStoreError
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+KeyKind = Literal["rsa", "ec"]
+RSA_BITS = 2048
+CA_YEARS = 10
+AGENCY_DAYS = 730
+CRL_DAYS = 30
+
+
+def new_key(kind: KeyKind = "rsa") -> PrivateKey:
+    """RSA-2048 or ECDSA P-256: the two key types the signature policy accepts."""
+    if kind == "ec":
+        return ec.generate_private_key(ec.SECP256R1())
+    return rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A private key with its certificate."""
+
+    key: PrivateKey
+    certificate: x509.Certificate
+
+
+def fingerprint(certificate: x509.Certificate) -> str:
+    """Lower-case hex SHA-256 of the DER certificate: how the registry names a certificate."""
+    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def organ_id_of(certificate: x509.Certificate) -> str | None:
+    """The OrganId written in the subject (UID), if any. Informative only: trust binds by fingerprint."""
+    values = certificate.subject.get_attributes_for_oid(NameOID.USER_ID)
+    return str(values[0].value) if values else None
+
+
+def _name(common_name: str, organ_id: str | None = None, organization: str | None = None) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.COUNTRY_NAME, "VN")]
+    if organization:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    if organ_id:
+        attributes.append(x509.NameAttribute(NameOID.USER_ID, organ_id))
+    return x509.Name(attributes)
+
+
+def create_ca(common_name: str, at: datetime, key: PrivateKey | None = None) -> Issued:
+    """A self-signed root for development; in production the state CA's certificate is the anchor."""
+    key = key or new_key("rsa")
+    name = _name(common_name, organization="axis development PKI")
+    public = key.public_key()
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(at - timedelta(minutes=5))
+        .not_valid_after(at + timedelta(days=365 * CA_YEARS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False, content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return Issued(key, certificate)
+
+
+def issue(
+    ca: Issued,
+    common_name: str,
+    at: datetime,
+    *,
+    organ_id: str | None = None,
+    organization: str | None = None,
+    key: PrivateKey | None = None,
+    days: int = AGENCY_DAYS,
+    not_before: datetime | None = None,
+    digital_signature: bool = True,
+) -> Issued:
+    """A signing certificate under ``ca``: for an agency (``organ_id`` set) or for the axis itself.
+
+    ``not_before`` and ``digital_signature`` exist so tests can make certificates the policy refuses.
+    """
+    key = key or new_key("rsa")
+    public = key.public_key()
+    start = not_before or (at - timedelta(minutes=5))
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name, organ_id, organization))
+        .issuer_name(ca.certificate.subject)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=digital_signature, content_commitment=digital_signature, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+    return Issued(key, certificate)
+
+
+def crl(
+    ca: Issued, revoked: Iterable[tuple[int, datetime]], at: datetime, number: int, days: int = CRL_DAYS
+) -> x509.CertificateRevocationList:
+    """A CRL of ``ca`` listing ``(serial, revocation time)`` pairs, valid from ``at`` for ``days``."""
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.certificate.subject)
+        .last_update(at)
+        .next_update(at + timedelta(days=days))
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
+    )
+    for serial, when in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
+        )
+    return builder.sign(ca.key, hashes.SHA256())
+
+
+def revoke(
+    ca: Issued, current: x509.CertificateRevocationList | None, certificate: x509.Certificate, at: datetime
+) -> x509.CertificateRevocationList:
+    """A new CRL: ``current``'s entries plus ``certificate``, numbered one higher."""
+    entries = {r.serial_number: r.revocation_date_utc for r in (current or [])}
+    entries.setdefault(certificate.serial_number, at)
+    number = 1
+    if current is not None:
+        number = current.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
+    return crl(ca, sorted(entries.items()), at, number)
+
+
+def refresh(ca: Issued, current: x509.CertificateRevocationList, at: datetime) -> x509.CertificateRevocationList:
+    """Re-sign ``current`` with a new validity window, keeping every entry."""
+    number = current.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
+    return crl(ca, [(r.serial_number, r.revocation_date_utc) for r in current], at, number)
+
+
+# ---------------------------------------------------------------- encodings
+
+
+def key_pem(key: PrivateKey, passphrase: bytes | None = None) -> bytes:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
+    )
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+
+
+def load_key(data: bytes, passphrase: bytes | None = None) -> PrivateKey:
+    """Load a PEM private key; a wrong or missing passphrase is a ``keystore.passphrase`` refusal."""
+    try:
+        key = serialization.load_pem_private_key(data, passphrase)
+    except TypeError:
+        raise KeyStoreError(
+            "keystore.passphrase", "the private key is encrypted: give its passphrase (AXIS_KEY_PASSPHRASE)"
+        ) from None
+    except ValueError:
+        raise KeyStoreError(
+            "keystore.unreadable_key", "the private key cannot be read: wrong passphrase, or not a PEM private key"
+        ) from None
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise KeyStoreError("keystore.unreadable_key", "only RSA and ECDSA P-256 signing keys are supported")
+    return key
+
+
+def certificate_pem(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def crl_pem(revocations: x509.CertificateRevocationList) -> bytes:
+    return revocations.public_bytes(serialization.Encoding.PEM)
+
+
+def load_certificates(data: bytes) -> list[x509.Certificate]:
+    """Every certificate in ``data``, PEM (one or several) or DER."""
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_certificates(data)
+        return [x509.load_der_x509_certificate(data)]
+    except ValueError as error:
+        raise CertificateRefused("certificate.malformed", f"not a PEM or DER certificate: {error}") from None
+
+
+def load_crl(data: bytes) -> x509.CertificateRevocationList:
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_crl(data)
+        return x509.load_der_x509_crl(data)
+    except ValueError as error:
+        raise CertificateRefused("certificate.malformed_crl", f"not a PEM or DER CRL: {error}") from None
+
+
+# ---------------------------------------------------------------- trust and validation
+
+
+@dataclass(frozen=True)
+class Trust:
+    """Trust anchors (CA certificates) and the CRLs that say which of their certificates are revoked."""
+
+    anchors: tuple[x509.Certificate, ...]
+    crls: tuple[x509.CertificateRevocationList, ...] = ()
+
+    @classmethod
+    def from_files(cls, files: Mapping[str, bytes]) -> Trust:
+        """Build from a trust directory's contents: ``*.pem``/``*.crt`` certificates, ``*.crl`` CRLs."""
+        anchors: list[x509.Certificate] = []
+        crls: list[x509.CertificateRevocationList] = []
+        for name, data in sorted(files.items()):
+            lowered = name.lower()
+            if lowered.endswith(".crl"):
+                crls.append(load_crl(data))
+            elif lowered.endswith((".pem", ".crt")):
+                anchors.extend(load_certificates(data))
+        return cls(tuple(anchors), tuple(crls))
+
+
+def _require_digital_signature(_policy: object, _certificate: x509.Certificate, usage: x509.KeyUsage | None) -> None:
+    if usage is None or not usage.digital_signature:
+        raise ValueError("KeyUsage does not allow digitalSignature")
+
+
+def _self_signed(certificate: x509.Certificate) -> bool:
+    if certificate.issuer != certificate.subject:
+        return False
+    public = certificate.public_key()
+    try:
+        if isinstance(public, rsa.RSAPublicKey):
+            assert certificate.signature_hash_algorithm is not None
+            public.verify(
+                certificate.signature, certificate.tbs_certificate_bytes, padding.PKCS1v15(),
+                certificate.signature_hash_algorithm,
+            )
+        elif isinstance(public, ec.EllipticCurvePublicKey):
+            assert certificate.signature_hash_algorithm is not None
+            public.verify(
+                certificate.signature, certificate.tbs_certificate_bytes, ec.ECDSA(certificate.signature_hash_algorithm)
+            )
+        else:
+            return False
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _describe(certificate: x509.Certificate) -> str:
+    return f"{certificate.subject.rfc4514_string()} (SHA-256 {fingerprint(certificate)[:16]}…)"
+
+
+def validate(
+    certificate: x509.Certificate, intermediates: Iterable[x509.Certificate], trust: Trust, at: datetime
+) -> list[x509.Certificate]:
+    """Check ``certificate`` is fit to sign at ``at``; return its chain, leaf first, anchor last.
+
+    Order of checks (each its own refusal code): self-signed, key usage, validity period,
+    chain to a trust anchor, revocation of every non-anchor certificate in the chain.
+    """
+    subject = _describe(certificate)
+    if _self_signed(certificate) and fingerprint(certificate) not in {fingerprint(a) for a in trust.anchors}:
+        raise CertificateRefused(
+            "certificate.self_signed",
+            f"certificate {subject} is self-signed; a signing certificate must be issued by a trusted CA",
+        )
+    try:
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    if usage is None or not usage.digital_signature:
+        raise CertificateRefused(
+            "certificate.key_usage", f"certificate {subject} is not allowed to sign (KeyUsage lacks digitalSignature)"
+        )
+    if at < certificate.not_valid_before_utc:
+        raise CertificateRefused(
+            "certificate.not_yet_valid",
+            f"certificate {subject} is valid only from {certificate.not_valid_before_utc.isoformat()}; "
+            f"the time checked is {at.isoformat()}",
+        )
+    if at > certificate.not_valid_after_utc:
+        raise CertificateRefused(
+            "certificate.expired",
+            f"certificate {subject} expired at {certificate.not_valid_after_utc.isoformat()}; "
+            f"the time checked is {at.isoformat()}",
+        )
+    if not trust.anchors:
+        raise CertificateRefused("certificate.untrusted", "no trust anchors are configured (the trust directory is empty)")
+    verifier = (
+        PolicyBuilder()
+        .store(Store(list(trust.anchors)))
+        .time(at)
+        .max_chain_depth(4)
+        .extension_policies(
+            ca_policy=ExtensionPolicy.webpki_defaults_ca(),
+            ee_policy=ExtensionPolicy.permit_all().require_present(
+                x509.KeyUsage, Criticality.AGNOSTIC, _require_digital_signature
+            ),
+        )
+        .build_client_verifier()
+    )
+    try:
+        chain = list(verifier.verify(certificate, list(intermediates)).chain)
+    except VerificationError as error:
+        raise CertificateRefused(
+            "certificate.untrusted",
+            f"certificate {subject} does not chain to a configured trust anchor ({error}); "
+            "it may come from another CA",
+        ) from None
+    for child, issuer in zip(chain, chain[1:], strict=False):
+        _check_revocation(child, issuer, trust, at)
+    return chain
+
+
+def _check_revocation(
+    certificate: x509.Certificate, issuer: x509.Certificate, trust: Trust, at: datetime
+) -> None:
+    lists = [
+        c for c in trust.crls if c.issuer == issuer.subject and c.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+    ]
+    if not lists:
+        raise CertificateRefused(
+            "certificate.revocation_unknown",
+            f"no CRL signed by {issuer.subject.rfc4514_string()} is configured, so revocation of "
+            f"{_describe(certificate)} cannot be checked; add the CA's CRL to the trust directory",
+        )
+    current = max(lists, key=lambda c: c.last_update_utc)
+    entry = current.get_revoked_certificate_by_serial_number(certificate.serial_number)
+    if entry is not None and entry.revocation_date_utc <= at:
+        raise CertificateRefused(
+            "certificate.revoked",
+            f"certificate {_describe(certificate)} was revoked at {entry.revocation_date_utc.isoformat()}",
+        )
+    next_update = current.next_update_utc
+    if next_update is not None and at > next_update:
+        raise CertificateRefused(
+            "certificate.crl_expired",
+            f"the newest CRL of {issuer.subject.rfc4514_string()} expired at {next_update.isoformat()}; "
+            "import a fresh CRL",
+        )

@@ -1,0 +1,420 @@
+"""XML signatures under the axis's strict policy; the only module that touches signxml.
+
+``sign`` places one enveloped ``ds:Signature`` at the policy's location (for edXML:
+``edXML/edXMLEnvelope/edXMLHeader``) covering the whole document. ``verify`` accepts exactly
+that shape and nothing else, in this order, each fault with its own refusal code:
+
+1. the bytes pass the structural pre-check and the hardened parser (``xml.*``);
+2. there is exactly one signature, in the XMLDSig namespace, at the policy's location;
+3. SignedInfo is exactly: exclusive c14n, RSA-SHA256 or ECDSA-SHA256, one Reference with
+   ``URI=""`` and no Type, transforms enveloped-signature then exclusive c14n, SHA-256 digest;
+4. KeyInfo holds X509Data with certificates only (a KeyValue, if present, must be the
+   certificate's key); the key is RSA of at least 2048 bits or EC P-256;
+5. the certificate chains to a trust anchor, may sign, is valid and not revoked at ``at``;
+6. the SignatureValue and then the digest verify.
+
+Security: callers must read only ``Verified.signed_xml`` afterwards. It is the canonical form of
+what the signature covers, re-parsed, so comments and unsigned nodes are gone. The original bytes
+are what the axis stores and forwards; they are never re-serialised or "repaired".
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from lxml import etree
+from signxml import DigestAlgorithm, SignatureConfiguration, SignatureMethod, XMLSigner, XMLVerifier
+from signxml.algorithms import CanonicalizationMethod
+from signxml.exceptions import InvalidDigest, InvalidInput, InvalidSignature, SignXMLException
+
+from axis import pki, xmlguard
+from axis.edxml import NS as EDXML_NS
+from axis.errors import CertificateRefused, SignatureRefused
+
+DS = "http://www.w3.org/2000/09/xmldsig#"
+DSIG11 = "http://www.w3.org/2009/xmldsig11#"
+EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
+ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
+RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+ECDSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"
+SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
+
+
+def ds(name: str) -> str:
+    return f"{{{DS}}}{name}"
+
+
+@dataclass(frozen=True)
+class SignaturePolicy:
+    """What a signature must look like; the defaults are DESIGN.md's policy for edXML packages."""
+
+    location: tuple[str, ...] = (f"{{{EDXML_NS}}}edXML", f"{{{EDXML_NS}}}edXMLEnvelope", f"{{{EDXML_NS}}}edXMLHeader")
+    """Clark names from the root down to the signature's parent; the signature must be exactly there."""
+    signature_methods: frozenset[str] = frozenset({RSA_SHA256, ECDSA_SHA256})
+    """Accepted SignatureMethod algorithms. SHA-1, MD5, HMAC and DSA are never accepted."""
+    min_rsa_bits: int = 2048
+    """Smallest RSA modulus accepted."""
+    limits: xmlguard.XMLLimits = field(default_factory=xmlguard.XMLLimits)
+    """Structural limits of the pre-check that runs before anything is parsed."""
+
+
+EDXML_POLICY = SignaturePolicy()
+# The one canonicalisation, transform chain and digest the policy allows; not configurable.
+TRANSFORMS = (ENVELOPED, EXC_C14N)
+ALGORITHM_NAMES = {RSA_SHA256: "RSA-SHA256", ECDSA_SHA256: "ECDSA-SHA256", SHA256: "SHA-256", EXC_C14N: "exclusive c14n"}
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What a valid signature proves. Read the package from ``signed_xml`` only."""
+
+    signed_xml: etree._Element
+    """The signed content: the canonical document without its signature, re-parsed."""
+    certificate: x509.Certificate
+    """The signer's certificate."""
+    chain: tuple[x509.Certificate, ...]
+    """Signer first, trust anchor last."""
+    fingerprint: str
+    """SHA-256 of the signer's certificate (how the registry binds it to an agency)."""
+    organ_id: str | None
+    """OrganId written in the certificate subject, if any (informative; trust binds by fingerprint)."""
+    signature_method: str
+    digest_method: str
+    canonicalization: str
+    checked_at: datetime
+    """The time the certificate was checked at."""
+
+
+# ---------------------------------------------------------------- signing
+
+
+def _signature_parent(root: etree._Element, policy: SignaturePolicy) -> etree._Element:
+    if root.tag != policy.location[0]:
+        raise SignatureRefused(
+            "signature.wrong_location", f"cannot sign: the root element is {root.tag}, expected {policy.location[0]}"
+        )
+    parent = root
+    for name in policy.location[1:]:
+        found = parent.find(name)
+        if found is None:
+            raise SignatureRefused("signature.wrong_location", f"cannot sign: {name} is missing under {parent.tag}")
+        parent = found
+    return parent
+
+
+def _signature_like(root: etree._Element) -> list[etree._Element]:
+    return [e for e in root.iter() if isinstance(e.tag, str) and etree.QName(e).localname == "Signature"]
+
+
+def sign(
+    data: bytes,
+    key: pki.PrivateKey,
+    certificate: x509.Certificate,
+    intermediates: tuple[x509.Certificate, ...] = (),
+    *,
+    replace: bool = False,
+    policy: SignaturePolicy = EDXML_POLICY,
+) -> bytes:
+    """Sign ``data`` (an unsigned document) and return the signed bytes.
+
+    A document that already carries a ``Signature`` element (an XMLDSig one, or a legacy
+    placeholder in another namespace) is refused unless ``replace`` is set, which removes them.
+    """
+    root = xmlguard.parse(data, policy.limits)
+    existing = _signature_like(root)
+    if existing and not replace:
+        raise SignatureRefused(
+            "signature.already_signed",
+            "the document already has a <Signature>; remove it first (axis sign --replace) to sign it again",
+        )
+    for element in existing:
+        _remove_keeping_tail(element)
+    parent = _signature_parent(root, policy)
+    etree.SubElement(parent, ds("Signature"), Id="placeholder", nsmap={"ds": DS})
+    if isinstance(key, rsa.RSAPrivateKey):
+        method = SignatureMethod.RSA_SHA256
+    else:
+        method = SignatureMethod.ECDSA_SHA256
+    signer = XMLSigner(
+        signature_algorithm=method,
+        digest_algorithm=DigestAlgorithm.SHA256,
+        c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,
+    )
+    signed = signer.sign(root, key=key, cert=[certificate, *intermediates])
+    return bytes(etree.tostring(signed, xml_declaration=True, encoding="UTF-8"))
+
+
+def _remove_keeping_tail(element: etree._Element) -> None:
+    parent = element.getparent()
+    if parent is None:
+        return
+    if element.tail:
+        previous = element.getprevious()
+        if previous is not None:
+            previous.tail = (previous.tail or "") + element.tail
+        else:
+            parent.text = (parent.text or "") + element.tail
+    parent.remove(element)
+
+
+# ---------------------------------------------------------------- verification
+
+
+def _path(element: etree._Element) -> str:
+    names = []
+    node: etree._Element | None = element
+    while node is not None:
+        names.append(etree.QName(node).localname)
+        node = node.getparent()
+    return "/" + "/".join(reversed(names))
+
+
+def _locate(root: etree._Element, policy: SignaturePolicy) -> etree._Element:
+    candidates = _signature_like(root)
+    signatures = [e for e in candidates if e.tag == ds("Signature")]
+    if not signatures:
+        if candidates:
+            namespace = etree.QName(candidates[0]).namespace or "no namespace"
+            raise SignatureRefused(
+                "signature.wrong_namespace",
+                f"the <Signature> at {_path(candidates[0])} is in {namespace}, not the XMLDSig namespace {DS}: "
+                "it is a placeholder, not an XML signature; sign the package with a real XMLDSig signature",
+            )
+        raise SignatureRefused("signature.missing", "the package is not signed: it has no ds:Signature element")
+    if len(candidates) > 1:
+        where = ", ".join(_path(e) for e in candidates)
+        raise SignatureRefused(
+            "signature.multiple", f"exactly one Signature is allowed, found {len(candidates)}: {where}"
+        )
+    signature = signatures[0]
+    expected = [etree.QName(n).localname for n in policy.location]
+    ancestors: list[etree._Element] = list(signature.iterancestors())
+    if [a.tag for a in reversed(ancestors)] != list(policy.location):
+        raise SignatureRefused(
+            "signature.wrong_location",
+            f"the signature is at {_path(signature)}; it must be at /{'/'.join(expected)}/Signature",
+        )
+    return signature
+
+
+def _children(element: etree._Element) -> list[etree._Element]:
+    """Element children; comments are allowed between them (they are not signed and not read)."""
+    return [c for c in element if isinstance(c.tag, str)]
+
+
+def _expect_children(element: etree._Element, names: list[str], code: str = "signature.unexpected_element") -> list[etree._Element]:
+    children = _children(element)
+    found = [etree.QName(c).localname if etree.QName(c).namespace == DS else c.tag for c in children]
+    if found != names:
+        raise SignatureRefused(
+            code,
+            f"<{etree.QName(element).localname}> must contain exactly {', '.join(names)}; found {', '.join(found) or 'nothing'}",
+        )
+    return children
+
+
+def _algorithm(element: etree._Element) -> str:
+    return element.get("Algorithm") or ""
+
+
+def _check_signed_info(signature: etree._Element, policy: SignaturePolicy) -> tuple[str, str]:
+    if set(signature.attrib) - {"Id"}:
+        raise SignatureRefused("signature.unexpected_element", "ds:Signature may carry only an Id attribute")
+    children = _children(signature)
+    names = [etree.QName(c).localname if etree.QName(c).namespace == DS else c.tag for c in children]
+    if names == ["SignedInfo", "SignatureValue"]:
+        raise SignatureRefused(
+            "signature.certificate_missing", "the signature has no KeyInfo: the signer's X.509 certificate is required"
+        )
+    signed_info, _value, _key_info = _expect_children(signature, ["SignedInfo", "SignatureValue", "KeyInfo"])
+    parts = _children(signed_info)
+    if len(parts) < 2 or [etree.QName(p).localname for p in parts[:2]] != ["CanonicalizationMethod", "SignatureMethod"]:
+        raise SignatureRefused(
+            "signature.unexpected_element", "SignedInfo must start with CanonicalizationMethod and SignatureMethod"
+        )
+    c14n, method, references = parts[0], parts[1], parts[2:]
+    if _algorithm(c14n) != EXC_C14N or _children(c14n):
+        raise SignatureRefused(
+            "signature.c14n_forbidden",
+            f"CanonicalizationMethod {_algorithm(c14n)!r} is not accepted; use exclusive c14n ({EXC_C14N}) "
+            "without parameters",
+        )
+    if _algorithm(method) not in policy.signature_methods or _children(method):
+        raise SignatureRefused(
+            "signature.algorithm_forbidden",
+            f"SignatureMethod {_algorithm(method)!r} is not accepted; use RSA-SHA256 ({RSA_SHA256}) "
+            f"or ECDSA-SHA256 ({ECDSA_SHA256})",
+        )
+    if len(references) != 1 or any(r.tag != ds("Reference") for r in references):
+        raise SignatureRefused(
+            "signature.reference_count",
+            f"SignedInfo must hold exactly one Reference, covering the whole document; found {len(references)} elements",
+        )
+    reference = references[0]
+    if reference.get("URI") != "" or set(reference.attrib) != {"URI"}:
+        shown = dict(reference.attrib)
+        raise SignatureRefused(
+            "signature.reference_uri",
+            f'the Reference must be URI="" (the whole document) with no Type or Id; found {shown}',
+        )
+    transforms, digest_method, _digest = _expect_children(reference, ["Transforms", "DigestMethod", "DigestValue"])
+    chain = _children(transforms)
+    algorithms = tuple(_algorithm(t) for t in chain)
+    if algorithms != TRANSFORMS or any(t.tag != ds("Transform") or _children(t) for t in chain):
+        raise SignatureRefused(
+            "signature.transform_forbidden",
+            f"the transforms must be exactly enveloped-signature then exclusive c14n; found {list(algorithms)}",
+        )
+    if _algorithm(digest_method) != SHA256 or _children(digest_method):
+        raise SignatureRefused(
+            "signature.digest_algorithm_forbidden",
+            f"DigestMethod {_algorithm(digest_method)!r} is not accepted; use SHA-256 ({SHA256})",
+        )
+    return _algorithm(method), _algorithm(digest_method)
+
+
+def _certificates(signature: etree._Element) -> tuple[x509.Certificate, list[x509.Certificate], etree._Element | None]:
+    key_info = signature.find(ds("KeyInfo"))
+    assert key_info is not None
+    x509_data = [c for c in _children(key_info) if c.tag == ds("X509Data")]
+    key_values = [c for c in _children(key_info) if c.tag == ds("KeyValue")]
+    others = [c for c in _children(key_info) if c.tag not in (ds("X509Data"), ds("KeyValue"))]
+    if others:
+        raise SignatureRefused(
+            "signature.key_info_forbidden",
+            f"KeyInfo may hold only X509Data (and a matching KeyValue); found {etree.QName(others[0]).localname}",
+        )
+    if not x509_data:
+        raise SignatureRefused(
+            "signature.certificate_missing",
+            "KeyInfo has no X509Data: a bare KeyValue is not accepted, the signer's X.509 certificate is required",
+        )
+    if len(x509_data) > 1 or len(key_values) > 1:
+        raise SignatureRefused("signature.key_info_forbidden", "KeyInfo may hold one X509Data and at most one KeyValue")
+    encoded = _children(x509_data[0])
+    if not encoded or any(c.tag != ds("X509Certificate") for c in encoded):
+        raise SignatureRefused(
+            "signature.key_info_forbidden", "X509Data must hold X509Certificate elements only, signer first"
+        )
+    certificates = []
+    for element in encoded:
+        try:
+            der = base64.b64decode("".join((element.text or "").split()), validate=True)
+            certificates.append(x509.load_der_x509_certificate(der))
+        except (ValueError, binascii.Error):
+            raise CertificateRefused(
+                "certificate.malformed", "an X509Certificate in the signature is not a base64 DER certificate"
+            ) from None
+    return certificates[0], certificates[1:], key_values[0] if key_values else None
+
+
+def _check_key(certificate: x509.Certificate, method: str, policy: SignaturePolicy) -> None:
+    public = certificate.public_key()
+    if method == RSA_SHA256:
+        if not isinstance(public, rsa.RSAPublicKey):
+            raise SignatureRefused("signature.key_mismatch", "SignatureMethod is RSA-SHA256 but the certificate key is not RSA")
+        if public.key_size < policy.min_rsa_bits:
+            raise SignatureRefused(
+                "signature.key_too_weak", f"the RSA key has {public.key_size} bits; at least {policy.min_rsa_bits} are required"
+            )
+    elif method == ECDSA_SHA256:
+        if not isinstance(public, ec.EllipticCurvePublicKey):
+            raise SignatureRefused("signature.key_mismatch", "SignatureMethod is ECDSA-SHA256 but the certificate key is not EC")
+        if not isinstance(public.curve, ec.SECP256R1):
+            raise SignatureRefused(
+                "signature.key_too_weak", f"the EC key is on {public.curve.name}; only P-256 is accepted"
+            )
+
+
+def _b64_int(element: etree._Element | None) -> int | None:
+    if element is None or not element.text:
+        return None
+    try:
+        return int.from_bytes(base64.b64decode("".join(element.text.split()), validate=True), "big")
+    except (ValueError, binascii.Error):
+        return None
+
+
+def _check_key_value(key_value: etree._Element | None, certificate: x509.Certificate) -> None:
+    """A KeyValue next to X509Data is tolerated only when it is exactly the certificate's key."""
+    if key_value is None:
+        return
+    public = certificate.public_key()
+    matches = False
+    rsa_value = key_value.find(ds("RSAKeyValue"))
+    ec_value = key_value.find(f"{{{DSIG11}}}ECKeyValue")
+    if rsa_value is not None and isinstance(public, rsa.RSAPublicKey):
+        numbers = public.public_numbers()
+        matches = (_b64_int(rsa_value.find(ds("Modulus"))), _b64_int(rsa_value.find(ds("Exponent")))) == (
+            numbers.n,
+            numbers.e,
+        )
+    elif ec_value is not None and isinstance(public, ec.EllipticCurvePublicKey):
+        point = _b64_int(ec_value.find(f"{{{DSIG11}}}PublicKey"))
+        numbers = public.public_numbers()
+        size = (public.curve.key_size + 7) // 8
+        expected = int.from_bytes(b"\x04" + numbers.x.to_bytes(size, "big") + numbers.y.to_bytes(size, "big"), "big")
+        matches = point == expected
+    if not matches:
+        raise SignatureRefused(
+            "signature.key_value_mismatch", "the KeyValue in KeyInfo is not the key of the X.509 certificate"
+        )
+
+
+def verify(data: bytes, trust: pki.Trust, at: datetime, policy: SignaturePolicy = EDXML_POLICY) -> Verified:
+    """Verify ``data`` under ``policy`` with certificates checked at ``at``; raise a refusal otherwise.
+
+    ``at`` is the acceptance time: now for a new submission, the recorded acceptance time when an
+    archived package is re-verified years later.
+    """
+    root = xmlguard.parse(data, policy.limits)
+    signature = _locate(root, policy)
+    method, digest_method = _check_signed_info(signature, policy)
+    certificate, intermediates, key_value = _certificates(signature)
+    _check_key(certificate, method, policy)
+    _check_key_value(key_value, certificate)
+    chain = pki.validate(certificate, intermediates, trust, at)
+    location = "./" + "".join(f"{name}/" for name in policy.location[1:])
+    config = SignatureConfiguration(
+        require_x509=True,
+        location=location,
+        expect_references=1,
+        signature_methods=frozenset(SignatureMethod(m) for m in policy.signature_methods),
+        digest_algorithms=frozenset({DigestAlgorithm.SHA256}),
+        ignore_ambiguous_key_info=True,
+        verification_time=at,
+    )
+    try:
+        result = XMLVerifier().verify(root, x509_cert=certificate, parser=xmlguard.parser(), expect_config=config)
+    except InvalidDigest:
+        raise SignatureRefused(
+            "signature.digest_mismatch",
+            "the document was changed after it was signed: its SHA-256 digest does not match the signed DigestValue",
+        ) from None
+    except InvalidSignature:
+        raise SignatureRefused(
+            "signature.invalid",
+            "the SignatureValue does not verify with the certificate's key: SignedInfo or the value was altered, "
+            "or a different key signed it",
+        ) from None
+    except (InvalidInput, SignXMLException, etree.DocumentInvalid) as error:
+        raise SignatureRefused("signature.malformed", f"the signature cannot be processed: {error}") from None
+    assert not isinstance(result, list)
+    if result.signed_xml is None:
+        raise SignatureRefused("signature.malformed", "the signed content is not an XML document")
+    return Verified(
+        signed_xml=result.signed_xml,
+        certificate=certificate,
+        chain=tuple(chain),
+        fingerprint=pki.fingerprint(certificate),
+        organ_id=pki.organ_id_of(certificate),
+        signature_method=method,
+        digest_method=digest_method,
+        canonicalization=EXC_C14N,
+        checked_at=at,
+    )
