@@ -1,0 +1,292 @@
+"""The ``axis`` command: a thin shell over ``axis.*`` and ``adapters.*``.
+
+Every refusal is printed with its stable code. Exit status: 0 success, 1 refused or invalid,
+2 usage error (click's own convention). Secrets (passphrases) come from the environment or a
+hidden prompt and are never echoed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from axis import edxml, keystore, pki, signing
+from axis.errors import AxisError, KeyStoreError
+from axis.verification import VerifiedPackage, verify_package
+
+F = TypeVar("F", bound=Callable[..., Any])
+CA_PASSPHRASE_ENV = "AXIS_CA_PASSPHRASE"
+KEY_PASSPHRASE_ENV = "AXIS_KEY_PASSPHRASE"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _fail(error: AxisError) -> click.ClickException:
+    return click.ClickException(f"{error.code}: {error.message}")
+
+
+def _new_passphrase(env: str, what: str) -> bytes:
+    value = os.environ.get(env) or click.prompt(f"Passphrase for {what}", hide_input=True, confirmation_prompt=True)
+    return str(value).encode()
+
+
+def _existing_passphrase(env: str, what: str) -> Callable[[], bytes]:
+    def ask() -> bytes:
+        value = os.environ.get(env) or click.prompt(f"Passphrase for {what}", hide_input=True)
+        return str(value).encode()
+
+    return ask
+
+
+def _with_passphrase(action: Callable[[bytes | None], Any], ask: Callable[[], bytes]) -> Any:
+    """Run ``action`` without a passphrase; if the key turns out to be encrypted, ask and retry."""
+    try:
+        return action(None)
+    except KeyStoreError as error:
+        if error.code != "keystore.passphrase":
+            raise
+    return action(ask())
+
+
+def keys_dir_option(function: F) -> F:
+    return click.option(
+        "--dir",
+        "directory",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("keys"),
+        show_default=True,
+        help="Key store directory.",
+    )(function)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="axis")
+def cli() -> None:
+    """axis: the document interchange axis for signed edXML packages."""
+
+
+# ---------------------------------------------------------------- keys
+
+
+@cli.group()
+def keys() -> None:
+    """The key store: development CA, axis key, agency certificates, CRL."""
+
+
+@keys.command("init")
+@keys_dir_option
+@click.option("--encrypt", is_flag=True, help=f"Encrypt the CA and axis keys (passphrase from ${CA_PASSPHRASE_ENV} or a prompt).")
+def keys_init(directory: Path, encrypt: bool) -> None:
+    """Create a development CA (standing in for the state CA), its CRL and the axis's signing key."""
+    passphrase = _new_passphrase(CA_PASSPHRASE_ENV, "the CA key") if encrypt else None
+    store = keystore.KeyStore(directory)
+    try:
+        store.init(_now(), passphrase)
+    except AxisError as error:
+        raise _fail(error) from None
+    click.echo(f"CA certificate   {store.ca_certificate}")
+    click.echo(f"trust directory  {store.trust}")
+    click.echo(f"axis certificate {store.axis_certificate}")
+
+
+@keys.command("issue")
+@click.argument("organ_id")
+@keys_dir_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Where to write the key and certificate [default: DIR/agencies].")
+@click.option("--name", help="Agency name for the certificate subject.")
+@click.option("--ec", is_flag=True, help="ECDSA P-256 instead of RSA-2048.")
+@click.option("--encrypt", is_flag=True, help=f"Encrypt the new key (passphrase from ${KEY_PASSPHRASE_ENV} or a prompt).")
+def keys_issue(organ_id: str, directory: Path, out: Path | None, name: str | None, ec: bool, encrypt: bool) -> None:
+    """Issue a signing certificate for agency ORGAN_ID; writes ORGAN_ID.key (0600) and ORGAN_ID.pem."""
+    store = keystore.KeyStore(directory)
+    key_passphrase = _new_passphrase(KEY_PASSPHRASE_ENV, f"the key of {organ_id}") if encrypt else None
+    try:
+        key_path, cert_path = _with_passphrase(
+            lambda ca_pass: store.issue(
+                organ_id, out or directory / "agencies", _now(), name=name, kind="ec" if ec else "rsa",
+                ca_passphrase=ca_pass, key_passphrase=key_passphrase,
+            ),
+            _existing_passphrase(CA_PASSPHRASE_ENV, "the CA key"),
+        )
+    except AxisError as error:
+        raise _fail(error) from None
+    certificate = keystore.read_certificates(cert_path)[0]
+    click.echo(str(key_path))
+    click.echo(str(cert_path))
+    click.echo(f"fingerprint {pki.fingerprint(certificate)}", err=True)
+
+
+@keys.command("revoke")
+@click.argument("fingerprint")
+@keys_dir_option
+def keys_revoke(fingerprint: str, directory: Path) -> None:
+    """Revoke the certificate with SHA-256 FINGERPRINT: add it to the CA's CRL."""
+    store = keystore.KeyStore(directory)
+    try:
+        certificate = _with_passphrase(
+            lambda ca_pass: store.revoke(fingerprint, _now(), ca_pass),
+            _existing_passphrase(CA_PASSPHRASE_ENV, "the CA key"),
+        )
+    except AxisError as error:
+        raise _fail(error) from None
+    click.echo(f"revoked {certificate.subject.rfc4514_string()}; CRL updated at {store.crl}")
+
+
+@keys.command("crl")
+@keys_dir_option
+def keys_crl(directory: Path) -> None:
+    """Re-sign the CRL with a fresh validity window (a CRL expires after 30 days)."""
+    store = keystore.KeyStore(directory)
+    try:
+        renewed = _with_passphrase(
+            lambda ca_pass: store.refresh_crl(_now(), ca_pass), _existing_passphrase(CA_PASSPHRASE_ENV, "the CA key")
+        )
+    except AxisError as error:
+        raise _fail(error) from None
+    click.echo(f"CRL {store.crl} valid until {renewed.next_update_utc.isoformat() if renewed.next_update_utc else '?'}")
+
+
+# ---------------------------------------------------------------- sign and verify
+
+
+@cli.command("sign")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--key", "key_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Agency private key (PEM).")
+@click.option("--cert", "cert_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Agency certificate (PEM); intermediates may follow it.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the signed package.")
+@click.option("--replace", is_flag=True, help="Remove an existing (or placeholder) Signature before signing.")
+def sign_command(file: Path, key_path: Path, cert_path: Path, out: Path, replace: bool) -> None:
+    """Sign an edXML package with an agency key (RSA-SHA256 or ECDSA-SHA256, exclusive c14n)."""
+    try:
+        key = _with_passphrase(
+            lambda passphrase: keystore.read_private_key(key_path, passphrase),
+            _existing_passphrase(KEY_PASSPHRASE_ENV, str(key_path)),
+        )
+        certificate, *intermediates = keystore.read_certificates(cert_path)
+        signed = signing.sign(file.read_bytes(), key, certificate, tuple(intermediates), replace=replace)
+    except AxisError as error:
+        raise _fail(error) from None
+    keystore.write_public(out, signed)
+    click.echo(f"signed {out} as {certificate.subject.rfc4514_string()}")
+
+
+def _parse_time(value: str | None) -> datetime:
+    if value is None:
+        return _now()
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time such as 2026-11-21T09:30:00+07:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _report(path: Path, result: VerifiedPackage | None, error: AxisError | None, at: datetime) -> dict[str, Any]:
+    report: dict[str, Any] = {"file": str(path), "valid": result is not None, "checked_at": at.isoformat()}
+    if result is not None:
+        signature, package = result.signature, result.package
+        is_document = isinstance(package, edxml.DocumentPackage)
+        report.update(
+            sha256=result.sha256,
+            signer={
+                "organ_id": signature.organ_id,
+                "subject": signature.certificate.subject.rfc4514_string(),
+                "fingerprint": signature.fingerprint,
+                "issuer": signature.certificate.issuer.rfc4514_string(),
+            },
+            algorithms={
+                "signature": signature.signature_method,
+                "digest": signature.digest_method,
+                "canonicalization": signature.canonicalization,
+            },
+            package={
+                "kind": package.kind,
+                "sender": package.sender.organ_id,
+                "document_id": package.document_id if is_document else package.response_for.document_id,
+                "recipients": [r.organ_id for r in package.recipients] if is_document else [],
+            },
+        )
+    if error is not None:
+        report.update(code=error.code, detail=error.message)
+    return report
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    rows: list[tuple[str, str]] = [("file", report["file"])]
+    if report["valid"]:
+        signer, algorithms, package = report["signer"], report["algorithms"], report["package"]
+        names = signing.ALGORITHM_NAMES
+        rows += [
+            ("sha256", report["sha256"]),
+            ("package", f"{package['kind']} {package['document_id']} from {package['sender']}"),
+            ("signer", f"{signer['organ_id'] or '(no OrganId in certificate)'}  {signer['subject']}"),
+            ("fingerprint", signer["fingerprint"]),
+            ("issuer", signer["issuer"]),
+            (
+                "algorithms",
+                f"{names.get(algorithms['signature'], algorithms['signature'])}, "
+                f"{names.get(algorithms['digest'], algorithms['digest'])} digest, "
+                f"{names.get(algorithms['canonicalization'], algorithms['canonicalization'])}",
+            ),
+        ]
+    rows.append(("checked at", report["checked_at"]))
+    rows.append(("verdict", "VALID" if report["valid"] else f"INVALID  {report['code']}"))
+    if not report["valid"]:
+        rows.append(("reason", report["detail"]))
+    for label, value in rows:
+        click.echo(f"{label:<12} {value}")
+
+
+@cli.command("verify")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--trust", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, help="Trust directory: CA certificates (*.pem, *.crt) and CRLs (*.crl). [default: keys/trust]")
+@click.option("--at", "at_text", help="Check certificates at this ISO 8601 time (e.g. the acceptance time) [default: now].")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+def verify_command(file: Path, trust: Path | None, at_text: str | None, as_json: bool) -> None:
+    """Verify an edXML package offline: signature policy, certificate chain, CRL, signed content.
+
+    Exit status 0 when valid, 1 when invalid (with the refusal code and reason), 2 on usage errors.
+    """
+    at = _parse_time(at_text)
+    trust_dir = trust or Path("keys/trust")
+    try:
+        anchors = keystore.read_trust(trust_dir)
+    except AxisError as error:
+        raise click.UsageError(f"{error.code}: {error.message}") from None
+    result: VerifiedPackage | None = None
+    failure: AxisError | None = None
+    try:
+        result = verify_package(file.read_bytes(), anchors, at)
+    except AxisError as error:
+        failure = error
+    report = _report(file, result, failure, at)
+    if as_json:
+        click.echo(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        _print_report(report)
+    sys.exit(0 if result is not None else 1)
+
+
+@cli.command("demo")
+@click.option("--samples", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, help="Directory of real agency packages to check as well [default: ../shared/samples/edxml-vdxp if present].")
+def demo_command(samples: Path | None) -> None:
+    """Run the axis's main job end to end in a temporary directory and tell it as a story."""
+    from adapters import demo
+
+    sys.exit(demo.run(samples, click.echo))
+
+
+def main() -> None:
+    cli(prog_name="axis")
+
+
+if __name__ == "__main__":
+    main()
