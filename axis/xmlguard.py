@@ -36,7 +36,7 @@ class XMLLimits:
     max_elements: int = 20_000
     """Elements in the whole document."""
     max_attributes: int = 64
-    """Attributes (namespace declarations included) on one element."""
+    """Attributes on one element, namespace declarations not counted (they have their own limit)."""
     max_namespace_declarations: int = 256
     """``xmlns`` declarations in the whole document; each multiplies canonicalisation work."""
     max_text_bytes: int = 64 * MiB
@@ -156,11 +156,14 @@ def precheck(data: bytes, limits: XMLLimits = DEFAULT_LIMITS) -> None:
             raise _refuse("xml.too_many_elements", data, lt, f"more than {limits.max_elements} elements")
         cursor, attributes = name.end(), 0
         while (attribute := _ATTRIBUTE.match(data, cursor)) is not None:
-            attributes += 1
-            if attributes > limits.max_attributes:
-                raise _refuse("xml.too_many_attributes", data, lt, f"more than {limits.max_attributes} attributes on one element")
             attr_name = attribute.group(1)
-            if attr_name == b"xmlns" or attr_name.startswith(b"xmlns:"):
+            if attr_name != b"xmlns" and not attr_name.startswith(b"xmlns:"):
+                attributes += 1
+                if attributes > limits.max_attributes:
+                    raise _refuse(
+                        "xml.too_many_attributes", data, lt, f"more than {limits.max_attributes} attributes on one element"
+                    )
+            else:
                 namespaces += 1
                 if namespaces > limits.max_namespace_declarations:
                     raise _refuse(
