@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import xmlsec
+from cryptography.hazmat.primitives.asymmetric import ec
 from lxml import etree
 
 from axis import edxml, keystore, pki, signing
@@ -112,7 +113,7 @@ def test_xmlsec_refuses_axis_signature_after_one_character_changes(
     for signed in (signed_document, ec_signed):
         xmlsec_verify(signed, dev_pki.store.ca_certificate)  # the untouched bytes verify ...
         tampered = tamper_subject(signed)
-        with pytest.raises(xmlsec.Error):  # ... and one changed character does not (VerificationError is a subclass)
+        with pytest.raises(xmlsec.VerificationError):  # ... and one changed character does not
             xmlsec_verify(tampered, dev_pki.store.ca_certificate)
         with pytest.raises(SignatureRefused) as refused:
             verify_package(tampered, dev_pki.trust, now)
@@ -132,7 +133,7 @@ def xmlsec_sign(document: edxml.DocumentPackage, agency: Agency) -> bytes:
     root = etree.fromstring(edxml.build(document))
     header = root.find(f"{ed('edXMLEnvelope')}/{ed('edXMLHeader')}")
     assert header is not None
-    method = xmlsec.Transform.ECDSA_SHA256 if agency is not None and _is_ec(agency) else xmlsec.Transform.RSA_SHA256
+    method = xmlsec.Transform.ECDSA_SHA256 if _is_ec(agency) else xmlsec.Transform.RSA_SHA256
     signature = xmlsec.template.create(root, xmlsec.Transform.EXCL_C14N, method, ns="ds")
     header.append(signature)
     reference = xmlsec.template.add_reference(signature, xmlsec.Transform.SHA256, uri="")
@@ -150,8 +151,6 @@ def xmlsec_sign(document: edxml.DocumentPackage, agency: Agency) -> bytes:
 
 
 def _is_ec(agency: Agency) -> bool:
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     return isinstance(agency.key, ec.EllipticCurvePrivateKey)
 
 

@@ -1,0 +1,191 @@
+"""The administrator's and auditor's commands, driven through click's runner against real files."""
+
+from __future__ import annotations
+
+import json
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import click
+from cryptography.hazmat.primitives.serialization import Encoding
+import pytest
+from click.testing import CliRunner, Result
+
+from cli import cli
+from tests.conftest import MALFORMED_SAMPLES
+
+EXPECTED_SAMPLE_CODES = {
+    "edoc.edxml": "xml.malformed",
+    "edoc_new.edxml": "xml.malformed",
+    "edoc_replacement.edxml": "signature.wrong_namespace",
+    "edoc_revocation.edxml": "signature.wrong_namespace",
+    "edoc_update.edxml": "signature.wrong_namespace",
+}
+
+
+def run(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), env=env, input=input, catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("cli") / "keys"
+    result = run("keys", "init", "--dir", str(directory))
+    assert result.exit_code == 0, result.output
+    return directory
+
+
+def _issue(keys: Path, organ_id: str, *extra: str, env: dict[str, str] | None = None) -> tuple[Path, Path]:
+    result = run("keys", "issue", organ_id, "--dir", str(keys), *extra, env=env)
+    assert result.exit_code == 0, result.output
+    key_line, cert_line = result.stdout.splitlines()[:2]
+    return Path(key_line), Path(cert_line)
+
+
+def test_every_command_has_help() -> None:
+    def walk(command: click.Command, path: str) -> None:
+        assert command.help, f"{path} has no help text"
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                walk(sub, f"{path} {name}")
+
+    walk(cli, "axis")
+
+
+def test_keys_init_writes_private_keys_0600_and_refuses_twice(keys: Path) -> None:
+    for private in (keys / "ca" / "ca.key", keys / "axis.key"):
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert (keys / "trust" / "ca.pem").exists() and (keys / "trust" / "ca.crl").exists()
+    again = run("keys", "init", "--dir", str(keys))
+    assert again.exit_code == 1
+    assert "keystore.exists" in again.output
+
+
+def test_issue_prints_both_paths_and_writes_key_0600(keys: Path) -> None:
+    key, cert = _issue(keys, "000.00.00.H14")
+    assert (key.name, cert.name) == ("000.00.00.H14.key", "000.00.00.H14.pem")
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert b"BEGIN CERTIFICATE" in cert.read_bytes()
+    malformed = run("keys", "issue", "28.22.H17", "--dir", str(keys))
+    assert malformed.exit_code == 1 and "identifier.organ_id" in malformed.output
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_SAMPLE_CODES) + ["status_acceptance_03.edxml"])
+def test_verify_each_shared_sample_exits_1_with_a_precise_reason(keys: Path, samples: Path, name: str) -> None:
+    result = run("verify", str(samples / name), "--trust", str(keys / "trust"))
+    assert result.exit_code == 1
+    code = EXPECTED_SAMPLE_CODES.get(name, "signature.missing")
+    assert f"INVALID  {code}" in result.output
+    assert "reason" in result.output
+
+
+def test_verify_every_shared_sample_is_invalid(keys: Path, samples: Path) -> None:
+    for path in sorted(samples.glob("*.edxml")):
+        result = run("verify", str(path), "--trust", str(keys / "trust"), "--json")
+        report = json.loads(result.output)
+        assert result.exit_code == 1 and report["valid"] is False, path.name
+        expected = EXPECTED_SAMPLE_CODES.get(path.name, "signature.missing")
+        assert report["code"] == expected, path.name
+        assert path.name in MALFORMED_SAMPLES or report["code"].startswith("signature.")
+
+
+@pytest.mark.parametrize(
+    ("sample", "organ_id", "replace"),
+    [("status_acceptance_03.edxml", "000.00.00.H41", False), ("edoc_update.edxml", "000.00.00.G22", True)],
+)
+def test_newly_issued_agency_signs_a_sample_and_it_verifies(
+    keys: Path, samples: Path, tmp_path: Path, sample: str, organ_id: str, replace: bool
+) -> None:
+    key, cert = _issue(keys, organ_id, "--out", str(tmp_path))
+    out = tmp_path / f"signed-{sample}"
+    args = ["sign", str(samples / sample), "--key", str(key), "--cert", str(cert), "-o", str(out)]
+    if replace:
+        refused = run(*args)
+        assert refused.exit_code == 1 and "signature.already_signed" in refused.output
+        args.append("--replace")
+    assert run(*args).exit_code == 0
+    result = run("verify", str(out), "--trust", str(keys / "trust"))
+    assert result.exit_code == 0, result.output
+    assert "VALID" in result.output and organ_id in result.output and "RSA-SHA256" in result.output
+    report = json.loads(run("verify", str(out), "--trust", str(keys / "trust"), "--json").output)
+    assert report["valid"] is True
+    assert report["signer"]["organ_id"] == organ_id
+    assert report["algorithms"]["digest"] == "http://www.w3.org/2001/04/xmlenc#sha256"
+    assert len(report["sha256"]) == 64
+
+
+def test_revoke_then_verify_now_and_at_acceptance_time(keys: Path, samples: Path, tmp_path: Path) -> None:
+    key, cert = _issue(keys, "000.00.00.H41", "--out", str(tmp_path))
+    out = tmp_path / "status.edxml"
+    assert run("sign", str(samples / "status_finish_06.edxml"), "--key", str(key), "--cert", str(cert), "-o", str(out)).exit_code == 0
+    signed_at = datetime.now(UTC)
+    fingerprint = json.loads(run("verify", str(out), "--trust", str(keys / "trust"), "--json").output)["signer"]["fingerprint"]
+    revoked = run("keys", "revoke", fingerprint, "--dir", str(keys))
+    assert revoked.exit_code == 0, revoked.output
+    later = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    refused = run("verify", str(out), "--trust", str(keys / "trust"), "--at", later)
+    assert refused.exit_code == 1 and "certificate.revoked" in refused.output
+    before = (signed_at - timedelta(seconds=5)).isoformat()
+    assert run("verify", str(out), "--trust", str(keys / "trust"), "--at", before).exit_code == 0
+    unknown = run("keys", "revoke", "00" * 32, "--dir", str(keys))
+    assert unknown.exit_code == 1 and "certificate.unknown" in unknown.output
+    refreshed = run("keys", "crl", "--dir", str(keys))
+    assert refreshed.exit_code == 0 and "valid until" in refreshed.output
+
+
+def test_encrypted_key_needs_its_passphrase(keys: Path, samples: Path, tmp_path: Path) -> None:
+    env = {"AXIS_KEY_PASSPHRASE": "correct horse battery staple"}
+    key, cert = _issue(keys, "000.00.00.G17", "--out", str(tmp_path), "--encrypt", env=env)
+    assert b"ENCRYPTED" in key.read_bytes()
+    out = tmp_path / "signed.edxml"
+    args = ["sign", str(samples / "edoc_update.edxml"), "--replace", "--key", str(key), "--cert", str(cert), "-o", str(out)]
+    wrong = run(*args, env={"AXIS_KEY_PASSPHRASE": "wrong"})
+    assert wrong.exit_code == 1 and "keystore.unreadable_key" in wrong.output
+    assert not out.exists()
+    prompted = run(*args, env={"AXIS_KEY_PASSPHRASE": ""}, input="correct horse battery staple\n")
+    assert prompted.exit_code == 0, prompted.output
+    assert "correct horse" not in prompted.output.replace("Passphrase", "")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["verify", "/nonexistent.edxml"],
+        ["verify", "{sample}", "--at", "yesterday"],
+        ["verify", "{sample}", "--trust", "/nonexistent-trust"],
+        ["sign", "{sample}"],
+        ["keys", "issue"],
+    ],
+)
+def test_usage_errors_exit_2(samples: Path, args: list[str]) -> None:
+    filled = [a.format(sample=samples / "status.edxml") for a in args]
+    assert run(*filled).exit_code == 2
+
+
+def test_verify_without_trust_directory_is_a_usage_error(
+    samples: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run("verify", str(samples / "status.edxml"))
+    assert result.exit_code == 2 and "keystore.missing" in result.output
+
+
+def test_trust_directory_may_hold_der_files(keys: Path, samples: Path, tmp_path: Path) -> None:
+    from axis import pki
+
+    der_trust = tmp_path / "trust-der"
+    der_trust.mkdir()
+    (der_trust / "state-ca.crt").write_bytes(
+        pki.load_certificates((keys / "trust" / "ca.pem").read_bytes())[0].public_bytes(Encoding.DER)
+    )
+    (der_trust / "state-ca.crl").write_bytes(pki.load_crl((keys / "trust" / "ca.crl").read_bytes()).public_bytes(Encoding.DER))
+    key, cert = _issue(keys, "000.00.00.G22", "--out", str(tmp_path))
+    out = tmp_path / "signed.edxml"
+    assert run("sign", str(samples / "edoc_revocation.edxml"), "--replace", "--key", str(key), "--cert", str(cert), "-o", str(out)).exit_code == 0
+    result = run("verify", str(out), "--trust", str(der_trust))
+    assert result.exit_code == 0, result.output
+    empty = tmp_path / "empty-trust"
+    empty.mkdir()
+    refused = run("verify", str(out), "--trust", str(empty))
+    assert refused.exit_code == 1 and "certificate.untrusted" in refused.output

@@ -1,0 +1,200 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from axis import edxml, xmlguard
+from axis.errors import PackageRefused, XMLRefused
+from tests.conftest import MALFORMED_SAMPLES, SAMPLES
+
+WELL_FORMED = sorted(p.name for p in SAMPLES.glob("*.edxml") if p.name not in MALFORMED_SAMPLES)
+
+
+def test_the_shared_samples_are_all_there(samples: Path) -> None:
+    assert len(WELL_FORMED) == 13  # status.edxml is a second 01 sample beside status_inbox_01.edxml
+    assert MALFORMED_SAMPLES <= {p.name for p in samples.glob("*.edxml")}
+
+
+@pytest.mark.parametrize("name", WELL_FORMED)
+def test_well_formed_samples_parse_and_round_trip(samples: Path, name: str) -> None:
+    package = edxml.parse((samples / name).read_bytes())
+    assert package.sender.organ_id
+    assert edxml.parse(edxml.build(package)) == package
+
+
+def test_sample_fields_are_read_by_namespace(samples: Path) -> None:
+    update = edxml.parse((samples / "edoc_update.edxml").read_bytes())
+    assert isinstance(update, edxml.DocumentPackage)
+    assert [r.organ_id for r in update.recipients] == ["000.00.00.H41", "000.00.00.H14", "000.00.00.G17"]
+    assert update.document_id == "000.00.00.G22,2015/09/30,7816/VPCP-TTĐT"
+    assert update.subject == "V/v kết nối, liên thông phần mềm quản lý văn bản"
+    assert update.bussiness is not None and update.bussiness.bussiness_doc_type == 2
+    assert update.bussiness.document_id == "000.00.00.G22,2014/02/30,7806/VPCP-TTĐT"
+    info = update.bussiness.bussiness_document_info
+    assert info is not None and [r.organ_id for r in info.receivers] == ["000.00.00.H41", "000.00.00.H14"]
+    assert update.other_info == edxml.OtherInfo(
+        priority=0,
+        sphere_of_promulgation="Liên thông văn bản quốc gia",
+        typer_notation="TVC",
+        promulgation_amount=2,
+        page_amount=22,
+        direction=False,
+        appendixes=("Công văn về việc kết nối, liên thông phần mềm quản lý văn bản",),
+    )
+    (attachment,) = update.attachments
+    assert attachment.name == "1896_QD-TTg_m_294779.doc"
+    assert attachment.content_type == "application/zip"
+    assert attachment.data.startswith(b"PK")  # agency software zips the file first
+    replacement = edxml.parse((samples / "edoc_replacement.edxml").read_bytes())
+    assert isinstance(replacement, edxml.DocumentPackage) and replacement.bussiness is not None
+    assert replacement.bussiness.replacement_info_list[0].organ_ids == ("000.00.00.H41", "000.00.00.H14")
+    status = edxml.parse((samples / "status_acceptance_03.edxml").read_bytes())
+    assert isinstance(status, edxml.StatusPackage)
+    assert (status.status_code, status.response_for.document_id) == ("03", "000.00.00.G22,2015/09/30,7816/VPCP-TTĐT")
+    assert status.staff_info is not None and status.staff_info.staff == "Nguyen thi ngoc tram"
+
+
+@pytest.mark.parametrize(
+    ("name", "line", "column", "fault"),
+    [
+        ("edoc.edxml", 116, 39, "Namespace prefix xlink for href on Reference is not defined"),
+        ("edoc_new.edxml", 1, 1, "stray bytes before the XML declaration"),
+    ],
+)
+def test_malformed_samples_are_refused_with_line_and_column(samples: Path, name: str, line: int, column: int, fault: str) -> None:
+    with pytest.raises(XMLRefused) as refused:
+        edxml.parse((samples / name).read_bytes())
+    assert refused.value.code == "xml.malformed"
+    assert (refused.value.fields["line"], refused.value.fields["column"]) == (line, column)
+    assert fault in refused.value.message
+    assert refused.value.message.startswith(f"line {line}, column {column}: ")
+
+
+def test_build_parse_round_trips_every_field(document: edxml.DocumentPackage) -> None:
+    full = replace(
+        document,
+        response_for=(
+            edxml.ResponseFor(
+                organ_id="000.00.00.H41", code="12/UBND-VP", promulgation_date="2026/10/01",
+                document_id="000.00.00.H41,2026/10/01,12/UBND-VP",
+            ),
+        ),
+        other_info=edxml.OtherInfo(
+            priority=4, sphere_of_promulgation="Toàn quốc", typer_notation="NVA", promulgation_amount=5,
+            page_amount=7, direction=True, appendixes=("Phụ lục I", "Phụ lục II"),
+        ),
+        bussiness=edxml.Bussiness(
+            document_id="000.00.00.G22,2026/01/15,99/VPCP-KSTT",
+            bussiness_doc_type=3,
+            bussiness_doc_reason="Văn bản thay thế",
+            paper=1,
+            staff_info=edxml.StaffInfo(department="Văn thư", staff="Trần Thị Bình", email="vt@chinhphu.vn", mobile="0912000001"),
+            bussiness_document_info=edxml.BussinessDocumentInfo(
+                document_info="1", document_receiver="1",
+                receivers=(edxml.Receiver(organ_id="000.00.00.H41", receiver_type="0"),),
+            ),
+            replacement_info_list=(
+                edxml.ReplacementInfo(document_id="000.00.00.G22,2026/01/15,99/VPCP-KSTT", organ_ids=("000.00.00.H41",)),
+            ),
+        ),
+        attachments=document.attachments
+        + (edxml.Attachment(name="Phụ lục.zip", data=bytes(range(256)) * 40, content_type="application/zip", content_id="cid:2"),),
+    )
+    assert edxml.parse(edxml.build(full)) == full
+
+
+def test_status_round_trips() -> None:
+    status = edxml.StatusPackage(
+        sender=edxml.Organization(organ_id="000.00.00.H41", organ_name="UBND Tỉnh Nghệ An"),
+        response_for=edxml.ResponseFor(organ_id="000.00.00.G22", document_id="000.00.00.G22,2026/11/20,1234/VPCP-KSTT"),
+        status_code="05",
+        timestamp="2026/11/21 10:15:00",
+        staff_info=edxml.StaffInfo(staff="Lê Văn Cường"),
+        description="Đang xử lý",
+        trace_headers=(edxml.TraceHeader(organ_id="000.00.00.H41", timestamp="2026/11/21 10:15:00"),),
+    )
+    assert edxml.parse(edxml.build(status)) == status
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "fault"),
+    [
+        ({"subject": "x" * 501}, "edxml.invalid_field", "Subject"),
+        ({"subject": "  "}, "edxml.missing_field", "Subject"),
+        ({"document_id": "9fbfbad2-f1f8-4256-a2eb-50fb1061cddb"}, "edxml.invalid_field", "DocumentId"),
+        ({"due_date": "28-09-2018"}, "edxml.invalid_field", "DueDate"),
+        ({"recipients": ()}, "edxml.missing_field", "recipient"),
+        ({"code": edxml.Code(code_number="123456789012")}, "edxml.invalid_field", "CodeNumber"),
+        ({"other_info": edxml.OtherInfo(priority=7)}, "edxml.invalid_field", "Priority"),
+        ({"sender": edxml.Organization(organ_id="28.22.H17")}, "edxml.invalid_field", "From/OrganId"),
+    ],
+)
+def test_build_is_strict(document: edxml.DocumentPackage, change: dict[str, object], code: str, fault: str) -> None:
+    with pytest.raises(PackageRefused) as refused:
+        edxml.build(replace(document, **change))  # type: ignore[arg-type]
+    assert refused.value.code == code
+    assert fault in refused.value.message
+
+
+def test_build_refuses_duplicate_recipients(document: edxml.DocumentPackage) -> None:
+    with pytest.raises(PackageRefused) as refused:
+        edxml.build(replace(document, recipients=document.recipients + document.recipients[:1]))
+    assert refused.value.code == "edxml.duplicate_recipient"
+
+
+def _edit(data: bytes, old: str, new: str) -> bytes:
+    assert old.encode() in data
+    return data.replace(old.encode(), new.encode(), 1)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "code"),
+    [
+        ("<To><OrganId>000.00.00.H41</OrganId>", "<To><OrganId>000.00.00.H14</OrganId>", "edxml.duplicate_recipient"),
+        ("<OrganId>000.00.00.H41</OrganId>", "<OrganId>28.22.H17</OrganId>", "edxml.invalid_organ_id"),
+        ("<Priority>2</Priority>", "<Priority>high</Priority>", "edxml.invalid_field"),
+        ("<Direction>false</Direction>", "<Direction>maybe</Direction>", "edxml.invalid_field"),
+        ("<Subject>", "<Unknown>x</Unknown><Subject>", "edxml.schema_invalid"),
+        ("<edXML xmlns=\"http://www.mic.gov.vn/TBT/QCVN_102_2016\">", "<edXML xmlns=\"urn:other\">", "edxml.not_edxml"),
+        ("<BussinessDocType>0</BussinessDocType>", "<BussinessDocType>9</BussinessDocType>", "edxml.invalid_field"),
+        ("<ContentTransferEncoded>", "<ContentTransferEncoded>***", "edxml.invalid_attachment"),
+    ],
+)
+def test_parse_refuses_what_would_route_wrongly(document: edxml.DocumentPackage, old: str, new: str, code: str) -> None:
+    with pytest.raises(PackageRefused) as refused:
+        edxml.parse(_edit(edxml.build(document), old, new))
+    assert refused.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"", "xml.malformed"),
+        (b"\xff\xfe<\x00a\x00/\x00>\x00", "xml.encoding"),
+        (b"<a><?php evil ?></a>", "xml.pi_forbidden"),
+        (b"<a/><b/>", "xml.malformed"),
+        (b"<a>" + b"x" * 200 + b"</a>", "xml.text_too_large"),
+        (b"<a>" + b"<b/>" * 11 + b"</a>", "xml.too_many_elements"),
+        (b"<a " + b" ".join(b"x%d='1'" % i for i in range(9)) + b"/>", "xml.too_many_attributes"),
+        (b"<a>\n<b>\n</a>", "xml.malformed"),
+        (b"<a><!-- never closed </a>", "xml.malformed"),
+    ],
+)
+def test_precheck_limits(data: bytes, code: str) -> None:
+    limits = xmlguard.XMLLimits(max_text_bytes=100, max_elements=10, max_attributes=8)
+    with pytest.raises(XMLRefused) as refused:
+        xmlguard.parse(data, limits)
+    assert refused.value.code == code
+
+
+def test_precheck_accepts_markup_characters_inside_values() -> None:
+    data = b"<?xml version='1.0' encoding='utf-8'?>\n<a x='1>2' y=\"&lt;\"><b><![CDATA[<b>]]></b>\n<!-- <c> -->\n<d>&amp; &gt;</d></a>"
+    assert xmlguard.parse(data).get("x") == "1>2"
+
+
+def test_too_large_is_refused_before_reading(document: edxml.DocumentPackage) -> None:
+    with pytest.raises(XMLRefused) as refused:
+        edxml.parse(edxml.build(document), xmlguard.XMLLimits(max_bytes=1000))
+    assert refused.value.code == "xml.too_large"
