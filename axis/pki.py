@@ -297,11 +297,13 @@ def validate(
     Order of checks (each its own refusal code): self-signed, key usage, validity period,
     chain to a trust anchor, revocation of every non-anchor certificate in the chain.
     """
-    subject = _describe(certificate)
+    def subject() -> str:
+        return _describe(certificate)
+
     if _self_signed(certificate) and fingerprint(certificate) not in {fingerprint(a) for a in trust.anchors}:
         raise CertificateRefused(
             "certificate.self_signed",
-            f"certificate {subject} is self-signed; a signing certificate must be issued by a trusted CA",
+            f"certificate {subject()} is self-signed; a signing certificate must be issued by a trusted CA",
         )
     try:
         usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
@@ -309,18 +311,18 @@ def validate(
         usage = None
     if usage is None or not usage.digital_signature:
         raise CertificateRefused(
-            "certificate.key_usage", f"certificate {subject} is not allowed to sign (KeyUsage lacks digitalSignature)"
+            "certificate.key_usage", f"certificate {subject()} is not allowed to sign (KeyUsage lacks digitalSignature)"
         )
     if at < certificate.not_valid_before_utc:
         raise CertificateRefused(
             "certificate.not_yet_valid",
-            f"certificate {subject} is valid only from {certificate.not_valid_before_utc.isoformat()}; "
+            f"certificate {subject()} is valid only from {certificate.not_valid_before_utc.isoformat()}; "
             f"the time checked is {at.isoformat()}",
         )
     if at > certificate.not_valid_after_utc:
         raise CertificateRefused(
             "certificate.expired",
-            f"certificate {subject} expired at {certificate.not_valid_after_utc.isoformat()}; "
+            f"certificate {subject()} expired at {certificate.not_valid_after_utc.isoformat()}; "
             f"the time checked is {at.isoformat()}",
         )
     if not trust.anchors:
@@ -343,7 +345,7 @@ def validate(
     except VerificationError as error:
         raise CertificateRefused(
             "certificate.untrusted",
-            f"certificate {subject} does not chain to a configured trust anchor ({error}); "
+            f"certificate {subject()} does not chain to a configured trust anchor ({error}); "
             "it may come from another CA",
         ) from None
     for child, issuer in zip(chain, chain[1:], strict=False):

@@ -46,16 +46,18 @@ def _ignore(directory: str, names: list[str]) -> set[str]:
 
 def _clean_env() -> dict[str, str]:
     """The environment without anything that could make Python import the repository's modules."""
-    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"}}
+    dropped = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"}
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["PYTHONNOUSERSITE"] = "1"
     return env
 
 
-def _run(args: list[str | Path], cwd: Path, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
+def _run(
+    args: list[str | Path], cwd: Path, env: dict[str, str], timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
-    return result
 
 
 def _ok(args: list[str | Path], cwd: Path, env: dict[str, str], timeout: float = 180) -> str:
@@ -98,11 +100,9 @@ def test_installed_wheel_signs_and_verifies_outside_the_repository(tmp_path: Pat
     _ok([axis, "keys", "init", "--dir", "K"], work, env)
     _ok([axis, "keys", "issue", SENDER, "--dir", "K", "--out", "K/agencies"], work, env)
     _ok([python, "-c", BUILD_UNSIGNED, "unsigned.edxml"], work, env)
-    signed = _ok(
-        [axis, "sign", "unsigned.edxml", "--key", f"K/agencies/{SENDER}.key", "--cert", f"K/agencies/{SENDER}.pem",
-         "-o", "signed.edxml"],
-        work, env,
-    )
+    key, cert = f"K/agencies/{SENDER}.key", f"K/agencies/{SENDER}.pem"
+    sign = [axis, "sign", "unsigned.edxml", "--key", key, "--cert", cert, "-o", "signed.edxml"]
+    signed = _ok(sign, work, env)
     assert "signed signed.edxml" in signed
 
     verified = _ok([axis, "verify", "signed.edxml", "--trust", "K/trust"], work, env)
