@@ -22,8 +22,8 @@ from axis.errors import AxisError, KeyStoreError
 from axis.verification import VerifiedPackage, verify_package
 
 F = TypeVar("F", bound=Callable[..., Any])
-CA_PASSPHRASE_ENV = "AXIS_CA_PASSPHRASE"
-KEY_PASSPHRASE_ENV = "AXIS_KEY_PASSPHRASE"
+CA_PASSPHRASE_ENV = "AXIS_CA_PASSPHRASE"  # noqa: S105 - the name of a variable, not a secret
+KEY_PASSPHRASE_ENV = "AXIS_KEY_PASSPHRASE"  # noqa: S105
 
 
 def _now() -> datetime:
@@ -35,7 +35,9 @@ def _fail(error: AxisError) -> click.ClickException:
 
 
 def _new_passphrase(env: str, what: str) -> bytes:
-    value = os.environ.get(env) or click.prompt(f"Passphrase for {what}", hide_input=True, confirmation_prompt=True)
+    value = os.environ.get(env) or click.prompt(
+        f"Passphrase for {what}", hide_input=True, confirmation_prompt=True
+    )
     return str(value).encode()
 
 
@@ -84,7 +86,11 @@ def keys() -> None:
 
 @keys.command("init")
 @keys_dir_option
-@click.option("--encrypt", is_flag=True, help=f"Encrypt the CA and axis keys (passphrase from ${CA_PASSPHRASE_ENV} or a prompt).")
+@click.option(
+    "--encrypt",
+    is_flag=True,
+    help=f"Encrypt the CA and axis keys (passphrase from ${CA_PASSPHRASE_ENV} or a prompt).",
+)
 def keys_init(directory: Path, encrypt: bool) -> None:
     """Create a development CA (standing in for the state CA), its CRL and the axis's signing key."""
     passphrase = _new_passphrase(CA_PASSPHRASE_ENV, "the CA key") if encrypt else None
@@ -101,19 +107,34 @@ def keys_init(directory: Path, encrypt: bool) -> None:
 @keys.command("issue")
 @click.argument("organ_id")
 @keys_dir_option
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Where to write the key and certificate [default: DIR/agencies].")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the key and certificate [default: DIR/agencies].",
+)
 @click.option("--name", help="Agency name for the certificate subject.")
 @click.option("--ec", is_flag=True, help="ECDSA P-256 instead of RSA-2048.")
-@click.option("--encrypt", is_flag=True, help=f"Encrypt the new key (passphrase from ${KEY_PASSPHRASE_ENV} or a prompt).")
-def keys_issue(organ_id: str, directory: Path, out: Path | None, name: str | None, ec: bool, encrypt: bool) -> None:
+@click.option(
+    "--encrypt",
+    is_flag=True,
+    help=f"Encrypt the new key (passphrase from ${KEY_PASSPHRASE_ENV} or a prompt).",
+)
+def keys_issue(
+    organ_id: str, directory: Path, out: Path | None, name: str | None, ec: bool, encrypt: bool
+) -> None:
     """Issue a signing certificate for agency ORGAN_ID; writes ORGAN_ID.key (0600) and ORGAN_ID.pem."""
     store = keystore.KeyStore(directory)
     key_passphrase = _new_passphrase(KEY_PASSPHRASE_ENV, f"the key of {organ_id}") if encrypt else None
     try:
         key_path, cert_path = _with_passphrase(
             lambda ca_pass: store.issue(
-                organ_id, out or directory / "agencies", _now(), name=name, kind="ec" if ec else "rsa",
-                ca_passphrase=ca_pass, key_passphrase=key_passphrase,
+                organ_id,
+                out or directory / "agencies",
+                _now(),
+                name=name,
+                kind="ec" if ec else "rsa",
+                ca_passphrase=ca_pass,
+                key_passphrase=key_passphrase,
             ),
             _existing_passphrase(CA_PASSPHRASE_ENV, "the CA key"),
         )
@@ -148,11 +169,14 @@ def keys_crl(directory: Path) -> None:
     store = keystore.KeyStore(directory)
     try:
         renewed = _with_passphrase(
-            lambda ca_pass: store.refresh_crl(_now(), ca_pass), _existing_passphrase(CA_PASSPHRASE_ENV, "the CA key")
+            lambda ca_pass: store.refresh_crl(_now(), ca_pass),
+            _existing_passphrase(CA_PASSPHRASE_ENV, "the CA key"),
         )
     except AxisError as error:
         raise _fail(error) from None
-    click.echo(f"CRL {store.crl} valid until {renewed.next_update_utc.isoformat() if renewed.next_update_utc else '?'}")
+    click.echo(
+        f"CRL {store.crl} valid until {renewed.next_update_utc.isoformat() if renewed.next_update_utc else '?'}"
+    )
 
 
 # ---------------------------------------------------------------- sign and verify
@@ -160,9 +184,27 @@ def keys_crl(directory: Path) -> None:
 
 @cli.command("sign")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--key", "key_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Agency private key (PEM).")
-@click.option("--cert", "cert_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Agency certificate (PEM); intermediates may follow it.")
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the signed package.")
+@click.option(
+    "--key",
+    "key_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Agency private key (PEM).",
+)
+@click.option(
+    "--cert",
+    "cert_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Agency certificate (PEM); intermediates may follow it.",
+)
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the signed package.",
+)
 @click.option("--replace", is_flag=True, help="Remove an existing (or placeholder) Signature before signing.")
 def sign_command(file: Path, key_path: Path, cert_path: Path, out: Path, replace: bool) -> None:
     """Sign an edXML package with an agency key (RSA-SHA256 or ECDSA-SHA256, exclusive c14n)."""
@@ -185,15 +227,18 @@ def _parse_time(value: str | None) -> datetime:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time such as 2026-11-21T09:30:00+07:00") from None
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 time such as 2026-11-21T09:30:00+07:00"
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _report(path: Path, result: VerifiedPackage | None, error: AxisError | None, at: datetime) -> dict[str, Any]:
+def _report(
+    path: Path, result: VerifiedPackage | None, error: AxisError | None, at: datetime
+) -> dict[str, Any]:
     report: dict[str, Any] = {"file": str(path), "valid": result is not None, "checked_at": at.isoformat()}
     if result is not None:
         signature, package = result.signature, result.package
-        is_document = isinstance(package, edxml.DocumentPackage)
         report.update(
             sha256=result.sha256,
             signer={
@@ -210,8 +255,12 @@ def _report(path: Path, result: VerifiedPackage | None, error: AxisError | None,
             package={
                 "kind": package.kind,
                 "sender": package.sender.organ_id,
-                "document_id": package.document_id if is_document else package.response_for.document_id,
-                "recipients": [r.organ_id for r in package.recipients] if is_document else [],
+                "document_id": package.document_id
+                if isinstance(package, edxml.DocumentPackage)
+                else package.response_for.document_id,
+                "recipients": [r.organ_id for r in package.recipients]
+                if isinstance(package, edxml.DocumentPackage)
+                else [],
             },
         )
     if error is not None:
@@ -247,8 +296,17 @@ def _print_report(report: dict[str, Any]) -> None:
 
 @cli.command("verify")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--trust", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, help="Trust directory: CA certificates (*.pem, *.crt) and CRLs (*.crl). [default: keys/trust]")
-@click.option("--at", "at_text", help="Check certificates at this ISO 8601 time (e.g. the acceptance time) [default: now].")
+@click.option(
+    "--trust",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Trust directory: CA certificates (*.pem, *.crt) and CRLs (*.crl). [default: keys/trust]",
+)
+@click.option(
+    "--at",
+    "at_text",
+    help="Check certificates at this ISO 8601 time (e.g. the acceptance time) [default: now].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 def verify_command(file: Path, trust: Path | None, at_text: str | None, as_json: bool) -> None:
     """Verify an edXML package offline: signature policy, certificate chain, CRL, signed content.
@@ -276,7 +334,12 @@ def verify_command(file: Path, trust: Path | None, at_text: str | None, as_json:
 
 
 @cli.command("demo")
-@click.option("--samples", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, help="Directory of real agency packages to check as well [default: ../shared/samples/edxml-vdxp if present].")
+@click.option(
+    "--samples",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Directory of real agency packages to check as well [default: ../shared/samples/edxml-vdxp if present].",
+)
 def demo_command(samples: Path | None) -> None:
     """Run the axis's main job end to end in a temporary directory and tell it as a story."""
     from adapters import demo

@@ -26,7 +26,9 @@ VPCP = edxml.Organization(
     email="vpcp@chinhphu.vn",
 )
 NGHE_AN = edxml.Organization(organ_id="000.00.00.H41", organ_name="UBND Tỉnh Nghệ An", email="nghean@gov.vn")
-CAO_BANG = edxml.Organization(organ_id="000.00.00.H14", organ_name="UBND Tỉnh Cao Bằng", email="caobang@gov.vn")
+CAO_BANG = edxml.Organization(
+    organ_id="000.00.00.H14", organ_name="UBND Tỉnh Cao Bằng", email="caobang@gov.vn"
+)
 
 
 def example_document(at: datetime) -> edxml.DocumentPackage:
@@ -41,7 +43,9 @@ def example_document(at: datetime) -> edxml.DocumentPackage:
         code=edxml.Code(code_number="1234", code_notation="VPCP-KSTT"),
         promulgation_info=edxml.PromulgationInfo(place="Hà Nội", promulgation_date=f"{at:%Y/%m/%d}"),
         document_type=edxml.DocumentType(type="1", type_detail="0", type_name="Công văn"),
-        signer_info=edxml.SignerInfo(competence="KT. BỘ TRƯỞNG, CHỦ NHIỆM", position="Phó Chủ nhiệm", full_name="Nguyễn Văn A"),
+        signer_info=edxml.SignerInfo(
+            competence="KT. BỘ TRƯỞNG, CHỦ NHIỆM", position="Phó Chủ nhiệm", full_name="Nguyễn Văn A"
+        ),
         due_date=f"{at + timedelta(days=14):%Y/%m/%d}",
         to_places=("Như trên", "Lưu: VT, KSTT"),
         other_info=edxml.OtherInfo(priority=2, promulgation_amount=3, page_amount=2, direction=False),
@@ -72,7 +76,9 @@ class Story:
             self.failures += 1
             self.say(f"  FAIL  {title}: expected valid, refused {error.code}: {error.message}")
             return
-        self.say(f"  ok    {title}: valid, signed by {result.signature.organ_id} ({result.signature.fingerprint[:16]}…)")
+        self.say(
+            f"  ok    {title}: valid, signed by {result.signature.organ_id} ({result.signature.fingerprint[:16]}…)"
+        )
 
     def expect_refused(self, title: str, data: bytes, trust: pki.Trust, at: datetime, code: str) -> None:
         try:
@@ -98,8 +104,12 @@ def run(samples: Path | None, say: Callable[[str], None]) -> int:
         store.init(now)
         trust = keystore.read_trust(store.trust)
         say("2. The CA issues signing certificates to the Government Office and Nghệ An province.")
-        vpcp_key, vpcp_cert = store.issue("000.00.00.G22", store.root / "agencies", now, name="Văn phòng Chính phủ")
-        nghean_key, nghean_cert = store.issue("000.00.00.H41", store.root / "agencies", now, name="UBND Tỉnh Nghệ An")
+        vpcp_key, vpcp_cert = store.issue(
+            "000.00.00.G22", store.root / "agencies", now, name="Văn phòng Chính phủ"
+        )
+        nghean_key, nghean_cert = store.issue(
+            "000.00.00.H41", store.root / "agencies", now, name="UBND Tỉnh Nghệ An"
+        )
         key = keystore.read_private_key(vpcp_key)
         cert = keystore.read_certificates(vpcp_cert)[0]
 
@@ -110,23 +120,34 @@ def run(samples: Path | None, say: Callable[[str], None]) -> int:
 
         say("4. Forgeries are refused, each with its own reason.")
         story.expect_refused(
-            "subject changed after signing", signed.replace("V/v triển khai".encode(), "V/v hủy bỏ".encode()),
-            trust, now, "signature.digest_mismatch",
+            "subject changed after signing",
+            signed.replace("V/v triển khai".encode(), "V/v hủy bỏ".encode()),
+            trust,
+            now,
+            "signature.digest_mismatch",
         )
         forged_name = edxml.build(replace(document, sender=NGHE_AN))
         story.expect_refused(
-            "Nghệ An's letter signed with the Government Office key", signing.sign(forged_name, key, cert),
-            trust, now, "signature.signer_not_sender",
+            "Nghệ An's letter signed with the Government Office key",
+            signing.sign(forged_name, key, cert),
+            trust,
+            now,
+            "signature.signer_not_sender",
         )
         rogue_ca = pki.create_ca(keystore.CA_NAME, now)
         rogue = pki.issue(rogue_ca, "Văn phòng Chính phủ", now, organ_id="000.00.00.G22")
         story.expect_refused(
-            "certificate from a look-alike CA", signing.sign(edxml.build(document), rogue.key, rogue.certificate),
-            trust, now, "certificate.untrusted",
+            "certificate from a look-alike CA",
+            signing.sign(edxml.build(document), rogue.key, rogue.certificate),
+            trust,
+            now,
+            "certificate.untrusted",
         )
         story.expect_refused("unsigned letter", edxml.build(document), trust, now, "signature.missing")
 
-        say("5. Nghệ An's certificate is revoked; what it signs afterwards is refused, what it signed before stays valid.")
+        say(
+            "5. Nghệ An's certificate is revoked; what it signs afterwards is refused, what it signed before stays valid."
+        )
         status = edxml.StatusPackage(
             sender=NGHE_AN,
             response_for=edxml.ResponseFor(organ_id="000.00.00.G22", document_id=document.document_id),
@@ -135,13 +156,21 @@ def run(samples: Path | None, say: Callable[[str], None]) -> int:
             description="Đã tiếp nhận, vào sổ văn bản đến",
         )
         status_signed = signing.sign(
-            edxml.build(status), keystore.read_private_key(nghean_key), keystore.read_certificates(nghean_cert)[0]
+            edxml.build(status),
+            keystore.read_private_key(nghean_key),
+            keystore.read_certificates(nghean_cert)[0],
         )
         story.expect_valid("status 03 (accepted) from Nghệ An", status_signed, trust, now)
         revoked_at = now + timedelta(minutes=1)
         store.revoke(pki.fingerprint(keystore.read_certificates(nghean_cert)[0]), revoked_at)
         trust = keystore.read_trust(store.trust)
-        story.expect_refused("the same status checked after revocation", status_signed, trust, revoked_at + timedelta(seconds=1), "certificate.revoked")
+        story.expect_refused(
+            "the same status checked after revocation",
+            status_signed,
+            trust,
+            revoked_at + timedelta(seconds=1),
+            "certificate.revoked",
+        )
         story.expect_valid("the same status checked at its acceptance time", status_signed, trust, now)
 
         folder = samples or (DEFAULT_SAMPLES if DEFAULT_SAMPLES.is_dir() else None)

@@ -251,7 +251,9 @@ def _text(parent: etree._Element, name: str) -> str | None:
 def _required(parent: etree._Element, name: str) -> str:
     value = _text(parent, name)
     if value is None:
-        raise _refuse("edxml.missing_field", parent, f"<{etree.QName(parent).localname}> needs a non-empty <{name}>")
+        raise _refuse(
+            "edxml.missing_field", parent, f"<{etree.QName(parent).localname}> needs a non-empty <{name}>"
+        )
     return value
 
 
@@ -262,7 +264,9 @@ def _int(parent: etree._Element, name: str) -> int | None:
     try:
         return int(value.strip())
     except ValueError:
-        raise _refuse("edxml.invalid_field", _child(parent, name), f"<{name}> must be a whole number, not {value!r}") from None
+        raise _refuse(
+            "edxml.invalid_field", _child(parent, name), f"<{name}> must be a whole number, not {value!r}"
+        ) from None
 
 
 def _bool(parent: etree._Element, name: str) -> bool | None:
@@ -274,7 +278,9 @@ def _bool(parent: etree._Element, name: str) -> bool | None:
         return True
     if lowered in ("false", "0"):
         return False
-    raise _refuse("edxml.invalid_field", _child(parent, name), f"<{name}> must be true or false, not {value!r}")
+    raise _refuse(
+        "edxml.invalid_field", _child(parent, name), f"<{name}> must be true or false, not {value!r}"
+    )
 
 
 def _record(cls: type[R], element: etree._Element | None) -> R | None:
@@ -321,7 +327,9 @@ def _bussiness(element: etree._Element | None) -> Bussiness | None:
     doc_type = _int(element, "BussinessDocType")
     if doc_type is not None and doc_type not in BUSSINESS_DOC_TYPES:
         raise _refuse(
-            "edxml.invalid_field", _child(element, "BussinessDocType"), f"BussinessDocType must be 0-3, not {doc_type}"
+            "edxml.invalid_field",
+            _child(element, "BussinessDocType"),
+            f"BussinessDocType must be 0-3, not {doc_type}",
         )
     return Bussiness(
         document_id=_text(element, "DocumentId"),
@@ -336,7 +344,10 @@ def _bussiness(element: etree._Element | None) -> Bussiness | None:
             document_receiver=_text(info, "DocumentReceiver"),
             receivers=tuple(
                 r
-                for r in (_record(Receiver, e) for e in (_children(receiver_list, "Receiver") if receiver_list is not None else []))
+                for r in (
+                    _record(Receiver, e)
+                    for e in (_children(receiver_list, "Receiver") if receiver_list is not None else [])
+                )
                 if r is not None
             ),
         ),
@@ -344,9 +355,7 @@ def _bussiness(element: etree._Element | None) -> Bussiness | None:
             ReplacementInfo(
                 document_id=_text(r, "DocumentId"),
                 organ_ids=tuple(
-                    (o.text or "")
-                    for lst in _children(r, "OrganIdList")
-                    for o in _children(lst, "OrganId")
+                    (o.text or "") for lst in _children(r, "OrganIdList") for o in _children(lst, "OrganId")
                 ),
             )
             for r in (_children(replacements, "ReplacementInfo") if replacements is not None else [])
@@ -369,7 +378,8 @@ def _attachments(root: etree._Element) -> tuple[Attachment, ...]:
             data = base64.b64decode(text.translate(_B64_WHITESPACE), validate=True)
         except ValueError:
             raise _refuse(
-                "edxml.invalid_attachment", payload if payload is not None else element,
+                "edxml.invalid_attachment",
+                payload if payload is not None else element,
                 "<ContentTransferEncoded> is not valid base64",
             ) from None
         result.append(
@@ -388,7 +398,9 @@ def _trace_headers(header: etree._Element) -> tuple[tuple[TraceHeader, ...], etr
     trace_list = _child(header, "TraceHeaderList")
     if trace_list is None:
         return (), None
-    hops = tuple(h for h in (_record(TraceHeader, e) for e in _children(trace_list, "TraceHeader")) if h is not None)
+    hops = tuple(
+        h for h in (_record(TraceHeader, e) for e in _children(trace_list, "TraceHeader")) if h is not None
+    )
     return hops, _child(trace_list, "Bussiness")
 
 
@@ -409,10 +421,8 @@ def validate(root: etree._Element) -> None:
         )
     checker = schema()
     if not checker.validate(root):
-        error = checker.error_log.last_error
-        message = error.message if error is not None else "the package does not match the edXML schema"
-        line = error.line if error is not None else None
-        raise PackageRefused("edxml.schema_invalid", f"line {line}: {message}", line=line)
+        first = next(iter(checker.error_log))  # type: ignore[call-overload]  # lxml-stubs lack _ErrorLog.__iter__
+        raise PackageRefused("edxml.schema_invalid", f"line {first.line}: {first.message}", line=first.line)
 
 
 def read(root: etree._Element) -> Package:
@@ -424,7 +434,9 @@ def read(root: etree._Element) -> Package:
         raise _refuse("edxml.missing_field", root, "edXMLEnvelope/edXMLHeader/MessageHeader is missing")
     senders = _children(message, "From")
     if len(senders) != 1:
-        raise _refuse("edxml.missing_field", message, f"MessageHeader needs exactly one <From>, found {len(senders)}")
+        raise _refuse(
+            "edxml.missing_field", message, f"MessageHeader needs exactly one <From>, found {len(senders)}"
+        )
     sender = _organization(senders[0])
     trace_headers, bussiness = _trace_headers(header)
 
@@ -438,7 +450,9 @@ def read(root: etree._Element) -> Package:
             )
         answered = _record(ResponseFor, _child(message, "ResponseFor"))
         if answered is None or answered.document_id is None:
-            raise _refuse("edxml.missing_field", message, "a status package needs <ResponseFor> with its <DocumentId>")
+            raise _refuse(
+                "edxml.missing_field", message, "a status package needs <ResponseFor> with its <DocumentId>"
+            )
         return StatusPackage(
             sender=sender,
             response_for=answered,
@@ -455,7 +469,9 @@ def read(root: etree._Element) -> Package:
     seen: set[str] = set()
     for recipient in recipients:
         if recipient.organ_id in seen:
-            raise _refuse("edxml.duplicate_recipient", message, f"<To> {recipient.organ_id} appears more than once")
+            raise _refuse(
+                "edxml.duplicate_recipient", message, f"<To> {recipient.organ_id} appears more than once"
+            )
         seen.add(recipient.organ_id)
     doc_id = _required(message, "DocumentId")
     try:
@@ -474,9 +490,13 @@ def read(root: etree._Element) -> Package:
         content=_text(message, "Content"),
         signer_info=_record(SignerInfo, _child(message, "SignerInfo")),
         due_date=_text(message, "DueDate"),
-        to_places=tuple((p.text or "") for p in (_children(to_places, "Place") if to_places is not None else [])),
+        to_places=tuple(
+            (p.text or "") for p in (_children(to_places, "Place") if to_places is not None else [])
+        ),
         other_info=_other_info(_child(message, "OtherInfo")),
-        response_for=tuple(r for r in (_record(ResponseFor, e) for e in _children(message, "ResponseFor")) if r),
+        response_for=tuple(
+            r for r in (_record(ResponseFor, e) for e in _children(message, "ResponseFor")) if r
+        ),
         steering_type=_int(message, "SteeringType"),
         trace_headers=trace_headers,
         bussiness=_bussiness(bussiness),
@@ -507,13 +527,17 @@ LENGTH_LIMITS = {
 def _check_length(name: str, value: str | None) -> None:
     if value is not None and len(value) > LENGTH_LIMITS[name]:
         raise PackageRefused(
-            "edxml.invalid_field", f"{name} is {len(value)} characters; the limit is {LENGTH_LIMITS[name]}", field=name
+            "edxml.invalid_field",
+            f"{name} is {len(value)} characters; the limit is {LENGTH_LIMITS[name]}",
+            field=name,
         )
 
 
 def _check_shape(name: str, value: str | None, pattern: re.Pattern[str], example: str) -> None:
     if value is not None and not pattern.fullmatch(value):
-        raise PackageRefused("edxml.invalid_field", f"{name} {value!r} must be written like {example}", field=name)
+        raise PackageRefused(
+            "edxml.invalid_field", f"{name} {value!r} must be written like {example}", field=name
+        )
 
 
 def _check_identifier(check: Any, value: str, name: str) -> None:
@@ -530,19 +554,27 @@ def check(package: Package) -> None:
         _check_shape("TraceHeader/Timestamp", hop.timestamp, _TIMESTAMP, "2026/11/21 09:30:00")
     if isinstance(package, StatusPackage):
         if package.status_code not in STATUS_CODES:
-            raise PackageRefused("edxml.invalid_field", f"StatusCode {package.status_code!r} is unknown", field="StatusCode")
+            raise PackageRefused(
+                "edxml.invalid_field", f"StatusCode {package.status_code!r} is unknown", field="StatusCode"
+            )
         if not package.response_for.document_id:
-            raise PackageRefused("edxml.missing_field", "a status package needs ResponseFor/DocumentId", field="ResponseFor")
+            raise PackageRefused(
+                "edxml.missing_field", "a status package needs ResponseFor/DocumentId", field="ResponseFor"
+            )
         _check_identifier(document_id, package.response_for.document_id, "ResponseFor/DocumentId")
         _check_shape("Timestamp", package.timestamp, _TIMESTAMP, "2026/11/21 09:30:00")
         return
     if not package.recipients:
-        raise PackageRefused("edxml.missing_field", "a document package needs at least one recipient", field="To")
+        raise PackageRefused(
+            "edxml.missing_field", "a document package needs at least one recipient", field="To"
+        )
     ids = [r.organ_id for r in package.recipients]
     for value in ids:
         _check_identifier(organ_id, value, "To/OrganId")
     if len(set(ids)) != len(ids):
-        raise PackageRefused("edxml.duplicate_recipient", "a recipient appears more than once in To", field="To")
+        raise PackageRefused(
+            "edxml.duplicate_recipient", "a recipient appears more than once in To", field="To"
+        )
     _check_identifier(document_id, package.document_id, "DocumentId")
     if not package.subject.strip():
         raise PackageRefused("edxml.missing_field", "Subject is required", field="Subject")
@@ -564,10 +596,14 @@ def check(package: Package) -> None:
         raise PackageRefused("edxml.invalid_field", f"Priority must be 0-4, not {priority}", field="Priority")
     kind = package.bussiness.bussiness_doc_type if package.bussiness else None
     if kind is not None and kind not in BUSSINESS_DOC_TYPES:
-        raise PackageRefused("edxml.invalid_field", f"BussinessDocType must be 0-3, not {kind}", field="BussinessDocType")
+        raise PackageRefused(
+            "edxml.invalid_field", f"BussinessDocType must be 0-3, not {kind}", field="BussinessDocType"
+        )
     content_ids = [a.content_id for a in package.attachments if a.content_id]
     if len(set(content_ids)) != len(content_ids):
-        raise PackageRefused("edxml.invalid_attachment", "two attachments share a ContentId", field="ContentId")
+        raise PackageRefused(
+            "edxml.invalid_attachment", "two attachments share a ContentId", field="ContentId"
+        )
 
 
 def _add(parent: etree._Element, name: str, value: object | None) -> etree._Element | None:
@@ -623,7 +659,7 @@ def _build_bussiness(parent: etree._Element, bussiness: Bussiness) -> None:
 def build(package: Package) -> bytes:
     """Serialise ``package`` as UTF-8 edXML (unsigned; ``axis.signing.sign`` adds the signature)."""
     check(package)
-    root = etree.Element(q("edXML"), nsmap={None: NS})
+    root = etree.Element(q("edXML"), nsmap={None: NS})  # type: ignore[dict-item]
     envelope = etree.SubElement(root, q("edXMLEnvelope"))
     header = etree.SubElement(envelope, q("edXMLHeader"))
     message = etree.SubElement(header, q("MessageHeader"))

@@ -63,7 +63,9 @@ class OrganId:
 def organ_id(text: str) -> OrganId:
     """Check ``text`` as an OrganId in either form; raise ``IdentifierError`` naming the fault."""
     if text != text.strip() or not text:
-        raise IdentifierError("identifier.organ_id", f"OrganId {text!r} is empty or has surrounding spaces", value=text)
+        raise IdentifierError(
+            "identifier.organ_id", f"OrganId {text!r} is empty or has surrounding spaces", value=text
+        )
     if text[0].isdigit():
         if _QCVN.fullmatch(text):
             return OrganId(text, "qcvn102")
@@ -75,7 +77,9 @@ def organ_id(text: str) -> OrganId:
         )
     if len(text) > QD20_MAX:
         raise IdentifierError(
-            "identifier.organ_id", f"OrganId {text!r} is {len(text)} characters; Decision 20 allows {QD20_MAX}", value=text
+            "identifier.organ_id",
+            f"OrganId {text!r} is {len(text)} characters; Decision 20 allows {QD20_MAX}",
+            value=text,
         )
     groups = text.split(".")
     if not _QD20_LEVEL1.fullmatch(groups[0]):
@@ -126,7 +130,9 @@ def document_id(text: str) -> DocumentId:
         ) from None
     if not _DATE.fullmatch(date):
         raise IdentifierError(
-            "identifier.document_id", f"DocumentId {text!r}: the date {date!r} must be written yyyy/MM/dd", value=text
+            "identifier.document_id",
+            f"DocumentId {text!r}: the date {date!r} must be written yyyy/MM/dd",
+            value=text,
         )
     number, slash, notation = number_notation.partition("/")
     if not number.strip() or not slash or not notation.strip():

@@ -34,7 +34,9 @@ def write_private_key(path: Path, key: pki.PrivateKey, passphrase: bytes | None 
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise KeyStoreError("keystore.exists", f"{path} already exists; refusing to overwrite a private key") from None
+        raise KeyStoreError(
+            "keystore.exists", f"{path} already exists; refusing to overwrite a private key"
+        ) from None
     with os.fdopen(fd, "wb") as handle:
         handle.write(pki.key_pem(key, passphrase))
         handle.flush()
@@ -73,7 +75,9 @@ def read_trust(directory: Path) -> pki.Trust:
         raise KeyStoreError(
             "keystore.missing", f"trust directory {directory} not found (create one with `axis keys init`)"
         )
-    files = {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file() and not p.name.startswith(".")}
+    files = {
+        p.name: p.read_bytes() for p in directory.iterdir() if p.is_file() and not p.name.startswith(".")
+    }
     return pki.Trust.from_files(files)
 
 
@@ -114,7 +118,9 @@ class KeyStore:
     def init(self, at: datetime, passphrase: bytes | None = None) -> None:
         """Create the development CA, its first CRL, and the axis's own signing certificate."""
         if self.ca_key.exists():
-            raise KeyStoreError("keystore.exists", f"a CA already exists in {self.root}; refusing to replace it")
+            raise KeyStoreError(
+                "keystore.exists", f"a CA already exists in {self.root}; refusing to replace it"
+            )
         ca = pki.create_ca(CA_NAME, at)
         write_private_key(self.ca_key, ca.key, passphrase)
         write_public(self.ca_certificate, pki.certificate_pem(ca.certificate))
@@ -146,7 +152,9 @@ class KeyStore:
         """Issue an agency signing certificate; write ``ORGANID.key`` (0600) and ``ORGANID.pem`` in ``out``."""
         check_organ_id(organ_id)
         ca = self.ca(ca_passphrase)
-        issued = pki.issue(ca, name or organ_id, at, organ_id=organ_id, organization=name, key=pki.new_key(kind))
+        issued = pki.issue(
+            ca, name or organ_id, at, organ_id=organ_id, organization=name, key=pki.new_key(kind)
+        )
         key_path, cert_path = out / f"{organ_id}.key", out / f"{organ_id}.pem"
         write_private_key(key_path, issued.key, key_passphrase)
         write_public(cert_path, pki.certificate_pem(issued.certificate))
@@ -159,7 +167,8 @@ class KeyStore:
         path = self.issued / f"{wanted}.pem"
         if len(wanted) != 64 or not path.exists():
             raise CertificateRefused(
-                "certificate.unknown", f"no certificate with SHA-256 fingerprint {fingerprint} was issued by this CA"
+                "certificate.unknown",
+                f"no certificate with SHA-256 fingerprint {fingerprint} was issued by this CA",
             )
         certificate = read_certificates(path)[0]
         current = pki.load_crl(_read(self.crl, "CRL"))

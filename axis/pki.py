@@ -22,7 +22,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
-from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
 
 from axis.errors import CertificateRefused, KeyStoreError
 
@@ -86,8 +92,15 @@ def create_ca(common_name: str, at: datetime, key: PrivateKey | None = None) -> 
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -127,9 +140,15 @@ def issue(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=digital_signature, content_commitment=digital_signature, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=digital_signature,
+                content_commitment=digital_signature,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -152,7 +171,9 @@ def crl(
         .last_update(at)
         .next_update(at + timedelta(days=days))
         .add_extension(x509.CRLNumber(number), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
+        )
     )
     for serial, when in revoked:
         builder = builder.add_revoked_certificate(
@@ -173,7 +194,9 @@ def revoke(
     return crl(ca, sorted(entries.items()), at, number)
 
 
-def refresh(ca: Issued, current: x509.CertificateRevocationList, at: datetime) -> x509.CertificateRevocationList:
+def refresh(
+    ca: Issued, current: x509.CertificateRevocationList, at: datetime
+) -> x509.CertificateRevocationList:
     """Re-sign ``current`` with a new validity window, keeping every entry."""
     number = current.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
     return crl(ca, [(r.serial_number, r.revocation_date_utc) for r in current], at, number)
@@ -199,7 +222,8 @@ def load_key(data: bytes, passphrase: bytes | None = None) -> PrivateKey:
         ) from None
     except ValueError:
         raise KeyStoreError(
-            "keystore.unreadable_key", "the private key cannot be read: wrong passphrase, or not a PEM private key"
+            "keystore.unreadable_key",
+            "the private key cannot be read: wrong passphrase, or not a PEM private key",
         ) from None
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise KeyStoreError("keystore.unreadable_key", "only RSA and ECDSA P-256 signing keys are supported")
@@ -257,7 +281,9 @@ class Trust:
         return cls(tuple(anchors), tuple(crls))
 
 
-def _require_digital_signature(_policy: object, _certificate: x509.Certificate, usage: x509.KeyUsage | None) -> None:
+def _require_digital_signature(
+    _policy: object, _certificate: x509.Certificate, usage: x509.KeyUsage | None
+) -> None:
     if usage is None or not usage.digital_signature:
         raise ValueError("KeyUsage does not allow digitalSignature")
 
@@ -270,13 +296,17 @@ def _self_signed(certificate: x509.Certificate) -> bool:
         if isinstance(public, rsa.RSAPublicKey):
             assert certificate.signature_hash_algorithm is not None
             public.verify(
-                certificate.signature, certificate.tbs_certificate_bytes, padding.PKCS1v15(),
+                certificate.signature,
+                certificate.tbs_certificate_bytes,
+                padding.PKCS1v15(),
                 certificate.signature_hash_algorithm,
             )
         elif isinstance(public, ec.EllipticCurvePublicKey):
             assert certificate.signature_hash_algorithm is not None
             public.verify(
-                certificate.signature, certificate.tbs_certificate_bytes, ec.ECDSA(certificate.signature_hash_algorithm)
+                certificate.signature,
+                certificate.tbs_certificate_bytes,
+                ec.ECDSA(certificate.signature_hash_algorithm),
             )
         else:
             return False
@@ -297,6 +327,7 @@ def validate(
     Order of checks (each its own refusal code): self-signed, key usage, validity period,
     chain to a trust anchor, revocation of every non-anchor certificate in the chain.
     """
+
     def subject() -> str:
         return _describe(certificate)
 
@@ -311,7 +342,8 @@ def validate(
         usage = None
     if usage is None or not usage.digital_signature:
         raise CertificateRefused(
-            "certificate.key_usage", f"certificate {subject()} is not allowed to sign (KeyUsage lacks digitalSignature)"
+            "certificate.key_usage",
+            f"certificate {subject()} is not allowed to sign (KeyUsage lacks digitalSignature)",
         )
     if at < certificate.not_valid_before_utc:
         raise CertificateRefused(
@@ -326,7 +358,9 @@ def validate(
             f"the time checked is {at.isoformat()}",
         )
     if not trust.anchors:
-        raise CertificateRefused("certificate.untrusted", "no trust anchors are configured (the trust directory is empty)")
+        raise CertificateRefused(
+            "certificate.untrusted", "no trust anchors are configured (the trust directory is empty)"
+        )
     verifier = (
         PolicyBuilder()
         .store(Store(list(trust.anchors)))
@@ -357,7 +391,9 @@ def _check_revocation(
     certificate: x509.Certificate, issuer: x509.Certificate, trust: Trust, at: datetime
 ) -> None:
     lists = [
-        c for c in trust.crls if c.issuer == issuer.subject and c.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+        c
+        for c in trust.crls
+        if c.issuer == issuer.subject and c.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
     ]
     if not lists:
         raise CertificateRefused(

@@ -28,9 +28,10 @@ from datetime import datetime
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from lxml import etree
-from signxml import DigestAlgorithm, SignatureConfiguration, SignatureMethod, XMLSigner, XMLVerifier
-from signxml.algorithms import CanonicalizationMethod
+from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, SignatureMethod
 from signxml.exceptions import InvalidDigest, InvalidInput, InvalidSignature, SignXMLException
+from signxml.signer import XMLSigner
+from signxml.verifier import SignatureConfiguration, XMLVerifier
 
 from axis import pki, xmlguard
 from axis.edxml import NS as EDXML_NS
@@ -53,7 +54,11 @@ def ds(name: str) -> str:
 class SignaturePolicy:
     """What a signature must look like; the defaults are DESIGN.md's policy for edXML packages."""
 
-    location: tuple[str, ...] = (f"{{{EDXML_NS}}}edXML", f"{{{EDXML_NS}}}edXMLEnvelope", f"{{{EDXML_NS}}}edXMLHeader")
+    location: tuple[str, ...] = (
+        f"{{{EDXML_NS}}}edXML",
+        f"{{{EDXML_NS}}}edXMLEnvelope",
+        f"{{{EDXML_NS}}}edXMLHeader",
+    )
     """Clark names from the root down to the signature's parent; the signature must be exactly there."""
     signature_methods: frozenset[str] = frozenset({RSA_SHA256, ECDSA_SHA256})
     """Accepted SignatureMethod algorithms. SHA-1, MD5, HMAC and DSA are never accepted."""
@@ -66,7 +71,12 @@ class SignaturePolicy:
 EDXML_POLICY = SignaturePolicy()
 # The one canonicalisation, transform chain and digest the policy allows; not configurable.
 TRANSFORMS = (ENVELOPED, EXC_C14N)
-ALGORITHM_NAMES = {RSA_SHA256: "RSA-SHA256", ECDSA_SHA256: "ECDSA-SHA256", SHA256: "SHA-256", EXC_C14N: "exclusive c14n"}
+ALGORITHM_NAMES = {
+    RSA_SHA256: "RSA-SHA256",
+    ECDSA_SHA256: "ECDSA-SHA256",
+    SHA256: "SHA-256",
+    EXC_C14N: "exclusive c14n",
+}
 
 
 @dataclass(frozen=True)
@@ -96,13 +106,16 @@ class Verified:
 def _signature_parent(root: etree._Element, policy: SignaturePolicy) -> etree._Element:
     if root.tag != policy.location[0]:
         raise SignatureRefused(
-            "signature.wrong_location", f"cannot sign: the root element is {root.tag}, expected {policy.location[0]}"
+            "signature.wrong_location",
+            f"cannot sign: the root element is {root.tag}, expected {policy.location[0]}",
         )
     parent = root
     for name in policy.location[1:]:
         found = parent.find(name)
         if found is None:
-            raise SignatureRefused("signature.wrong_location", f"cannot sign: {name} is missing under {parent.tag}")
+            raise SignatureRefused(
+                "signature.wrong_location", f"cannot sign: {name} is missing under {parent.tag}"
+            )
         parent = found
     return parent
 
@@ -185,7 +198,9 @@ def _locate(root: etree._Element, policy: SignaturePolicy) -> etree._Element:
                 f"the <Signature> at {_path(candidates[0])} is in {namespace}, not the XMLDSig namespace {DS}: "
                 "it is a placeholder, not an XML signature; sign the package with a real XMLDSig signature",
             )
-        raise SignatureRefused("signature.missing", "the package is not signed: it has no ds:Signature element")
+        raise SignatureRefused(
+            "signature.missing", "the package is not signed: it has no ds:Signature element"
+        )
     if len(candidates) > 1:
         where = ", ".join(_path(e) for e in candidates)
         raise SignatureRefused(
@@ -207,7 +222,9 @@ def _children(element: etree._Element) -> list[etree._Element]:
     return [c for c in element if isinstance(c.tag, str)]
 
 
-def _expect_children(element: etree._Element, names: list[str], code: str = "signature.unexpected_element") -> list[etree._Element]:
+def _expect_children(
+    element: etree._Element, names: list[str], code: str = "signature.unexpected_element"
+) -> list[etree._Element]:
     children = _children(element)
     found = [etree.QName(c).localname if etree.QName(c).namespace == DS else c.tag for c in children]
     if found != names:
@@ -229,13 +246,18 @@ def _check_signed_info(signature: etree._Element, policy: SignaturePolicy) -> tu
     names = [etree.QName(c).localname if etree.QName(c).namespace == DS else c.tag for c in children]
     if names == ["SignedInfo", "SignatureValue"]:
         raise SignatureRefused(
-            "signature.certificate_missing", "the signature has no KeyInfo: the signer's X.509 certificate is required"
+            "signature.certificate_missing",
+            "the signature has no KeyInfo: the signer's X.509 certificate is required",
         )
     signed_info, _value, _key_info = _expect_children(signature, ["SignedInfo", "SignatureValue", "KeyInfo"])
     parts = _children(signed_info)
-    if len(parts) < 2 or [etree.QName(p).localname for p in parts[:2]] != ["CanonicalizationMethod", "SignatureMethod"]:
+    if len(parts) < 2 or [etree.QName(p).localname for p in parts[:2]] != [
+        "CanonicalizationMethod",
+        "SignatureMethod",
+    ]:
         raise SignatureRefused(
-            "signature.unexpected_element", "SignedInfo must start with CanonicalizationMethod and SignatureMethod"
+            "signature.unexpected_element",
+            "SignedInfo must start with CanonicalizationMethod and SignatureMethod",
         )
     c14n, method, references = parts[0], parts[1], parts[2:]
     if _algorithm(c14n) != EXC_C14N or _children(c14n):
@@ -257,12 +279,14 @@ def _check_signed_info(signature: etree._Element, policy: SignaturePolicy) -> tu
         )
     reference = references[0]
     if reference.get("URI") != "" or set(reference.attrib) != {"URI"}:
-        shown = dict(reference.attrib)
+        shown = {str(k): str(v) for k, v in reference.attrib.items()}
         raise SignatureRefused(
             "signature.reference_uri",
             f'the Reference must be URI="" (the whole document) with no Type or Id; found {shown}',
         )
-    transforms, digest_method, _digest = _expect_children(reference, ["Transforms", "DigestMethod", "DigestValue"])
+    transforms, digest_method, _digest = _expect_children(
+        reference, ["Transforms", "DigestMethod", "DigestValue"]
+    )
     chain = _children(transforms)
     algorithms = tuple(_algorithm(t) for t in chain)
     if algorithms != TRANSFORMS or any(t.tag != ds("Transform") or _children(t) for t in chain):
@@ -278,7 +302,9 @@ def _check_signed_info(signature: etree._Element, policy: SignaturePolicy) -> tu
     return _algorithm(method), _algorithm(digest_method)
 
 
-def _certificates(signature: etree._Element) -> tuple[x509.Certificate, list[x509.Certificate], etree._Element | None]:
+def _certificates(
+    signature: etree._Element,
+) -> tuple[x509.Certificate, list[x509.Certificate], etree._Element | None]:
     key_info = signature.find(ds("KeyInfo"))
     assert key_info is not None
     x509_data = [c for c in _children(key_info) if c.tag == ds("X509Data")]
@@ -295,7 +321,9 @@ def _certificates(signature: etree._Element) -> tuple[x509.Certificate, list[x50
             "KeyInfo has no X509Data: a bare KeyValue is not accepted, the signer's X.509 certificate is required",
         )
     if len(x509_data) > 1 or len(key_values) > 1:
-        raise SignatureRefused("signature.key_info_forbidden", "KeyInfo may hold one X509Data and at most one KeyValue")
+        raise SignatureRefused(
+            "signature.key_info_forbidden", "KeyInfo may hold one X509Data and at most one KeyValue"
+        )
     encoded = _children(x509_data[0])
     if not encoded or any(c.tag != ds("X509Certificate") for c in encoded):
         raise SignatureRefused(
@@ -317,14 +345,19 @@ def _check_key(certificate: x509.Certificate, method: str, policy: SignaturePoli
     public = certificate.public_key()
     if method == RSA_SHA256:
         if not isinstance(public, rsa.RSAPublicKey):
-            raise SignatureRefused("signature.key_mismatch", "SignatureMethod is RSA-SHA256 but the certificate key is not RSA")
+            raise SignatureRefused(
+                "signature.key_mismatch", "SignatureMethod is RSA-SHA256 but the certificate key is not RSA"
+            )
         if public.key_size < policy.min_rsa_bits:
             raise SignatureRefused(
-                "signature.key_too_weak", f"the RSA key has {public.key_size} bits; at least {policy.min_rsa_bits} are required"
+                "signature.key_too_weak",
+                f"the RSA key has {public.key_size} bits; at least {policy.min_rsa_bits} are required",
             )
     elif method == ECDSA_SHA256:
         if not isinstance(public, ec.EllipticCurvePublicKey):
-            raise SignatureRefused("signature.key_mismatch", "SignatureMethod is ECDSA-SHA256 but the certificate key is not EC")
+            raise SignatureRefused(
+                "signature.key_mismatch", "SignatureMethod is ECDSA-SHA256 but the certificate key is not EC"
+            )
         if not isinstance(public.curve, ec.SECP256R1):
             raise SignatureRefused(
                 "signature.key_too_weak", f"the EC key is on {public.curve.name}; only P-256 is accepted"
@@ -356,9 +389,11 @@ def _check_key_value(key_value: etree._Element | None, certificate: x509.Certifi
         )
     elif ec_value is not None and isinstance(public, ec.EllipticCurvePublicKey):
         point = _b64_int(ec_value.find(f"{{{DSIG11}}}PublicKey"))
-        numbers = public.public_numbers()
+        point_numbers = public.public_numbers()
         size = (public.curve.key_size + 7) // 8
-        expected = int.from_bytes(b"\x04" + numbers.x.to_bytes(size, "big") + numbers.y.to_bytes(size, "big"), "big")
+        expected = int.from_bytes(
+            b"\x04" + point_numbers.x.to_bytes(size, "big") + point_numbers.y.to_bytes(size, "big"), "big"
+        )
         matches = point == expected
     if not matches:
         raise SignatureRefused(
@@ -390,7 +425,9 @@ def verify(data: bytes, trust: pki.Trust, at: datetime, policy: SignaturePolicy 
         verification_time=at,
     )
     try:
-        result = XMLVerifier().verify(root, x509_cert=certificate, parser=xmlguard.parser(), expect_config=config)
+        result = XMLVerifier().verify(
+            root, x509_cert=certificate, parser=xmlguard.parser(), expect_config=config
+        )
     except InvalidDigest:
         raise SignatureRefused(
             "signature.digest_mismatch",

@@ -74,7 +74,9 @@ def _xml_declaration_end(data: bytes, start: int) -> int:
     declared = _ENCODING.search(data, start, end)
     if declared and declared.group(1).lower() not in (b"utf-8", b"utf8"):
         name = declared.group(1).decode("ascii")
-        raise _refuse("xml.encoding", data, declared.start(1), f"encoding {name!r} declared; only UTF-8 is accepted")
+        raise _refuse(
+            "xml.encoding", data, declared.start(1), f"encoding {name!r} declared; only UTF-8 is accepted"
+        )
     return end + 2
 
 
@@ -103,12 +105,18 @@ def precheck(data: bytes, limits: XMLLimits = DEFAULT_LIMITS) -> None:
         lt = data.find(b"<", pos)
         stop = size if lt < 0 else lt
         if stop - pos > limits.max_text_bytes:
-            raise _refuse("xml.text_too_large", data, pos, f"a text run exceeds {limits.max_text_bytes} bytes")
+            raise _refuse(
+                "xml.text_too_large", data, pos, f"a text run exceeds {limits.max_text_bytes} bytes"
+            )
         if depth == 0:
             stray = data[pos:stop].lstrip(_WS)
             if stray:
                 where = stop - len(stray)
-                place = "before the XML declaration" if data.startswith(b"<?xml", stop) else "outside the root element"
+                place = (
+                    "before the XML declaration"
+                    if data.startswith(b"<?xml", stop)
+                    else "outside the root element"
+                )
                 raise _refuse("xml.malformed", data, where, f"{len(stray)} stray bytes {place}")
         if lt < 0:
             break
@@ -122,7 +130,9 @@ def precheck(data: bytes, limits: XMLLimits = DEFAULT_LIMITS) -> None:
             continue
         if marker == b"?":
             if data.startswith(b"<?xml", lt) and data[lt + 5 : lt + 6] in (b" ", b"\t", b"\r", b"\n", b"?"):
-                raise _refuse("xml.malformed", data, lt, "the XML declaration is allowed only at the very start")
+                raise _refuse(
+                    "xml.malformed", data, lt, "the XML declaration is allowed only at the very start"
+                )
             raise _refuse("xml.pi_forbidden", data, lt, "processing instructions are not accepted")
         if marker == b"!":
             if data.startswith(b"<!--", lt):
@@ -135,10 +145,20 @@ def precheck(data: bytes, limits: XMLLimits = DEFAULT_LIMITS) -> None:
                 if end < 0:
                     raise _refuse("xml.malformed", data, lt, "the document ends inside a CDATA section")
                 if end - lt > limits.max_text_bytes:
-                    raise _refuse("xml.text_too_large", data, lt, f"a CDATA section exceeds {limits.max_text_bytes} bytes")
+                    raise _refuse(
+                        "xml.text_too_large",
+                        data,
+                        lt,
+                        f"a CDATA section exceeds {limits.max_text_bytes} bytes",
+                    )
                 pos = end + 3
             elif data.startswith(b"<!DOCTYPE", lt):
-                raise _refuse("xml.dtd_forbidden", data, lt, "a DTD (<!DOCTYPE) is not accepted: no entities, no external subsets")
+                raise _refuse(
+                    "xml.dtd_forbidden",
+                    data,
+                    lt,
+                    "a DTD (<!DOCTYPE) is not accepted: no entities, no external subsets",
+                )
             else:
                 raise _refuse("xml.malformed", data, lt, "unexpected '<!' markup")
             continue
@@ -147,7 +167,9 @@ def precheck(data: bytes, limits: XMLLimits = DEFAULT_LIMITS) -> None:
         if name is None:
             raise _refuse("xml.malformed", data, lt, "'<' is not followed by an element name")
         if name.end() - name.start() > limits.max_name_bytes:
-            raise _refuse("xml.malformed", data, lt, f"an element name is longer than {limits.max_name_bytes} bytes")
+            raise _refuse(
+                "xml.malformed", data, lt, f"an element name is longer than {limits.max_name_bytes} bytes"
+            )
         if depth == 0 and root_seen:
             raise _refuse("xml.malformed", data, lt, "a second root element")
         root_seen = True
@@ -161,7 +183,10 @@ def precheck(data: bytes, limits: XMLLimits = DEFAULT_LIMITS) -> None:
                 attributes += 1
                 if attributes > limits.max_attributes:
                     raise _refuse(
-                        "xml.too_many_attributes", data, lt, f"more than {limits.max_attributes} attributes on one element"
+                        "xml.too_many_attributes",
+                        data,
+                        lt,
+                        f"more than {limits.max_attributes} attributes on one element",
                     )
             else:
                 namespaces += 1
@@ -186,7 +211,9 @@ def precheck(data: bytes, limits: XMLLimits = DEFAULT_LIMITS) -> None:
     if not root_seen:
         raise XMLRefused("xml.malformed", "the document has no root element")
     if depth > 0:
-        raise _refuse("xml.malformed", data, size, f"the document is truncated: {depth} elements are never closed")
+        raise _refuse(
+            "xml.malformed", data, size, f"the document is truncated: {depth} elements are never closed"
+        )
 
 
 _local = threading.local()
@@ -228,10 +255,10 @@ def parse(data: bytes, limits: XMLLimits = DEFAULT_LIMITS) -> etree._Element:
         parent = comment.getparent()
         splits_text = parent is not None and ((parent.text or "").strip() or (comment.tail or "").strip())
         if splits_text:
-            line = comment.sourceline or 0
+            comment_line = comment.sourceline if isinstance(comment.sourceline, int) else 0
             raise XMLRefused(
                 "xml.comment_in_value",
-                f"line {line}: a comment inside the value of <{etree.QName(parent).localname}> is not accepted",
-                line=line,
+                f"line {comment_line}: a comment inside the value of <{etree.QName(parent).localname}> is not accepted",
+                line=comment_line,
             )
     return root

@@ -139,7 +139,9 @@ def partial_signature(c: Context) -> bytes:
     root = tree(edxml.build(c.document))
     header = root.find(f".//{ed('MessageHeader')}")
     header.set("Id", "header")
-    placeholder = etree.SubElement(root.find(f".//{ed('edXMLHeader')}"), ds("Signature"), Id="placeholder", nsmap={"ds": DS})
+    placeholder = etree.SubElement(
+        root.find(f".//{ed('edXMLHeader')}"), ds("Signature"), Id="placeholder", nsmap={"ds": DS}
+    )
     assert placeholder is not None
     signer = XMLSigner(
         signature_algorithm=SignatureMethod.RSA_SHA256,
@@ -208,7 +210,9 @@ def key_value_only(c: Context) -> bytes:
 def _rsa_key_value(n: int, e: int) -> etree._Element:
     key_value = etree.Element(ds("KeyValue"))
     rsa_value = etree.SubElement(key_value, ds("RSAKeyValue"))
-    etree.SubElement(rsa_value, ds("Modulus")).text = base64.b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).decode()
+    etree.SubElement(rsa_value, ds("Modulus")).text = base64.b64encode(
+        n.to_bytes((n.bit_length() + 7) // 8, "big")
+    ).decode()
     etree.SubElement(rsa_value, ds("Exponent")).text = base64.b64encode(e.to_bytes(3, "big")).decode()
     return key_value
 
@@ -250,18 +254,29 @@ def other_ca(c: Context) -> bytes:
 
 def expired(c: Context) -> bytes:
     return c.sign_with(
-        pki.issue(c.pki.ca, "VPCP", c.pki.now, organ_id=c.agency.organ_id, not_before=c.pki.now - timedelta(days=10), days=5)
+        pki.issue(
+            c.pki.ca,
+            "VPCP",
+            c.pki.now,
+            organ_id=c.agency.organ_id,
+            not_before=c.pki.now - timedelta(days=10),
+            days=5,
+        )
     )
 
 
 def not_yet_valid(c: Context) -> bytes:
     return c.sign_with(
-        pki.issue(c.pki.ca, "VPCP", c.pki.now, organ_id=c.agency.organ_id, not_before=c.pki.now + timedelta(days=1))
+        pki.issue(
+            c.pki.ca, "VPCP", c.pki.now, organ_id=c.agency.organ_id, not_before=c.pki.now + timedelta(days=1)
+        )
     )
 
 
 def no_digital_signature(c: Context) -> bytes:
-    return c.sign_with(pki.issue(c.pki.ca, "VPCP", c.pki.now, organ_id=c.agency.organ_id, digital_signature=False))
+    return c.sign_with(
+        pki.issue(c.pki.ca, "VPCP", c.pki.now, organ_id=c.agency.organ_id, digital_signature=False)
+    )
 
 
 def weak_rsa(c: Context) -> bytes:
@@ -271,7 +286,9 @@ def weak_rsa(c: Context) -> bytes:
 
 def comment_in_organ_id(c: Context) -> bytes:
     organ_id = c.agency.organ_id.encode()
-    return c.signed.replace(b">" + organ_id + b"<", b">" + organ_id[:6] + b"<!-- x -->" + organ_id[6:] + b"<", 1)
+    return c.signed.replace(
+        b">" + organ_id + b"<", b">" + organ_id[:6] + b"<!-- x -->" + organ_id[6:] + b"<", 1
+    )
 
 
 PROLOG = b'<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -318,9 +335,7 @@ def latin1_declared(c: Context) -> bytes:
 
 CANARY = Path(__file__).resolve().parent / "canary.txt"
 XXE_FILE = b'<!DOCTYPE edXML [<!ENTITY leak SYSTEM "file://' + str(CANARY).encode() + b'">]>'
-XXE_PARAMETER = (
-    b'<!DOCTYPE edXML [<!ENTITY % p SYSTEM "file://' + str(CANARY).encode() + b'"> %p;]>'
-)
+XXE_PARAMETER = b'<!DOCTYPE edXML [<!ENTITY % p SYSTEM "file://' + str(CANARY).encode() + b'"> %p;]>'
 EXTERNAL_DTD = b'<!DOCTYPE edXML SYSTEM "http://127.0.0.1:9/evil.dtd">'
 BILLION_LAUGHS = (
     b'<!DOCTYPE edXML [<!ENTITY a "lol"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
@@ -333,14 +348,30 @@ ATTACKS: list[tuple[str, Callable[[Context], bytes], str]] = [
     ("tampered DigestValue", tamper_digest_value, "signature.invalid"),
     ("tampered SignatureValue", tamper_signature_value, "signature.invalid"),
     ("wrapped in an attacker's root", wrapped_in_attacker_root, "signature.wrong_location"),
-    ("evil twin, original moved into ds:Object", evil_twin_original_in_object, "signature.unexpected_element"),
-    ("evil twin, original moved into the body", evil_twin_original_moved_to_body, "signature.digest_mismatch"),
+    (
+        "evil twin, original moved into ds:Object",
+        evil_twin_original_in_object,
+        "signature.unexpected_element",
+    ),
+    (
+        "evil twin, original moved into the body",
+        evil_twin_original_moved_to_body,
+        "signature.digest_mismatch",
+    ),
     ("signature covering only the MessageHeader", partial_signature, "signature.reference_uri"),
     ("two References", two_references, "signature.reference_count"),
     ("a second ds:Signature in the body", second_signature_in_body, "signature.multiple"),
     ("Reference to #id", reference_to_id, "signature.reference_uri"),
-    ("Reference to an external URI", set_attribute("Reference", "URI", "http://127.0.0.1:9/doc.xml"), "signature.reference_uri"),
-    ("Reference with a Type", set_attribute("Reference", "Type", "http://www.w3.org/2000/09/xmldsig#Object"), "signature.reference_uri"),
+    (
+        "Reference to an external URI",
+        set_attribute("Reference", "URI", "http://127.0.0.1:9/doc.xml"),
+        "signature.reference_uri",
+    ),
+    (
+        "Reference with a Type",
+        set_attribute("Reference", "Type", "http://www.w3.org/2000/09/xmldsig#Object"),
+        "signature.reference_uri",
+    ),
     (
         "XSLT transform",
         replace_transform(
@@ -357,7 +388,9 @@ ATTACKS: list[tuple[str, Callable[[Context], bytes], str]] = [
     ("unknown transform", replace_transform("urn:attacker:transform"), "signature.transform_forbidden"),
     (
         "inclusive c14n",
-        set_attribute("CanonicalizationMethod", "Algorithm", "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"),
+        set_attribute(
+            "CanonicalizationMethod", "Algorithm", "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"
+        ),
         "signature.c14n_forbidden",
     ),
     (
@@ -367,12 +400,26 @@ ATTACKS: list[tuple[str, Callable[[Context], bytes], str]] = [
     ),
     (
         "exclusive c14n with comments",
-        set_attribute("CanonicalizationMethod", "Algorithm", "http://www.w3.org/2001/10/xml-exc-c14n#WithComments"),
+        set_attribute(
+            "CanonicalizationMethod", "Algorithm", "http://www.w3.org/2001/10/xml-exc-c14n#WithComments"
+        ),
         "signature.c14n_forbidden",
     ),
-    ("rsa-sha1", set_attribute("SignatureMethod", "Algorithm", f"{DS}rsa-sha1"), "signature.algorithm_forbidden"),
-    ("sha1 digest", set_attribute("DigestMethod", "Algorithm", f"{DS}sha1"), "signature.digest_algorithm_forbidden"),
-    ("HMAC", set_attribute("SignatureMethod", "Algorithm", f"{DS}hmac-sha1"), "signature.algorithm_forbidden"),
+    (
+        "rsa-sha1",
+        set_attribute("SignatureMethod", "Algorithm", f"{DS}rsa-sha1"),
+        "signature.algorithm_forbidden",
+    ),
+    (
+        "sha1 digest",
+        set_attribute("DigestMethod", "Algorithm", f"{DS}sha1"),
+        "signature.digest_algorithm_forbidden",
+    ),
+    (
+        "HMAC",
+        set_attribute("SignatureMethod", "Algorithm", f"{DS}hmac-sha1"),
+        "signature.algorithm_forbidden",
+    ),
     (
         "HMAC-SHA256",
         set_attribute("SignatureMethod", "Algorithm", "http://www.w3.org/2001/04/xmldsig-more#hmac-sha256"),
@@ -434,7 +481,9 @@ def test_baseline_reserialised_package_verifies(context: Context) -> None:
 
 
 @pytest.mark.parametrize(("name", "attack", "code"), ATTACKS, ids=[a[0] for a in ATTACKS])
-def test_attack_is_refused_with_its_code(context: Context, name: str, attack: Callable[[Context], bytes], code: str) -> None:
+def test_attack_is_refused_with_its_code(
+    context: Context, name: str, attack: Callable[[Context], bytes], code: str
+) -> None:
     data = attack(context)
     trust = context.pki.trust
     NoIO.install()

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
-from cryptography.hazmat.primitives.serialization import Encoding
 import pytest
 from click.testing import CliRunner, Result
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from cli import cli
 from tests.conftest import MALFORMED_SAMPLES
@@ -72,7 +72,9 @@ def test_issue_prints_both_paths_and_writes_key_0600(keys: Path) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_SAMPLE_CODES) + ["status_acceptance_03.edxml"])
-def test_verify_each_shared_sample_exits_1_with_a_precise_reason(keys: Path, samples: Path, name: str) -> None:
+def test_verify_each_shared_sample_exits_1_with_a_precise_reason(
+    keys: Path, samples: Path, name: str
+) -> None:
     result = run("verify", str(samples / name), "--trust", str(keys / "trust"))
     assert result.exit_code == 1
     code = EXPECTED_SAMPLE_CODES.get(name, "signature.missing")
@@ -118,9 +120,23 @@ def test_newly_issued_agency_signs_a_sample_and_it_verifies(
 def test_revoke_then_verify_now_and_at_acceptance_time(keys: Path, samples: Path, tmp_path: Path) -> None:
     key, cert = _issue(keys, "000.00.00.H41", "--out", str(tmp_path))
     out = tmp_path / "status.edxml"
-    assert run("sign", str(samples / "status_finish_06.edxml"), "--key", str(key), "--cert", str(cert), "-o", str(out)).exit_code == 0
+    assert (
+        run(
+            "sign",
+            str(samples / "status_finish_06.edxml"),
+            "--key",
+            str(key),
+            "--cert",
+            str(cert),
+            "-o",
+            str(out),
+        ).exit_code
+        == 0
+    )
     signed_at = datetime.now(UTC)
-    fingerprint = json.loads(run("verify", str(out), "--trust", str(keys / "trust"), "--json").output)["signer"]["fingerprint"]
+    fingerprint = json.loads(run("verify", str(out), "--trust", str(keys / "trust"), "--json").output)[
+        "signer"
+    ]["fingerprint"]
     revoked = run("keys", "revoke", fingerprint, "--dir", str(keys))
     assert revoked.exit_code == 0, revoked.output
     later = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
@@ -139,7 +155,17 @@ def test_encrypted_key_needs_its_passphrase(keys: Path, samples: Path, tmp_path:
     key, cert = _issue(keys, "000.00.00.G17", "--out", str(tmp_path), "--encrypt", env=env)
     assert b"ENCRYPTED" in key.read_bytes()
     out = tmp_path / "signed.edxml"
-    args = ["sign", str(samples / "edoc_update.edxml"), "--replace", "--key", str(key), "--cert", str(cert), "-o", str(out)]
+    args = [
+        "sign",
+        str(samples / "edoc_update.edxml"),
+        "--replace",
+        "--key",
+        str(key),
+        "--cert",
+        str(cert),
+        "-o",
+        str(out),
+    ]
     wrong = run(*args, env={"AXIS_KEY_PASSPHRASE": "wrong"})
     assert wrong.exit_code == 1 and "keystore.unreadable_key" in wrong.output
     assert not out.exists()
@@ -179,10 +205,25 @@ def test_trust_directory_may_hold_der_files(keys: Path, samples: Path, tmp_path:
     (der_trust / "state-ca.crt").write_bytes(
         pki.load_certificates((keys / "trust" / "ca.pem").read_bytes())[0].public_bytes(Encoding.DER)
     )
-    (der_trust / "state-ca.crl").write_bytes(pki.load_crl((keys / "trust" / "ca.crl").read_bytes()).public_bytes(Encoding.DER))
+    (der_trust / "state-ca.crl").write_bytes(
+        pki.load_crl((keys / "trust" / "ca.crl").read_bytes()).public_bytes(Encoding.DER)
+    )
     key, cert = _issue(keys, "000.00.00.G22", "--out", str(tmp_path))
     out = tmp_path / "signed.edxml"
-    assert run("sign", str(samples / "edoc_revocation.edxml"), "--replace", "--key", str(key), "--cert", str(cert), "-o", str(out)).exit_code == 0
+    assert (
+        run(
+            "sign",
+            str(samples / "edoc_revocation.edxml"),
+            "--replace",
+            "--key",
+            str(key),
+            "--cert",
+            str(cert),
+            "-o",
+            str(out),
+        ).exit_code
+        == 0
+    )
     result = run("verify", str(out), "--trust", str(der_trust))
     assert result.exit_code == 0, result.output
     empty = tmp_path / "empty-trust"

@@ -18,8 +18,20 @@ from tests.conftest import REPO
 
 SENDER = "000.00.00.G22"  # the sender of adapters.demo.example_document
 # Top-level entries of the repository that a wheel build does not need (or that are generated).
-NOT_SOURCES = {".git", ".venv", "build", "dist", "keys", "data", "tests", "bench", "docs",
-               ".pytest_cache", ".mypy_cache", ".ruff_cache"}
+NOT_SOURCES = {
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "keys",
+    "data",
+    "tests",
+    "bench",
+    "docs",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+}
 
 BUILD_UNSIGNED = """
 import sys
