@@ -235,6 +235,35 @@ def _expect_children(
     return children
 
 
+def _base64(element: etree._Element, name: str) -> bytes:
+    try:
+        value = base64.b64decode("".join((element.text or "").split()), validate=True)
+    except (ValueError, binascii.Error):
+        value = b""
+    if not value:
+        raise SignatureRefused("signature.malformed", f"{name} must hold non-empty base64")
+    return value
+
+
+def _check_no_stray_text(signature: etree._Element) -> None:
+    """Container elements of the signature hold elements only; text there is unsigned noise."""
+    for node in signature.iter():
+        parent = node.getparent()
+        if node is not signature and parent is not None and (node.tail or "").strip():
+            where = etree.QName(parent).localname
+        elif (
+            isinstance(node.tag, str)
+            and any(isinstance(c.tag, str) for c in node)
+            and (node.text or "").strip()
+        ):
+            where = etree.QName(node).localname
+        else:
+            continue
+        raise SignatureRefused(
+            "signature.unexpected_element", f"stray text inside the signature, in <{where}>"
+        )
+
+
 def _algorithm(element: etree._Element) -> str:
     return element.get("Algorithm") or ""
 
@@ -249,7 +278,9 @@ def _check_signed_info(signature: etree._Element, policy: SignaturePolicy) -> tu
             "signature.certificate_missing",
             "the signature has no KeyInfo: the signer's X.509 certificate is required",
         )
-    signed_info, _value, _key_info = _expect_children(signature, ["SignedInfo", "SignatureValue", "KeyInfo"])
+    signed_info, value, _key_info = _expect_children(signature, ["SignedInfo", "SignatureValue", "KeyInfo"])
+    _check_no_stray_text(signature)
+    _base64(value, "SignatureValue")
     parts = _children(signed_info)
     if len(parts) < 2 or [etree.QName(p).localname for p in parts[:2]] != [
         "CanonicalizationMethod",
@@ -284,7 +315,7 @@ def _check_signed_info(signature: etree._Element, policy: SignaturePolicy) -> tu
             "signature.reference_uri",
             f'the Reference must be URI="" (the whole document) with no Type or Id; found {shown}',
         )
-    transforms, digest_method, _digest = _expect_children(
+    transforms, digest_method, digest = _expect_children(
         reference, ["Transforms", "DigestMethod", "DigestValue"]
     )
     chain = _children(transforms)
@@ -299,6 +330,8 @@ def _check_signed_info(signature: etree._Element, policy: SignaturePolicy) -> tu
             "signature.digest_algorithm_forbidden",
             f"DigestMethod {_algorithm(digest_method)!r} is not accepted; use SHA-256 ({SHA256})",
         )
+    if len(_base64(digest, "DigestValue")) != 32:
+        raise SignatureRefused("signature.malformed", "DigestValue must be the 32 bytes of a SHA-256 digest")
     return _algorithm(method), _algorithm(digest_method)
 
 
@@ -439,7 +472,7 @@ def verify(data: bytes, trust: pki.Trust, at: datetime, policy: SignaturePolicy 
             "the SignatureValue does not verify with the certificate's key: SignedInfo or the value was altered, "
             "or a different key signed it",
         ) from None
-    except (InvalidInput, SignXMLException, etree.DocumentInvalid) as error:
+    except (InvalidInput, SignXMLException, etree.DocumentInvalid, TypeError, ValueError) as error:
         raise SignatureRefused("signature.malformed", f"the signature cannot be processed: {error}") from None
     assert not isinstance(result, list)
     if result.signed_xml is None:

@@ -530,3 +530,41 @@ def test_status_signed_by_another_agency_is_refused(context: Context) -> None:
     with pytest.raises(AxisError) as refused:
         verify_package(signed, context.pki.trust, context.pki.now)
     assert refused.value.code == "signature.signer_not_sender"
+
+
+def _signature_variants(signed: bytes):  # type: ignore[no-untyped-def]
+    count = len(list(signature_of(tree(signed)).iter()))
+    for index in range(count):
+        for how in ("empty", "garbage", "remove", "algorithm", "comment-tail"):
+            root = tree(signed)
+            element = list(signature_of(root).iter())[index]
+            was_blank = not (element.text or "").strip()
+            if how == "empty":
+                element.text = None
+            elif how == "garbage":
+                element.text = "!!not base64!!"
+            elif how == "remove":
+                if element.getparent() is None or element is signature_of(root):
+                    continue
+                element.getparent().remove(element)
+            elif how == "algorithm":
+                element.set("Algorithm", "")
+            else:
+                comment = etree.Comment("c")
+                comment.tail = "junk"
+                element.insert(0, comment)
+            yield index, how, was_blank, serialise(root)
+
+
+def test_every_signature_element_damaged_is_a_refusal_never_a_crash(context: Context) -> None:
+    """Empty, garbage, removed or re-attributed: each damaged signature is refused with a code."""
+    accepted = []
+    for index, how, was_blank, data in _signature_variants(context.signed):
+        try:
+            verify_package(data, context.pki.trust, context.pki.now)
+        except AxisError:
+            continue
+        accepted.append((index, how))
+        # Only clearing whitespace that was already blank may leave a valid signature.
+        assert how == "empty" and was_blank, f"element {index} with {how} was accepted"
+    assert len(accepted) < 20
