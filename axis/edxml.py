@@ -23,7 +23,7 @@ from lxml import etree
 
 from axis import xmlguard
 from axis.errors import IdentifierError, PackageRefused
-from axis.identifiers import document_id, organ_id
+from axis.identifiers import DATE_SHAPE, document_id, organ_id
 
 NS = "http://www.mic.gov.vn/TBT/QCVN_102_2016"
 DS_NS = "http://www.w3.org/2000/09/xmldsig#"
@@ -511,7 +511,6 @@ def parse(data: bytes, limits: xmlguard.XMLLimits = xmlguard.DEFAULT_LIMITS) -> 
 
 # ---------------------------------------------------------------- building
 
-_DATE = re.compile(r"\d{4}/\d{2}/\d{2}")
 _TIMESTAMP = re.compile(r"\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}")
 LENGTH_LIMITS = {
     "CodeNumber": 11,
@@ -585,12 +584,12 @@ def check(package: Package) -> None:
         _check_length("CodeNotation", package.code.code_notation)
     if package.promulgation_info:
         _check_length("Place", package.promulgation_info.place)
-        _check_shape("PromulgationDate", package.promulgation_info.promulgation_date, _DATE, "2026/11/21")
+        _check_shape("PromulgationDate", package.promulgation_info.promulgation_date, DATE_SHAPE, "2026/11/21")
     if package.document_type:
         _check_length("TypeName", package.document_type.type_name)
     for place in package.to_places:
         _check_length("ToPlace", place)
-    _check_shape("DueDate", package.due_date, _DATE, "2026/11/21")
+    _check_shape("DueDate", package.due_date, DATE_SHAPE, "2026/11/21")
     priority = package.other_info.priority if package.other_info else None
     if priority is not None and not 0 <= priority <= 4:
         raise PackageRefused("edxml.invalid_field", f"Priority must be 0-4, not {priority}", field="Priority")

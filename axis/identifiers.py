@@ -39,7 +39,8 @@ LEVEL1_KINDS = {
 _QCVN = re.compile(r"\d{3}\.\d{2}\.\d{2}\.[A-Z]\d{2}")
 _QD20_GROUP = re.compile(r"[0-9A-Z]+")
 _QD20_LEVEL1 = re.compile(r"[A-Y]\d{2}")
-_DATE = re.compile(r"\d{4}/\d{2}/\d{2}")
+DATE_SHAPE = re.compile(r"\d{4}/\d{2}/\d{2}")
+"""How edXML writes a date: yyyy/MM/dd (shape only; impossible dates occur in real identifiers)."""
 QD20_MAX = 35
 
 
@@ -128,7 +129,7 @@ def document_id(text: str) -> DocumentId:
         raise IdentifierError(
             "identifier.document_id", f"DocumentId {text!r}: {error.message}", value=text
         ) from None
-    if not _DATE.fullmatch(date):
+    if not DATE_SHAPE.fullmatch(date):
         raise IdentifierError(
             "identifier.document_id",
             f"DocumentId {text!r}: the date {date!r} must be written yyyy/MM/dd",
