@@ -34,29 +34,22 @@ def _fail(error: AxisError) -> click.ClickException:
     return click.ClickException(f"{error.code}: {error.message}")
 
 
-def _new_passphrase(env: str, what: str) -> bytes:
+def _passphrase(env: str, what: str, *, new: bool = False) -> bytes:
+    """From ``$env``, else a hidden prompt (asked twice for a new passphrase). Never echoed."""
     value = os.environ.get(env) or click.prompt(
-        f"Passphrase for {what}", hide_input=True, confirmation_prompt=True
+        f"Passphrase for {what}", hide_input=True, confirmation_prompt=new
     )
     return str(value).encode()
 
 
-def _existing_passphrase(env: str, what: str) -> Callable[[], bytes]:
-    def ask() -> bytes:
-        value = os.environ.get(env) or click.prompt(f"Passphrase for {what}", hide_input=True)
-        return str(value).encode()
-
-    return ask
-
-
-def _with_passphrase(action: Callable[[bytes | None], Any], ask: Callable[[], bytes]) -> Any:
+def _with_passphrase(action: Callable[[bytes | None], Any], env: str, what: str) -> Any:
     """Run ``action`` without a passphrase; if the key turns out to be encrypted, ask and retry."""
     try:
         return action(None)
     except KeyStoreError as error:
         if error.code != "keystore.passphrase":
             raise
-    return action(ask())
+    return action(_passphrase(env, what))
 
 
 def keys_dir_option(function: F) -> F:
@@ -93,7 +86,7 @@ def keys() -> None:
 )
 def keys_init(directory: Path, encrypt: bool) -> None:
     """Create a development CA (standing in for the state CA), its CRL and the axis's signing key."""
-    passphrase = _new_passphrase(CA_PASSPHRASE_ENV, "the CA key") if encrypt else None
+    passphrase = _passphrase(CA_PASSPHRASE_ENV, "the CA key", new=True) if encrypt else None
     store = keystore.KeyStore(directory)
     try:
         store.init(_now(), passphrase)
@@ -124,7 +117,7 @@ def keys_issue(
 ) -> None:
     """Issue a signing certificate for agency ORGAN_ID; writes ORGAN_ID.key (0600) and ORGAN_ID.pem."""
     store = keystore.KeyStore(directory)
-    key_passphrase = _new_passphrase(KEY_PASSPHRASE_ENV, f"the key of {organ_id}") if encrypt else None
+    key_passphrase = _passphrase(KEY_PASSPHRASE_ENV, f"the key of {organ_id}", new=True) if encrypt else None
     try:
         key_path, cert_path = _with_passphrase(
             lambda ca_pass: store.issue(
@@ -136,7 +129,8 @@ def keys_issue(
                 ca_passphrase=ca_pass,
                 key_passphrase=key_passphrase,
             ),
-            _existing_passphrase(CA_PASSPHRASE_ENV, "the CA key"),
+            CA_PASSPHRASE_ENV,
+            "the CA key",
         )
     except AxisError as error:
         raise _fail(error) from None
@@ -155,7 +149,8 @@ def keys_revoke(fingerprint: str, directory: Path) -> None:
     try:
         certificate = _with_passphrase(
             lambda ca_pass: store.revoke(fingerprint, _now(), ca_pass),
-            _existing_passphrase(CA_PASSPHRASE_ENV, "the CA key"),
+            CA_PASSPHRASE_ENV,
+            "the CA key",
         )
     except AxisError as error:
         raise _fail(error) from None
@@ -170,7 +165,8 @@ def keys_crl(directory: Path) -> None:
     try:
         renewed = _with_passphrase(
             lambda ca_pass: store.refresh_crl(_now(), ca_pass),
-            _existing_passphrase(CA_PASSPHRASE_ENV, "the CA key"),
+            CA_PASSPHRASE_ENV,
+            "the CA key",
         )
     except AxisError as error:
         raise _fail(error) from None
@@ -211,7 +207,8 @@ def sign_command(file: Path, key_path: Path, cert_path: Path, out: Path, replace
     try:
         key = _with_passphrase(
             lambda passphrase: keystore.read_private_key(key_path, passphrase),
-            _existing_passphrase(KEY_PASSPHRASE_ENV, str(key_path)),
+            KEY_PASSPHRASE_ENV,
+            str(key_path),
         )
         certificate, *intermediates = keystore.read_certificates(cert_path)
         signed = signing.sign(file.read_bytes(), key, certificate, tuple(intermediates), replace=replace)

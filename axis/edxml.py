@@ -26,7 +26,6 @@ from axis.errors import IdentifierError, PackageRefused
 from axis.identifiers import DATE_SHAPE, document_id, organ_id
 
 NS = "http://www.mic.gov.vn/TBT/QCVN_102_2016"
-DS_NS = "http://www.w3.org/2000/09/xmldsig#"
 
 STATUS_CODES = {
     "01": "arrived",
@@ -363,9 +362,6 @@ def _bussiness(element: etree._Element | None) -> Bussiness | None:
     )
 
 
-_B64_WHITESPACE = str.maketrans("", "", " \t\r\n")
-
-
 def _attachments(root: etree._Element) -> tuple[Attachment, ...]:
     encoded = _child(root, "AttachmentEncoded")
     if encoded is None:
@@ -373,9 +369,8 @@ def _attachments(root: etree._Element) -> tuple[Attachment, ...]:
     result = []
     for element in _children(encoded, "Attachment"):
         payload = _child(element, "ContentTransferEncoded")
-        text = (payload.text or "") if payload is not None else ""
         try:
-            data = base64.b64decode(text.translate(_B64_WHITESPACE), validate=True)
+            data = xmlguard.base64_binary(payload.text if payload is not None else None)
         except ValueError:
             raise _refuse(
                 "edxml.invalid_attachment",
@@ -425,6 +420,56 @@ def validate(root: etree._Element) -> None:
         raise PackageRefused("edxml.schema_invalid", f"line {first.line}: {first.message}", line=first.line)
 
 
+# MessageHeader children that may appear once: a second one would let the axis and a recipient
+# read different values from the same signed package.
+SINGLE_VALUED = (
+    "DocumentId",
+    "Code",
+    "PromulgationInfo",
+    "DocumentType",
+    "Subject",
+    "Content",
+    "SignerInfo",
+    "DueDate",
+    "ToPlaces",
+    "OtherInfo",
+    "SteeringType",
+    "StaffInfo",
+    "StatusCode",
+    "Description",
+    "Timestamp",
+)
+DOCUMENT_ONLY = ("To", "DocumentId", "Subject", "Code", "PromulgationInfo", "DocumentType", "SignerInfo")
+
+
+def _refuse_ambiguity(root: etree._Element, message: etree._Element) -> None:
+    for name in SINGLE_VALUED:
+        repeated = _children(message, name)
+        if len(repeated) > 1:
+            raise _refuse(
+                "edxml.duplicate_field", repeated[1], f"<{name}> may appear only once in MessageHeader"
+            )
+    if _child(message, "StatusCode") is None:
+        return
+    answered = _children(message, "ResponseFor")
+    if len(answered) > 1:
+        raise _refuse(
+            "edxml.duplicate_field", answered[1], "a status package answers exactly one <ResponseFor>"
+        )
+    mixed = [n for n in DOCUMENT_ONLY if _child(message, n) is not None]
+    body = root.find(f"{q('edXMLEnvelope')}/{q('edXMLBody')}")
+    if body is not None:
+        mixed.append("edXMLBody")
+    if _child(root, "AttachmentEncoded") is not None:
+        mixed.append("AttachmentEncoded")
+    if mixed:
+        raise _refuse(
+            "edxml.ambiguous_kind",
+            message,
+            f"a package with <StatusCode> is a status package and cannot also carry {', '.join(mixed)}",
+        )
+
+
 def read(root: etree._Element) -> Package:
     """Turn a parsed (and, for anything trusted, signature-verified) tree into a package."""
     validate(root)
@@ -439,6 +484,7 @@ def read(root: etree._Element) -> Package:
         )
     sender = _organization(senders[0])
     trace_headers, bussiness = _trace_headers(header)
+    _refuse_ambiguity(root, message)
 
     if _child(message, "StatusCode") is not None:
         status_code = _required(message, "StatusCode").strip()
@@ -511,7 +557,7 @@ def parse(data: bytes, limits: xmlguard.XMLLimits = xmlguard.DEFAULT_LIMITS) -> 
 
 # ---------------------------------------------------------------- building
 
-_TIMESTAMP = re.compile(r"\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}")
+_TIMESTAMP = re.compile(r"\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}", re.ASCII)
 LENGTH_LIMITS = {
     "CodeNumber": 11,
     "CodeNotation": 30,
@@ -584,7 +630,9 @@ def check(package: Package) -> None:
         _check_length("CodeNotation", package.code.code_notation)
     if package.promulgation_info:
         _check_length("Place", package.promulgation_info.place)
-        _check_shape("PromulgationDate", package.promulgation_info.promulgation_date, DATE_SHAPE, "2026/11/21")
+        _check_shape(
+            "PromulgationDate", package.promulgation_info.promulgation_date, DATE_SHAPE, "2026/11/21"
+        )
     if package.document_type:
         _check_length("TypeName", package.document_type.type_name)
     for place in package.to_places:

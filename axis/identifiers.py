@@ -36,10 +36,10 @@ LEVEL1_KINDS = {
     "K": "provincial People's Councils",
 }
 
-_QCVN = re.compile(r"\d{3}\.\d{2}\.\d{2}\.[A-Z]\d{2}")
-_QD20_GROUP = re.compile(r"[0-9A-Z]+")
-_QD20_LEVEL1 = re.compile(r"[A-Y]\d{2}")
-DATE_SHAPE = re.compile(r"\d{4}/\d{2}/\d{2}")
+_QCVN = re.compile(r"\d{3}\.\d{2}\.\d{2}\.[A-Z]\d{2}", re.ASCII)
+_QD20_GROUP = re.compile(r"[0-9A-Z]+", re.ASCII)
+_QD20_LEVEL1 = re.compile(r"[A-Y]\d{2}", re.ASCII)
+DATE_SHAPE = re.compile(r"\d{4}/\d{2}/\d{2}", re.ASCII)
 """How edXML writes a date: yyyy/MM/dd (shape only; impossible dates occur in real identifiers)."""
 QD20_MAX = 35
 
@@ -67,7 +67,7 @@ def organ_id(text: str) -> OrganId:
         raise IdentifierError(
             "identifier.organ_id", f"OrganId {text!r} is empty or has surrounding spaces", value=text
         )
-    if text[0].isdigit():
+    if text[0] in "0123456789":
         if _QCVN.fullmatch(text):
             return OrganId(text, "qcvn102")
         raise IdentifierError(

@@ -15,6 +15,8 @@ atomically (write, fsync, rename). Nothing here logs or prints key material.
 from __future__ import annotations
 
 import os
+import string
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -44,14 +46,24 @@ def write_private_key(path: Path, key: pki.PrivateKey, passphrase: bytes | None 
 
 
 def write_public(path: Path, data: bytes) -> None:
-    """Replace ``path`` atomically with ``data`` (certificates, CRLs: nothing secret)."""
+    """Replace ``path`` atomically and durably with ``data`` (certificates, CRLs: nothing secret)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -165,7 +177,7 @@ class KeyStore:
         """Add the certificate with this SHA-256 fingerprint to the CA's CRL and rewrite the CRL."""
         wanted = fingerprint.lower().replace(":", "")
         path = self.issued / f"{wanted}.pem"
-        if len(wanted) != 64 or not path.exists():
+        if len(wanted) != 64 or set(wanted) - set(string.hexdigits) or not path.exists():
             raise CertificateRefused(
                 "certificate.unknown",
                 f"no certificate with SHA-256 fingerprint {fingerprint} was issued by this CA",

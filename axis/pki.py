@@ -18,9 +18,9 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import (
     Criticality,
@@ -206,6 +206,8 @@ def refresh(
 
 
 def key_pem(key: PrivateKey, passphrase: bytes | None = None) -> bytes:
+    if passphrase is not None and not passphrase:
+        raise KeyStoreError("keystore.passphrase", "an empty passphrase would leave the key unprotected")
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     )
@@ -291,26 +293,9 @@ def _require_digital_signature(
 def _self_signed(certificate: x509.Certificate) -> bool:
     if certificate.issuer != certificate.subject:
         return False
-    public = certificate.public_key()
     try:
-        if isinstance(public, rsa.RSAPublicKey):
-            assert certificate.signature_hash_algorithm is not None
-            public.verify(
-                certificate.signature,
-                certificate.tbs_certificate_bytes,
-                padding.PKCS1v15(),
-                certificate.signature_hash_algorithm,
-            )
-        elif isinstance(public, ec.EllipticCurvePublicKey):
-            assert certificate.signature_hash_algorithm is not None
-            public.verify(
-                certificate.signature,
-                certificate.tbs_certificate_bytes,
-                ec.ECDSA(certificate.signature_hash_algorithm),
-            )
-        else:
-            return False
-    except InvalidSignature:
+        certificate.verify_directly_issued_by(certificate)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
     return True
 
@@ -324,7 +309,7 @@ def validate(
 ) -> list[x509.Certificate]:
     """Check ``certificate`` is fit to sign at ``at``; return its chain, leaf first, anchor last.
 
-    Order of checks (each its own refusal code): self-signed, key usage, validity period,
+    Order of checks (each its own refusal code): self-signed, key usage, not a CA, validity period,
     chain to a trust anchor, revocation of every non-anchor certificate in the chain.
     """
 
@@ -344,6 +329,15 @@ def validate(
         raise CertificateRefused(
             "certificate.key_usage",
             f"certificate {subject()} is not allowed to sign (KeyUsage lacks digitalSignature)",
+        )
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    if constraints is not None and constraints.ca:
+        raise CertificateRefused(
+            "certificate.not_end_entity",
+            f"certificate {subject()} is a CA certificate; documents are signed with end-entity certificates",
         )
     if at < certificate.not_valid_before_utc:
         raise CertificateRefused(

@@ -20,13 +20,14 @@ are what the axis stores and forwards; they are never re-serialised or "repaired
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from lxml import etree
 from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, SignatureMethod
 from signxml.exceptions import InvalidDigest, InvalidInput, InvalidSignature, SignXMLException
@@ -138,6 +139,8 @@ def sign(
     A document that already carries a ``Signature`` element (an XMLDSig one, or a legacy
     placeholder in another namespace) is refused unless ``replace`` is set, which removes them.
     """
+    if _spki(key.public_key()) != _spki(certificate.public_key()):
+        raise SignatureRefused("signature.key_mismatch", "the private key does not belong to the certificate")
     root = xmlguard.parse(data, policy.limits)
     existing = _signature_like(root)
     if existing and not replace:
@@ -158,8 +161,15 @@ def sign(
         digest_algorithm=DigestAlgorithm.SHA256,
         c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,
     )
+    # signxml re-parses the tree with its own parser, which caps text nodes at 10 MB; ours does not
+    # (the pre-check has already bounded the document).
+    signer._parser = xmlguard.parser()  # type: ignore[assignment]
     signed = signer.sign(root, key=key, cert=[certificate, *intermediates])
     return bytes(etree.tostring(signed, xml_declaration=True, encoding="UTF-8"))
+
+
+def _spki(public: CertificatePublicKeyTypes) -> bytes:
+    return public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 def _remove_keeping_tail(element: etree._Element) -> None:
@@ -217,6 +227,12 @@ def _locate(root: etree._Element, policy: SignaturePolicy) -> etree._Element:
     return signature
 
 
+def _ds_name(element: etree._Element) -> str:
+    """Local name for XMLDSig elements, the full Clark name for anything else."""
+    qname = etree.QName(element)
+    return qname.localname if qname.namespace == DS else element.tag
+
+
 def _children(element: etree._Element) -> list[etree._Element]:
     """Element children; comments are allowed between them (they are not signed and not read)."""
     return [c for c in element if isinstance(c.tag, str)]
@@ -226,7 +242,7 @@ def _expect_children(
     element: etree._Element, names: list[str], code: str = "signature.unexpected_element"
 ) -> list[etree._Element]:
     children = _children(element)
-    found = [etree.QName(c).localname if etree.QName(c).namespace == DS else c.tag for c in children]
+    found = [_ds_name(c) for c in children]
     if found != names:
         raise SignatureRefused(
             code,
@@ -237,8 +253,8 @@ def _expect_children(
 
 def _base64(element: etree._Element, name: str) -> bytes:
     try:
-        value = base64.b64decode("".join((element.text or "").split()), validate=True)
-    except (ValueError, binascii.Error):
+        value = xmlguard.base64_binary(element.text)
+    except ValueError:
         value = b""
     if not value:
         raise SignatureRefused("signature.malformed", f"{name} must hold non-empty base64")
@@ -271,9 +287,7 @@ def _algorithm(element: etree._Element) -> str:
 def _check_signed_info(signature: etree._Element, policy: SignaturePolicy) -> tuple[str, str]:
     if set(signature.attrib) - {"Id"}:
         raise SignatureRefused("signature.unexpected_element", "ds:Signature may carry only an Id attribute")
-    children = _children(signature)
-    names = [etree.QName(c).localname if etree.QName(c).namespace == DS else c.tag for c in children]
-    if names == ["SignedInfo", "SignatureValue"]:
+    if [_ds_name(c) for c in _children(signature)] == ["SignedInfo", "SignatureValue"]:
         raise SignatureRefused(
             "signature.certificate_missing",
             "the signature has no KeyInfo: the signer's X.509 certificate is required",
@@ -282,7 +296,7 @@ def _check_signed_info(signature: etree._Element, policy: SignaturePolicy) -> tu
     _check_no_stray_text(signature)
     _base64(value, "SignatureValue")
     parts = _children(signed_info)
-    if len(parts) < 2 or [etree.QName(p).localname for p in parts[:2]] != [
+    if len(parts) < 2 or [_ds_name(p) for p in parts[:2]] != [
         "CanonicalizationMethod",
         "SignatureMethod",
     ]:
@@ -362,16 +376,33 @@ def _certificates(
         raise SignatureRefused(
             "signature.key_info_forbidden", "X509Data must hold X509Certificate elements only, signer first"
         )
-    certificates = []
-    for element in encoded:
-        try:
-            der = base64.b64decode("".join((element.text or "").split()), validate=True)
-            certificates.append(x509.load_der_x509_certificate(der))
-        except (ValueError, binascii.Error):
-            raise CertificateRefused(
-                "certificate.malformed", "an X509Certificate in the signature is not a base64 DER certificate"
-            ) from None
+    certificates = [_certificate(element) for element in encoded]
     return certificates[0], certificates[1:], key_values[0] if key_values else None
+
+
+def _certificate(element: etree._Element) -> x509.Certificate:
+    """Load one X509Certificate and parse every part the policy reads, so a malformed one is refused here."""
+    try:
+        certificate = x509.load_der_x509_certificate(xmlguard.base64_binary(element.text))
+        certificate.public_key()
+        _ = (
+            certificate.extensions,
+            certificate.subject,
+            certificate.issuer,
+            certificate.signature_hash_algorithm,
+        )
+    except (
+        ValueError,
+        TypeError,
+        UnsupportedAlgorithm,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,
+    ):
+        raise CertificateRefused(
+            "certificate.malformed",
+            "an X509Certificate in the signature is not a well-formed DER certificate",
+        ) from None
+    return certificate
 
 
 def _check_key(certificate: x509.Certificate, method: str, policy: SignaturePolicy) -> None:
@@ -398,11 +429,11 @@ def _check_key(certificate: x509.Certificate, method: str, policy: SignaturePoli
 
 
 def _b64_int(element: etree._Element | None) -> int | None:
-    if element is None or not element.text:
+    if element is None:
         return None
     try:
-        return int.from_bytes(base64.b64decode("".join(element.text.split()), validate=True), "big")
-    except (ValueError, binascii.Error):
+        return int.from_bytes(xmlguard.base64_binary(element.text), "big")
+    except ValueError:
         return None
 
 
@@ -440,6 +471,8 @@ def verify(data: bytes, trust: pki.Trust, at: datetime, policy: SignaturePolicy 
     ``at`` is the acceptance time: now for a new submission, the recorded acceptance time when an
     archived package is re-verified years later.
     """
+    if at.tzinfo is None:
+        raise ValueError("verify() needs a timezone-aware time")
     root = xmlguard.parse(data, policy.limits)
     signature = _locate(root, policy)
     method, digest_method = _check_signed_info(signature, policy)
@@ -447,6 +480,12 @@ def verify(data: bytes, trust: pki.Trust, at: datetime, policy: SignaturePolicy 
     _check_key(certificate, method, policy)
     _check_key_value(key_value, certificate)
     chain = pki.validate(certificate, intermediates, trust, at)
+    on_chain = {pki.fingerprint(c) for c in chain}
+    if any(pki.fingerprint(c) not in on_chain for c in intermediates):
+        raise SignatureRefused(
+            "signature.key_info_forbidden",
+            "X509Data holds a certificate that is not on the signer's chain; send the signer's chain only",
+        )
     location = "./" + "".join(f"{name}/" for name in policy.location[1:])
     config = SignatureConfiguration(
         require_x509=True,

@@ -1,19 +1,21 @@
 """The only way bytes become an XML tree: a cheap structural pre-check, then a hardened parser.
 
 The pre-check reads the raw bytes once, without building anything, and refuses what would make
-the parser or canonicaliser expensive or dangerous: too many bytes, too deep, too many elements,
+the parser or canonicaliser expensive or dangerous: too many bytes, too deep, too many elements or comments,
 attributes or namespace declarations, oversized text runs, any DTD (and so any entity, external
 or not), any processing instruction but the XML declaration, encodings other than UTF-8. Only
 then does libxml2 see the document, with entity resolution, DTD loading and network access off.
 It never "recovers": the first fault is reported with its line and column.
 
-After parsing, a comment that splits a text value (``<OrganId>000.00<!---->.00.G22</OrganId>``)
-is refused. Canonicalisation drops comments, so such a value would be signed as one string and
-read by naive code as another.
+After parsing, a comment followed by text in the same element (``<OrganId>000.00<!---->.00.G22</OrganId>``,
+or a comment before a value) is refused. Canonicalisation drops comments, so such a value would be
+signed as one string and read by naive code (``element.text``) as another.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import threading
 from dataclasses import dataclass
@@ -33,8 +35,8 @@ class XMLLimits:
     """Largest document accepted, in bytes."""
     max_depth: int = 64
     """Deepest element nesting; edXML needs about 8."""
-    max_elements: int = 20_000
-    """Elements in the whole document."""
+    max_nodes: int = 20_000
+    """Elements, comments and CDATA sections in the whole document (comments are unsigned but still cost)."""
     max_attributes: int = 64
     """Attributes on one element, namespace declarations not counted (they have their own limit)."""
     max_namespace_declarations: int = 256
@@ -64,6 +66,19 @@ def position(data: bytes, offset: int) -> tuple[int, int]:
 def _refuse(code: str, data: bytes, offset: int, fault: str) -> XMLRefused:
     line, column = position(data, offset)
     return XMLRefused(code, f"line {line}, column {column}: {fault}", line=line, column=column)
+
+
+def _too_many_nodes(data: bytes, offset: int, limits: XMLLimits) -> XMLRefused:
+    return _refuse(
+        "xml.too_many_nodes",
+        data,
+        offset,
+        f"more than {limits.max_nodes} elements, comments and CDATA sections",
+    )
+
+
+def _is_declaration(data: bytes, at: int) -> bool:
+    return data.startswith(b"<?xml", at) and data[at + 5 : at + 6] in (b" ", b"\t", b"\r", b"\n", b"?")
 
 
 def _xml_declaration_end(data: bytes, start: int) -> int:
@@ -96,10 +111,10 @@ def precheck(data: bytes, limits: XMLLimits = DEFAULT_LIMITS) -> None:
     if data[:2] in (b"\xff\xfe", b"\xfe\xff") or data[:4] in (b"\x00\x00\xfe\xff", b"\xff\xfe\x00\x00"):
         raise XMLRefused("xml.encoding", "the document is UTF-16 or UTF-32; only UTF-8 is accepted")
     pos = 3 if data.startswith(b"\xef\xbb\xbf") else 0
-    if data.startswith(b"<?xml", pos) and data[pos + 5 : pos + 6] in (b" ", b"\t", b"\r", b"\n", b"?"):
+    if _is_declaration(data, pos):
         pos = _xml_declaration_end(data, pos)
 
-    depth = elements = namespaces = 0
+    depth = nodes = namespaces = 0
     root_seen = False
     while True:
         lt = data.find(b"<", pos)
@@ -129,12 +144,15 @@ def precheck(data: bytes, limits: XMLLimits = DEFAULT_LIMITS) -> None:
             pos = end + 1
             continue
         if marker == b"?":
-            if data.startswith(b"<?xml", lt) and data[lt + 5 : lt + 6] in (b" ", b"\t", b"\r", b"\n", b"?"):
+            if _is_declaration(data, lt):
                 raise _refuse(
                     "xml.malformed", data, lt, "the XML declaration is allowed only at the very start"
                 )
             raise _refuse("xml.pi_forbidden", data, lt, "processing instructions are not accepted")
         if marker == b"!":
+            nodes += 1
+            if nodes > limits.max_nodes:
+                raise _too_many_nodes(data, lt, limits)
             if data.startswith(b"<!--", lt):
                 end = data.find(b"-->", lt + 4)
                 if end < 0:
@@ -173,9 +191,9 @@ def precheck(data: bytes, limits: XMLLimits = DEFAULT_LIMITS) -> None:
         if depth == 0 and root_seen:
             raise _refuse("xml.malformed", data, lt, "a second root element")
         root_seen = True
-        elements += 1
-        if elements > limits.max_elements:
-            raise _refuse("xml.too_many_elements", data, lt, f"more than {limits.max_elements} elements")
+        nodes += 1
+        if nodes > limits.max_nodes:
+            raise _too_many_nodes(data, lt, limits)
         cursor, attributes = name.end(), 0
         while (attribute := _ATTRIBUTE.match(data, cursor)) is not None:
             attr_name = attribute.group(1)
@@ -253,8 +271,7 @@ def parse(data: bytes, limits: XMLLimits = DEFAULT_LIMITS) -> etree._Element:
         raise XMLRefused(code, f"line {line}, column {column}: {fault}", line=line, column=column) from None
     for comment in root.iter(etree.Comment):
         parent = comment.getparent()
-        splits_text = parent is not None and ((parent.text or "").strip() or (comment.tail or "").strip())
-        if splits_text:
+        if parent is not None and (comment.tail or "").strip():
             comment_line = comment.sourceline if isinstance(comment.sourceline, int) else 0
             raise XMLRefused(
                 "xml.comment_in_value",
@@ -262,3 +279,14 @@ def parse(data: bytes, limits: XMLLimits = DEFAULT_LIMITS) -> etree._Element:
                 line=comment_line,
             )
     return root
+
+
+_ASCII_WHITESPACE = str.maketrans("", "", " \t\r\n")
+
+
+def base64_binary(text: str | None) -> bytes:
+    """Decode an XML base64 value (line breaks allowed, nothing else); raise ``ValueError`` if invalid."""
+    try:
+        return base64.b64decode((text or "").translate(_ASCII_WHITESPACE), validate=True)
+    except binascii.Error as error:
+        raise ValueError(str(error)) from None

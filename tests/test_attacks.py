@@ -317,6 +317,38 @@ def many_attributes(c: Context) -> bytes:
     return PROLOG + b"<edXML " + attributes + b"/>"
 
 
+def comment_flood(c: Context) -> bytes:
+    return c.signed.replace(b"<edXMLEnvelope>", b"<edXMLEnvelope>" + b"<!---->" * 60_000, 1)
+
+
+def ca_certificate_as_signer(c: Context) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    key = pki.new_key()
+    ca = c.pki.ca
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(c.agency.certificate.subject)
+        .issuer_name(ca.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(c.pki.now - timedelta(days=1))
+        .not_valid_after(c.pki.now + timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, True, False, False, False, True, True, False, False), critical=True
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+    return c.sign_with(pki.Issued(key, certificate))
+
+
+def unrelated_certificate_in_x509data(c: Context) -> bytes:
+    stranger = pki.issue(pki.create_ca("Stranger CA", c.pki.now), "stranger", c.pki.now).certificate
+    return signing.sign(edxml.build(c.document), c.agency.key, c.agency.certificate, (stranger,))
+
+
 def truncated(c: Context) -> bytes:
     return c.signed[: len(c.signed) // 2]
 
@@ -442,6 +474,13 @@ ATTACKS: list[tuple[str, Callable[[Context], bytes], str]] = [
     ("depth 10 000", deep, "xml.too_deep"),
     ("30 000 namespace declarations on the root", many_namespaces, "xml.too_many_namespaces"),
     ("100 000 attributes", many_attributes, "xml.too_many_attributes"),
+    ("60 000 empty comments", comment_flood, "xml.too_many_nodes"),
+    ("a CA certificate as signer", ca_certificate_as_signer, "certificate.not_end_entity"),
+    (
+        "an unrelated certificate in X509Data",
+        unrelated_certificate_in_x509data,
+        "signature.key_info_forbidden",
+    ),
     ("truncated bytes", truncated, "xml.malformed"),
     ("non-UTF-8 bytes", not_utf8, "xml.encoding"),
     ("a non-UTF-8 encoding declared", latin1_declared, "xml.encoding"),
@@ -568,3 +607,33 @@ def test_every_signature_element_damaged_is_a_refusal_never_a_crash(context: Con
         # Only clearing whitespace that was already blank may leave a valid signature.
         assert how == "empty" and was_blank, f"element {index} with {how} was accepted"
     assert len(accepted) < 20
+
+
+def test_damaged_certificate_bytes_are_a_refusal_never_a_crash(context: Context) -> None:
+    """Byte flips across the DER certificate (names, key, extensions, signature): always a refusal."""
+    root = tree(context.signed)
+    element = root.find(f".//{ds('X509Certificate')}")
+    der = bytearray(base64.b64decode(element.text))
+    codes = set()
+    for position in range(0, len(der), 7):
+        damaged = bytearray(der)
+        damaged[position] ^= 0x5A
+        element.text = base64.b64encode(bytes(damaged)).decode()
+        with pytest.raises(AxisError) as refused:
+            verify_package(serialise(root), context.pki.trust, context.pki.now)
+        codes.add(refused.value.code)
+    assert "certificate.malformed" in codes
+    assert codes <= {
+        "certificate.malformed",
+        "certificate.untrusted",
+        "certificate.key_usage",
+        "certificate.expired",
+        "certificate.not_yet_valid",
+        "certificate.self_signed",
+        "certificate.not_end_entity",
+        "signature.invalid",
+        "signature.key_too_weak",
+        "signature.key_mismatch",
+        "signature.signer_not_sender",
+        "certificate.revocation_unknown",
+    }, codes

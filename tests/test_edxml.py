@@ -200,6 +200,17 @@ def _edit(data: bytes, old: str, new: str) -> bytes:
             "edxml.invalid_field",
         ),
         ("<ContentTransferEncoded>", "<ContentTransferEncoded>***", "edxml.invalid_attachment"),
+        ("<Subject>", "<Subject>Bản thứ hai</Subject><Subject>", "edxml.duplicate_field"),
+        (
+            "<DocumentId>",
+            "<DocumentId>000.00.00.G22,2026/01/01,1/X</DocumentId><DocumentId>",
+            "edxml.duplicate_field",
+        ),
+        (
+            "<Subject>",
+            "<StatusCode>03</StatusCode><Timestamp>2026/11/21 09:00:00</Timestamp><ResponseFor><DocumentId>000.00.00.G22,2026/01/01,1/X</DocumentId></ResponseFor><Subject>",
+            "edxml.ambiguous_kind",
+        ),
     ],
 )
 def test_parse_refuses_what_would_route_wrongly(
@@ -218,14 +229,16 @@ def test_parse_refuses_what_would_route_wrongly(
         (b"<a><?php evil ?></a>", "xml.pi_forbidden"),
         (b"<a/><b/>", "xml.malformed"),
         (b"<a>" + b"x" * 200 + b"</a>", "xml.text_too_large"),
-        (b"<a>" + b"<b/>" * 11 + b"</a>", "xml.too_many_elements"),
+        (b"<a>" + b"<b/>" * 11 + b"</a>", "xml.too_many_nodes"),
+        (b"<a>" + b"<!---->" * 11 + b"</a>", "xml.too_many_nodes"),
+        (b"<a>" + b"<![CDATA[x]]>" * 11 + b"</a>", "xml.too_many_nodes"),
         (b"<a " + b" ".join(b"x%d='1'" % i for i in range(9)) + b"/>", "xml.too_many_attributes"),
         (b"<a>\n<b>\n</a>", "xml.malformed"),
         (b"<a><!-- never closed </a>", "xml.malformed"),
     ],
 )
 def test_precheck_limits(data: bytes, code: str) -> None:
-    limits = xmlguard.XMLLimits(max_text_bytes=100, max_elements=10, max_attributes=8)
+    limits = xmlguard.XMLLimits(max_text_bytes=100, max_nodes=10, max_attributes=8)
     with pytest.raises(XMLRefused) as refused:
         xmlguard.parse(data, limits)
     assert refused.value.code == code
@@ -240,3 +253,40 @@ def test_too_large_is_refused_before_reading(document: edxml.DocumentPackage) ->
     with pytest.raises(XMLRefused) as refused:
         edxml.parse(edxml.build(document), xmlguard.XMLLimits(max_bytes=1000))
     assert refused.value.code == "xml.too_large"
+
+
+def test_status_answering_two_documents_is_refused() -> None:
+    status = edxml.build(
+        edxml.StatusPackage(
+            sender=edxml.Organization(organ_id="000.00.00.H41"),
+            response_for=edxml.ResponseFor(document_id="000.00.00.G22,2026/11/20,1/VPCP"),
+            status_code="06",
+            timestamp="2026/11/21 10:15:00",
+        )
+    )
+    twice = status.replace(
+        b"<StatusCode>",
+        b"<ResponseFor><DocumentId>000.00.00.G22,2026/11/20,2/VPCP</DocumentId></ResponseFor><StatusCode>",
+        1,
+    )
+    with pytest.raises(PackageRefused) as refused:
+        edxml.parse(twice)
+    assert refused.value.code == "edxml.duplicate_field"
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        (b"<a><b>000.00.00.G22<!-- trailing note --></b></a>", True),
+        (b"<a><!-- between elements --><b>x</b>\n<!-- another -->\n</a>", True),
+        (b"<a><b><!-- before -->000.00.00.G22</b></a>", False),
+        (b"<a><b>000.00<!-- x -->.00.G22</b></a>", False),
+    ],
+)
+def test_comments_are_refused_only_where_they_change_a_value(value: bytes, accepted: bool) -> None:
+    if accepted:
+        xmlguard.parse(value)
+    else:
+        with pytest.raises(XMLRefused) as refused:
+            xmlguard.parse(value)
+        assert refused.value.code == "xml.comment_in_value"

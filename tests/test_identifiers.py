@@ -39,6 +39,11 @@ def test_valid_organ_ids_keep_their_form(text: str, form: str, level1: str) -> N
         ("G22..01", "non-empty"),
         ("G22.ab", "0-9 and A-Z"),
         ("G22." + "1" * 40, "Decision 20 allows 35"),
+        (
+            "\u0660\u0660\u0660.\u0660\u0660.\u0660\u0660.G22",
+            "level-1 code",
+        ),  # Arabic-Indic digits look alike
+        ("000.00.00.G\u0662\u0662", "NNN.NN.NN.LNN"),
     ],
 )
 def test_invalid_organ_ids_name_the_fault(text: str, fault: str) -> None:
@@ -64,6 +69,7 @@ def test_document_id_keeps_impossible_dates_as_written() -> None:
         ("28.22.H17,2015/09/30,7816/VPCP", "NNN.NN.NN.LNN"),
         ("000.00.00.G22,2015/09/30,7816", "Number/Notation"),
         ("000.00.00.G22,2015/09/30,/VPCP", "Number/Notation"),
+        ("000.00.00.G22,\u0662\u0660\u0662\u0666/11/21,1/VPCP", "yyyy/MM/dd"),
     ],
 )
 def test_invalid_document_ids_name_the_fault(text: str, fault: str) -> None:

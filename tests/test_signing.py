@@ -1,0 +1,54 @@
+"""Signing: large packages, key/certificate mismatch, and the signer/sender rule's limits."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import pytest
+
+from axis import edxml, pki, signing
+from axis.errors import AxisError
+from axis.verification import verify_package
+from tests.conftest import PKI, Agency
+
+
+def test_a_package_near_the_size_limit_signs_and_verifies(
+    dev_pki: PKI, vpcp: Agency, document: edxml.DocumentPackage
+) -> None:
+    big = replace(
+        document, attachments=(replace(document.attachments[0], data=os.urandom(30 * 1024 * 1024)),)
+    )
+    signed = signing.sign(edxml.build(big), vpcp.key, vpcp.certificate)
+    result = verify_package(signed, dev_pki.trust, dev_pki.now)
+    assert isinstance(result.package, edxml.DocumentPackage)
+    assert result.package.attachments[0].data == big.attachments[0].data
+
+
+def test_signing_with_a_key_that_is_not_the_certificates_is_refused(
+    vpcp: Agency, document: edxml.DocumentPackage
+) -> None:
+    with pytest.raises(AxisError) as refused:
+        signing.sign(edxml.build(document), pki.new_key(), vpcp.certificate)
+    assert refused.value.code == "signature.key_mismatch"
+
+
+def test_ecdsa_p256_agency_signs_and_verifies(dev_pki: PKI, document: edxml.DocumentPackage) -> None:
+    issued = pki.issue(dev_pki.ca, "VPCP", dev_pki.now, organ_id="000.00.00.G22", key=pki.new_key("ec"))
+    signed = signing.sign(edxml.build(document), issued.key, issued.certificate)
+    result = verify_package(signed, dev_pki.trust, dev_pki.now)
+    assert result.signature.signature_method == signing.ECDSA_SHA256
+
+
+def test_certificate_uid_that_is_not_an_organ_id_is_not_compared(
+    dev_pki: PKI, document: edxml.DocumentPackage
+) -> None:
+    """State CA certificates may carry a tax code as UID; the registry binds those by fingerprint."""
+    issued = pki.issue(dev_pki.ca, "Văn phòng Chính phủ", dev_pki.now, organ_id="MST:0101234567")
+    signed = signing.sign(edxml.build(document), issued.key, issued.certificate)
+    assert verify_package(signed, dev_pki.trust, dev_pki.now).signature.organ_id == "MST:0101234567"
+
+
+def test_verification_time_must_carry_a_timezone(dev_pki: PKI, signed_document: bytes) -> None:
+    with pytest.raises(ValueError):
+        signing.verify(signed_document, dev_pki.trust, dev_pki.now.replace(tzinfo=None))
