@@ -76,6 +76,21 @@ def _name(common_name: str, organ_id: str | None = None, organization: str | Non
     return x509.Name(attributes)
 
 
+def _key_usage(*, documents: bool, certificates: bool) -> x509.KeyUsage:
+    """Document signers: digitalSignature + nonRepudiation. CAs: keyCertSign + cRLSign."""
+    return x509.KeyUsage(
+        digital_signature=documents,
+        content_commitment=documents,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=certificates,
+        crl_sign=certificates,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def create_ca(common_name: str, at: datetime, key: PrivateKey | None = None) -> Issued:
     """A self-signed root for development; in production the state CA's certificate is the anchor."""
     key = key or new_key("rsa")
@@ -90,20 +105,7 @@ def create_ca(common_name: str, at: datetime, key: PrivateKey | None = None) -> 
         .not_valid_before(at - timedelta(minutes=5))
         .not_valid_after(at + timedelta(days=365 * CA_YEARS))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(documents=False, certificates=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -138,20 +140,7 @@ def issue(
         .not_valid_before(start)
         .not_valid_after(start + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=digital_signature,
-                content_commitment=digital_signature,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(documents=digital_signature, certificates=False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
