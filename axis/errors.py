@@ -6,7 +6,8 @@
     ├── IdentifierError        identifier.*   an OrganId or DocumentId of the wrong shape
     ├── SignatureRefused       signature.*    the XML signature breaks the signature policy or does not verify
     ├── CertificateRefused     certificate.*  the signer's certificate is not trusted at the time checked
-    └── KeyStoreError          keystore.*     key material missing, unreadable or already present
+    ├── KeyStoreError          keystore.*     key material missing, unreadable or already present
+    └── StoreError             store.*        the durable store cannot do what was asked, or found damage
 
 The ``code`` is stable and machine-readable: the HTTP API, the CLI and the logs all use the same
 string. The ``message`` is a sentence a person can act on. Extra ``fields`` (line, column, the
@@ -60,3 +61,7 @@ class CertificateRefused(AxisError):
 
 class KeyStoreError(AxisError):
     prefix = "keystore"
+
+
+class StoreError(AxisError):
+    prefix = "store"

@@ -1,0 +1,78 @@
+"""Package bytes, content-addressed by SHA-256, in a directory: ``<root>/ab/cd/<sha256>``.
+
+A blob is written to a temporary file, fsync'd, renamed into place and its directory fsync'd
+before any database commit references it, so a committed message always has its bytes. The
+same bytes are stored once. A crash can leave only unreferenced temporary files, which
+``sweep`` removes; it can never leave a half-written blob under its final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from axis.errors import StoreError
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+            raise StoreError("store.bad_digest", f"{digest!r} is not a lower-case hex SHA-256")
+        return self.root / digest[:2] / digest[2:4] / digest
+
+    def put(self, data: bytes) -> str:
+        """Store ``data`` durably and return its SHA-256; a blob already present is not rewritten."""
+        digest = hashlib.sha256(data).hexdigest()
+        final = self.path(digest)
+        if final.exists() and final.stat().st_size == len(data):
+            return digest
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, final)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        _fsync_directory(final.parent)
+        _fsync_directory(final.parent.parent)
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        """The bytes of ``digest``, checked against it: damage on disk is reported, never passed on."""
+        try:
+            data = self.path(digest).read_bytes()
+        except FileNotFoundError:
+            raise StoreError(
+                "store.blob_missing", f"package {digest} is referenced but its bytes are missing"
+            ) from None
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise StoreError(
+                "store.blob_corrupt", f"the stored bytes of package {digest} do not match their SHA-256"
+            )
+        return data
+
+    def sweep(self) -> int:
+        """Remove temporary files a crash left behind; return how many."""
+        removed = 0
+        for leftover in self.root.glob("*/*/.tmp-*"):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+        return removed

@@ -1,0 +1,159 @@
+"""The database schema as numbered migrations (sqlite-utils records each in the same transaction).
+
+Table and column names live here only. States are constrained in the schema itself, so a bug
+elsewhere cannot write a delivery state the state machine does not know. The event log is
+append-only: triggers refuse UPDATE and DELETE.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+DELIVERY_STATES = ("queued", "leased", "delivered", "expired")
+
+migrations = Migrations("axis")
+
+
+@migrations(name="0001_registry_messages_deliveries_events")
+def _m0001(db: Database) -> None:
+    for statement in SCHEMA_0001:
+        db.execute(statement)
+
+
+SCHEMA_0001 = [
+    """
+    CREATE TABLE agencies (
+        organ_id   TEXT PRIMARY KEY,
+        form       TEXT NOT NULL CHECK (form IN ('qcvn102', 'qd20')),
+        name       TEXT NOT NULL,
+        parent     TEXT REFERENCES agencies(organ_id),
+        status     TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended')),
+        created_at TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE certificates (
+        fingerprint TEXT PRIMARY KEY,
+        organ_id    TEXT NOT NULL REFERENCES agencies(organ_id),
+        pem         TEXT NOT NULL,
+        subject     TEXT NOT NULL,
+        not_before  TEXT NOT NULL,
+        not_after   TEXT NOT NULL,
+        status      TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'revoked')),
+        added_at    TEXT NOT NULL,
+        revoked_at  TEXT
+    )
+    """,
+    "CREATE INDEX certificates_by_agency ON certificates(organ_id)",
+    """
+    CREATE TABLE endpoints (
+        id                      INTEGER PRIMARY KEY,
+        name                    TEXT NOT NULL UNIQUE,
+        mode                    TEXT NOT NULL CHECK (mode IN ('push', 'pull')),
+        push_url                TEXT,
+        token_hash              TEXT NOT NULL UNIQUE,
+        client_cert_fingerprint TEXT,
+        status                  TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'revoked')),
+        created_at              TEXT NOT NULL,
+        CHECK ((mode = 'push') = (push_url IS NOT NULL))
+    )
+    """,
+    """
+    CREATE TABLE endpoint_agencies (
+        endpoint_id INTEGER NOT NULL REFERENCES endpoints(id),
+        organ_id    TEXT NOT NULL REFERENCES agencies(organ_id),
+        PRIMARY KEY (endpoint_id, organ_id)
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX endpoint_agencies_by_agency ON endpoint_agencies(organ_id)",
+    """
+    CREATE TABLE role_tokens (
+        token_hash TEXT PRIMARY KEY,
+        role       TEXT NOT NULL CHECK (role IN ('admin', 'auditor')),
+        name       TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    )
+    """,
+    """
+    CREATE TABLE messages (
+        id          TEXT PRIMARY KEY,
+        kind        TEXT NOT NULL CHECK (kind IN ('document', 'status', 'receipt')),
+        sender      TEXT NOT NULL,
+        document_id TEXT NOT NULL,
+        sha256      TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        priority    INTEGER NOT NULL DEFAULT 0,
+        accepted_at TEXT NOT NULL,
+        UNIQUE (sender, document_id, sha256)
+    )
+    """,
+    "CREATE INDEX messages_by_document ON messages(sender, document_id)",
+    """
+    CREATE TABLE deliveries (
+        id              INTEGER PRIMARY KEY,
+        message_id      TEXT NOT NULL REFERENCES messages(id),
+        recipient       TEXT NOT NULL,
+        state           TEXT NOT NULL CHECK (state IN ('queued', 'leased', 'delivered', 'expired')),
+        priority        INTEGER NOT NULL DEFAULT 0,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        created_at      REAL NOT NULL,
+        due_at          REAL NOT NULL,
+        expires_at      REAL NOT NULL,
+        lease_deadline  REAL,
+        leased_by       INTEGER,
+        delivered_at    REAL,
+        ack_sha256      TEXT,
+        last_error      TEXT,
+        UNIQUE (message_id, recipient)
+    )
+    """,
+    # Leasing reads only due, queued deliveries of one recipient, best first: this index keeps
+    # that independent of how many messages are stored.
+    "CREATE INDEX deliveries_due ON deliveries(recipient, state, priority DESC, due_at, id)",
+    "CREATE INDEX deliveries_leased ON deliveries(state, lease_deadline)",
+    "CREATE INDEX deliveries_by_expiry ON deliveries(state, expires_at)",
+    """
+    CREATE TABLE receipts (
+        id         INTEGER PRIMARY KEY,
+        message_id TEXT NOT NULL REFERENCES messages(id),
+        kind       TEXT NOT NULL CHECK (kind IN ('accepted', 'delivered', 'failed')),
+        recipient  TEXT,
+        xml        BLOB NOT NULL,
+        created_at TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX receipts_by_message ON receipts(message_id)",
+    """
+    CREATE TABLE statuses (
+        document_id TEXT NOT NULL,
+        recipient   TEXT NOT NULL,
+        status_code TEXT NOT NULL,
+        message_id  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (document_id, recipient)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE events (
+        seq      INTEGER PRIMARY KEY,
+        content  TEXT NOT NULL,
+        previous TEXT NOT NULL,
+        hash     TEXT NOT NULL UNIQUE
+    )
+    """,
+    """
+    CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END
+    """,
+    """
+    CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END
+    """,
+]
+
+
+def migrate(db: Database) -> None:
+    """Apply every pending migration, each in one transaction with its record."""
+    migrations.apply(db)

@@ -1,0 +1,477 @@
+"""The SQLite store: every write goes through the group committer and appends to the event chain.
+
+Reads use one read-only connection per thread (WAL lets them run beside the writer). Times are
+passed in by the caller: registry times as ISO 8601 text, queue times as Unix seconds (floats),
+so nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from axis.errors import StoreError
+from axis.store import events as chain
+from axis.store import schema
+from axis.store.blobs import BlobStore
+from axis.store.committer import GroupCommitter, connect
+from axis.store.model import (
+    Agency,
+    CertificateRecord,
+    Delivery,
+    Endpoint,
+    NewMessage,
+)
+
+
+def append_event(
+    connection: sqlite3.Connection, kind: str, subject: str, at: str | float, **details: Any
+) -> str:
+    """Append one event to the chain inside the caller's transaction; return its hash."""
+    row = connection.execute("SELECT hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    previous = row[0] if row else chain.GENESIS
+    content = chain.canonical({"kind": kind, "subject": subject, "at": at, **details})
+    digest = chain.chain_hash(previous, content)
+    connection.execute(
+        "INSERT INTO events (content, previous, hash) VALUES (?, ?, ?)", (content, previous, digest)
+    )
+    return digest
+
+
+class SQLiteStore:
+    """``axis.store.Store`` on one SQLite file plus a blob directory."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "axis.sqlite3"
+        self.blobs = BlobStore(directory / "blobs")
+        self.blobs.sweep()
+        with connect(self.path) as setup:
+            schema.migrate(Database(setup))
+        self.committer = GroupCommitter(self.path)
+        self._local = threading.local()
+
+    def close(self) -> None:
+        self.committer.close()
+
+    def _reader(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = connect(self.path, readonly=True)
+            self._local.connection = connection
+        return connection
+
+    def _rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return self._reader().execute(sql, parameters).fetchall()
+
+    # ------------------------------------------------------------ agencies
+
+    def add_agency(self, agency: Agency) -> None:
+        def operation(c: sqlite3.Connection) -> None:
+            if (
+                agency.parent is not None
+                and not c.execute("SELECT 1 FROM agencies WHERE organ_id = ?", (agency.parent,)).fetchone()
+            ):
+                raise StoreError("store.unknown_agency", f"parent agency {agency.parent} is not registered")
+            if c.execute("SELECT 1 FROM agencies WHERE organ_id = ?", (agency.organ_id,)).fetchone():
+                raise StoreError("store.duplicate", f"agency {agency.organ_id} is already registered")
+            c.execute(
+                "INSERT INTO agencies (organ_id, form, name, parent, status, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (agency.organ_id, agency.form, agency.name, agency.parent, agency.status, agency.created_at),
+            )
+            append_event(
+                c, "agency.added", agency.organ_id, agency.created_at, name=agency.name, parent=agency.parent
+            )
+
+        self.committer.run(operation)
+
+    def agency(self, organ_id: str) -> Agency | None:
+        rows = self._rows("SELECT * FROM agencies WHERE organ_id = ?", (organ_id,))
+        return Agency(**dict(rows[0])) if rows else None
+
+    def agencies(self) -> list[Agency]:
+        return [Agency(**dict(r)) for r in self._rows("SELECT * FROM agencies ORDER BY organ_id")]
+
+    def set_agency_status(self, organ_id: str, status: str, at: str) -> None:
+        def operation(c: sqlite3.Connection) -> None:
+            changed = c.execute(
+                "UPDATE agencies SET status = ? WHERE organ_id = ?", (status, organ_id)
+            ).rowcount
+            if not changed:
+                raise StoreError("store.unknown_agency", f"agency {organ_id} is not registered")
+            append_event(c, f"agency.{status}", organ_id, at)
+
+        self.committer.run(operation)
+
+    # ------------------------------------------------------------ certificates
+
+    def add_certificate(self, record: CertificateRecord) -> None:
+        def operation(c: sqlite3.Connection) -> None:
+            if not c.execute("SELECT 1 FROM agencies WHERE organ_id = ?", (record.organ_id,)).fetchone():
+                raise StoreError("store.unknown_agency", f"agency {record.organ_id} is not registered")
+            if c.execute(
+                "SELECT 1 FROM certificates WHERE fingerprint = ?", (record.fingerprint,)
+            ).fetchone():
+                raise StoreError("store.duplicate", f"certificate {record.fingerprint} is already registered")
+            c.execute(
+                "INSERT INTO certificates (fingerprint, organ_id, pem, subject, not_before, not_after, status,"
+                " added_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.fingerprint,
+                    record.organ_id,
+                    record.pem,
+                    record.subject,
+                    record.not_before,
+                    record.not_after,
+                    record.status,
+                    record.added_at,
+                    record.revoked_at,
+                ),
+            )
+            append_event(
+                c, "certificate.added", record.organ_id, record.added_at, fingerprint=record.fingerprint
+            )
+
+        self.committer.run(operation)
+
+    def certificate(self, fingerprint: str) -> CertificateRecord | None:
+        rows = self._rows("SELECT * FROM certificates WHERE fingerprint = ?", (fingerprint,))
+        return CertificateRecord(**dict(rows[0])) if rows else None
+
+    def certificates(self, organ_id: str | None = None) -> list[CertificateRecord]:
+        if organ_id is None:
+            rows = self._rows("SELECT * FROM certificates ORDER BY organ_id, added_at")
+        else:
+            rows = self._rows("SELECT * FROM certificates WHERE organ_id = ? ORDER BY added_at", (organ_id,))
+        return [CertificateRecord(**dict(r)) for r in rows]
+
+    def revoke_certificate(self, fingerprint: str, at: str) -> None:
+        def operation(c: sqlite3.Connection) -> None:
+            row = c.execute(
+                "SELECT organ_id, status FROM certificates WHERE fingerprint = ?", (fingerprint,)
+            ).fetchone()
+            if row is None:
+                raise StoreError("store.unknown_certificate", f"certificate {fingerprint} is not registered")
+            if row["status"] == "revoked":
+                return
+            c.execute(
+                "UPDATE certificates SET status = 'revoked', revoked_at = ? WHERE fingerprint = ?",
+                (at, fingerprint),
+            )
+            append_event(c, "certificate.revoked", row["organ_id"], at, fingerprint=fingerprint)
+
+        self.committer.run(operation)
+
+    # ------------------------------------------------------------ endpoints and role tokens
+
+    def add_endpoint(self, endpoint: Endpoint, token_hash: str) -> int:
+        def operation(c: sqlite3.Connection) -> int:
+            if c.execute("SELECT 1 FROM endpoints WHERE name = ?", (endpoint.name,)).fetchone():
+                raise StoreError("store.duplicate", f"endpoint {endpoint.name!r} already exists")
+            for organ_id in endpoint.agencies:
+                if not c.execute("SELECT 1 FROM agencies WHERE organ_id = ?", (organ_id,)).fetchone():
+                    raise StoreError("store.unknown_agency", f"agency {organ_id} is not registered")
+            cursor = c.execute(
+                "INSERT INTO endpoints (name, mode, push_url, token_hash, client_cert_fingerprint, status, created_at)"
+                " VALUES (?, ?, ?, ?, ?, 'active', ?)",
+                (
+                    endpoint.name,
+                    endpoint.mode,
+                    endpoint.push_url,
+                    token_hash,
+                    endpoint.client_cert_fingerprint,
+                    endpoint.created_at,
+                ),
+            )
+            endpoint_id = int(cursor.lastrowid or 0)
+            c.executemany(
+                "INSERT INTO endpoint_agencies (endpoint_id, organ_id) VALUES (?, ?)",
+                [(endpoint_id, organ_id) for organ_id in endpoint.agencies],
+            )
+            append_event(
+                c,
+                "endpoint.added",
+                endpoint.name,
+                endpoint.created_at,
+                mode=endpoint.mode,
+                agencies=list(endpoint.agencies),
+            )
+            return endpoint_id
+
+        return self.committer.run(operation)
+
+    def _endpoint(self, row: sqlite3.Row) -> Endpoint:
+        agencies = tuple(
+            r[0]
+            for r in self._rows(
+                "SELECT organ_id FROM endpoint_agencies WHERE endpoint_id = ? ORDER BY organ_id", (row["id"],)
+            )
+        )
+        values = {k: row[k] for k in row.keys() if k != "token_hash"}  # noqa: SIM118
+        return Endpoint(agencies=agencies, **values)
+
+    def endpoint(self, name: str) -> Endpoint | None:
+        rows = self._rows("SELECT * FROM endpoints WHERE name = ?", (name,))
+        return self._endpoint(rows[0]) if rows else None
+
+    def endpoint_by_token(self, token_hash: str) -> Endpoint | None:
+        rows = self._rows("SELECT * FROM endpoints WHERE token_hash = ? AND status = 'active'", (token_hash,))
+        return self._endpoint(rows[0]) if rows else None
+
+    def endpoints(self) -> list[Endpoint]:
+        return [self._endpoint(r) for r in self._rows("SELECT * FROM endpoints ORDER BY name")]
+
+    def revoke_endpoint(self, name: str, at: str) -> None:
+        def operation(c: sqlite3.Connection) -> None:
+            if not c.execute("UPDATE endpoints SET status = 'revoked' WHERE name = ?", (name,)).rowcount:
+                raise StoreError("store.unknown_endpoint", f"endpoint {name!r} does not exist")
+            append_event(c, "endpoint.revoked", name, at)
+
+        self.committer.run(operation)
+
+    def add_role_token(self, token_hash: str, role: str, name: str, at: str) -> None:
+        def operation(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO role_tokens (token_hash, role, name, created_at) VALUES (?, ?, ?, ?)",
+                (token_hash, role, name, at),
+            )
+            append_event(c, "token.added", name, at, role=role)
+
+        self.committer.run(operation)
+
+    def role_by_token(self, token_hash: str) -> str | None:
+        rows = self._rows(
+            "SELECT role FROM role_tokens WHERE token_hash = ? AND revoked_at IS NULL", (token_hash,)
+        )
+        return str(rows[0][0]) if rows else None
+
+    # ------------------------------------------------------------ messages and deliveries
+
+    def enqueue(self, message: NewMessage, now: float, expires_at: float) -> list[int]:
+        """The message row, one queued delivery per recipient and the event, in one transaction."""
+
+        def operation(c: sqlite3.Connection) -> list[int]:
+            c.execute(
+                "INSERT INTO messages (id, kind, sender, document_id, sha256, size, priority, accepted_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    message.id,
+                    message.kind,
+                    message.sender,
+                    message.document_id,
+                    message.sha256,
+                    message.size,
+                    message.priority,
+                    message.accepted_at,
+                ),
+            )
+            ids = []
+            for recipient in message.recipients:
+                cursor = c.execute(
+                    "INSERT INTO deliveries (message_id, recipient, state, priority, created_at, due_at, expires_at)"
+                    " VALUES (?, ?, 'queued', ?, ?, ?, ?)",
+                    (message.id, recipient, message.priority, now, now, expires_at),
+                )
+                ids.append(int(cursor.lastrowid or 0))
+            append_event(
+                c,
+                "message.accepted",
+                message.id,
+                message.accepted_at,
+                sender=message.sender,
+                document_id=message.document_id,
+                sha256=message.sha256,
+                recipients=list(message.recipients),
+            )
+            return ids
+
+        return self.committer.run(operation)
+
+    def delivery(self, delivery_id: int) -> Delivery | None:
+        rows = self._rows("SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
+        return Delivery(**dict(rows[0])) if rows else None
+
+    def deliveries(self, state: str | None = None, limit: int = 100) -> list[Delivery]:
+        if state is None:
+            rows = self._rows("SELECT * FROM deliveries ORDER BY id LIMIT ?", (limit,))
+        else:
+            rows = self._rows("SELECT * FROM deliveries WHERE state = ? ORDER BY id LIMIT ?", (state, limit))
+        return [Delivery(**dict(r)) for r in rows]
+
+    def inbox(self, recipients: Sequence[str], limit: int) -> list[Delivery]:
+        """Queued and leased deliveries for these agencies, best first (an index range per agency)."""
+        found: list[Delivery] = []
+        for recipient in recipients:
+            rows = self._rows(
+                "SELECT * FROM deliveries WHERE recipient = ? AND state IN ('queued', 'leased')"
+                " ORDER BY priority DESC, due_at, id LIMIT ?",
+                (recipient, limit),
+            )
+            found.extend(Delivery(**dict(r)) for r in rows)
+        found.sort(key=lambda d: (-d.priority, d.due_at, d.id))
+        return found[:limit]
+
+    def lease(
+        self, recipients: Sequence[str], now: float, deadline: float, limit: int, leased_by: int
+    ) -> list[Delivery]:
+        """Claim up to ``limit`` due, queued deliveries of these agencies, priority first then age."""
+
+        def operation(c: sqlite3.Connection) -> list[Delivery]:
+            candidates: list[sqlite3.Row] = []
+            for recipient in recipients:
+                candidates += c.execute(
+                    "SELECT * FROM deliveries WHERE recipient = ? AND state = 'queued' AND due_at <= ?"
+                    " ORDER BY priority DESC, due_at, id LIMIT ?",
+                    (recipient, now, limit),
+                ).fetchall()
+            candidates.sort(key=lambda r: (-r["priority"], r["due_at"], r["id"]))
+            leased = []
+            for row in candidates[:limit]:
+                c.execute(
+                    "UPDATE deliveries SET state = 'leased', lease_deadline = ?, leased_by = ?, attempts = attempts + 1"
+                    " WHERE id = ? AND state = 'queued'",
+                    (deadline, leased_by, row["id"]),
+                )
+                append_event(c, "delivery.leased", str(row["id"]), now, endpoint=leased_by, deadline=deadline)
+                leased.append(
+                    Delivery(
+                        **{
+                            **dict(row),
+                            "state": "leased",
+                            "lease_deadline": deadline,
+                            "leased_by": leased_by,
+                            "attempts": row["attempts"] + 1,
+                        }
+                    )
+                )
+            return leased
+
+        return self.committer.run(operation)
+
+    def _current(self, c: sqlite3.Connection, delivery_id: int) -> sqlite3.Row:
+        row = c.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+        if row is None:
+            raise StoreError("store.unknown_delivery", f"delivery {delivery_id} does not exist")
+        return row  # type: ignore[no-any-return]
+
+    def ack(self, delivery_id: int, now: float, ack_sha256: str | None = None) -> bool:
+        """Mark delivered; True the first time, False when it already was (acks are idempotent)."""
+
+        def operation(c: sqlite3.Connection) -> bool:
+            row = self._current(c, delivery_id)
+            if row["state"] == "delivered":
+                return False
+            if row["state"] == "expired":
+                raise StoreError(
+                    "store.invalid_transition",
+                    f"delivery {delivery_id} expired; an administrator must requeue it",
+                )
+            c.execute(
+                "UPDATE deliveries SET state = 'delivered', delivered_at = ?, ack_sha256 = ?, lease_deadline = NULL"
+                " WHERE id = ?",
+                (now, ack_sha256, delivery_id),
+            )
+            append_event(c, "delivery.delivered", str(delivery_id), now, ack_sha256=ack_sha256)
+            return True
+
+        return bool(self.committer.run(operation))
+
+    def fail(self, delivery_id: int, now: float, retry_at: float, error: str) -> str:
+        """A leased attempt failed: back to ``queued`` due at ``retry_at``, or ``expired`` past the TTL."""
+
+        def operation(c: sqlite3.Connection) -> str:
+            row = self._current(c, delivery_id)
+            if row["state"] != "leased":
+                raise StoreError(
+                    "store.invalid_transition",
+                    f"delivery {delivery_id} is {row['state']}, not leased: nothing to fail",
+                )
+            state = "expired" if retry_at >= row["expires_at"] else "queued"
+            c.execute(
+                "UPDATE deliveries SET state = ?, due_at = ?, last_error = ?, lease_deadline = NULL, leased_by = NULL"
+                " WHERE id = ?",
+                (state, retry_at, error[:500], delivery_id),
+            )
+            append_event(
+                c,
+                f"delivery.{'expired' if state == 'expired' else 'retry'}",
+                str(delivery_id),
+                now,
+                retry_at=retry_at,
+                error=error[:500],
+            )
+            return state
+
+        return str(self.committer.run(operation))
+
+    def expire(self, now: float) -> list[int]:
+        """Every queued or leased delivery past its time-to-live becomes ``expired`` (a dead letter)."""
+
+        def operation(c: sqlite3.Connection) -> list[int]:
+            ids = [
+                r[0]
+                for r in c.execute(
+                    "SELECT id FROM deliveries WHERE state IN ('queued', 'leased') AND expires_at <= ?",
+                    (now,),
+                )
+            ]
+            for delivery_id in ids:
+                c.execute(
+                    "UPDATE deliveries SET state = 'expired', lease_deadline = NULL, leased_by = NULL WHERE id = ?",
+                    (delivery_id,),
+                )
+                append_event(c, "delivery.expired", str(delivery_id), now)
+            return ids
+
+        return list(self.committer.run(operation))
+
+    def release_stale_leases(self, now: float) -> list[int]:
+        """Leases past their deadline (a crashed or stuck worker) return to ``queued``, due now."""
+
+        def operation(c: sqlite3.Connection) -> list[int]:
+            ids = [
+                r[0]
+                for r in c.execute(
+                    "SELECT id FROM deliveries WHERE state = 'leased' AND lease_deadline <= ?", (now,)
+                )
+            ]
+            for delivery_id in ids:
+                c.execute(
+                    "UPDATE deliveries SET state = 'queued', due_at = ?, lease_deadline = NULL, leased_by = NULL"
+                    " WHERE id = ?",
+                    (now, delivery_id),
+                )
+                append_event(c, "delivery.lease_released", str(delivery_id), now)
+            return ids
+
+        return list(self.committer.run(operation))
+
+    def requeue(self, delivery_id: int, now: float, expires_at: float, by: str) -> None:
+        """An administrator sends a dead letter again: ``expired`` back to ``queued`` with a fresh TTL."""
+
+        def operation(c: sqlite3.Connection) -> None:
+            row = self._current(c, delivery_id)
+            if row["state"] != "expired":
+                raise StoreError(
+                    "store.invalid_transition",
+                    f"delivery {delivery_id} is {row['state']}; only expired ones are requeued",
+                )
+            c.execute(
+                "UPDATE deliveries SET state = 'queued', due_at = ?, expires_at = ?, last_error = NULL WHERE id = ?",
+                (now, expires_at, delivery_id),
+            )
+            append_event(c, "delivery.requeued", str(delivery_id), now, by=by)
+
+        self.committer.run(operation)
+
+    def events(self) -> Iterator[chain.Event]:
+        for row in self._reader().execute("SELECT seq, content, previous, hash FROM events ORDER BY seq"):
+            yield chain.Event(row[0], row[1], row[2], row[3])
+
+    def verify_chain(self) -> chain.ChainReport:
+        return chain.verify_chain(self.events())

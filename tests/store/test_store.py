@@ -1,0 +1,222 @@
+"""The SQLite store: migrations, blobs, the event chain, and every delivery state transition."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from axis.errors import StoreError
+from axis.store import Agency, NewMessage, SQLiteStore
+from axis.store.committer import connect
+
+T0 = 1_800_000_000.0
+AT = "2026-11-21T09:00:00+07:00"
+SENDER, RECIPIENT, OTHER = "000.00.00.G22", "000.00.00.H41", "000.00.00.H14"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    opened = SQLiteStore(tmp_path / "data")
+    for organ_id in (SENDER, RECIPIENT, OTHER):
+        opened.add_agency(Agency(organ_id, "qcvn102", f"agency {organ_id}", AT))
+    yield opened
+    opened.close()
+
+
+def message(recipients: tuple[str, ...] = (RECIPIENT,), priority: int = 0) -> NewMessage:
+    return NewMessage(
+        id=str(uuid.uuid4()),
+        kind="document",
+        sender=SENDER,
+        document_id=f"{SENDER},2026/11/21,{uuid.uuid4().hex[:6]}/VPCP",
+        sha256="ab" * 32,
+        size=100,
+        recipients=recipients,
+        accepted_at=AT,
+        priority=priority,
+    )
+
+
+def test_migrations_are_recorded_once_and_reopening_keeps_data(tmp_path: Path) -> None:
+    first = SQLiteStore(tmp_path / "data")
+    first.add_agency(Agency(SENDER, "qcvn102", "VPCP", AT))
+    first.close()
+    second = SQLiteStore(tmp_path / "data")
+    assert second.agency(SENDER) is not None
+    rows = connect(second.path).execute("SELECT name FROM _sqlite_migrations").fetchall()
+    assert [r[0] for r in rows] == ["0001_registry_messages_deliveries_events"]
+    assert connect(second.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    second.close()
+
+
+def test_blobs_are_content_addressed_deduplicated_and_checked(store: SQLiteStore) -> None:
+    digest = store.blobs.put(b"<edXML/>")
+    assert store.blobs.put(b"<edXML/>") == digest
+    assert store.blobs.get(digest) == b"<edXML/>"
+    store.blobs.path(digest).write_bytes(b"<edXML>forged</edXML>")
+    with pytest.raises(StoreError) as damaged:
+        store.blobs.get(digest)
+    assert damaged.value.code == "store.blob_corrupt"
+    with pytest.raises(StoreError) as missing:
+        store.blobs.get("cd" * 32)
+    assert missing.value.code == "store.blob_missing"
+
+
+def test_event_log_is_append_only_and_tampering_is_found(store: SQLiteStore) -> None:
+    store.enqueue(message(), T0, T0 + 3600)
+    report = store.verify_chain()
+    assert report.events == 4  # three agencies and one message
+    writer = connect(store.path)
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        writer.execute("UPDATE events SET content = '{}' WHERE seq = 2")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        writer.execute("DELETE FROM events WHERE seq = 2")
+    writer.execute("DROP TRIGGER events_append_only_update")
+    writer.execute(
+        "UPDATE events SET content = replace(content, 'agency 000.00.00.H41', 'forged') WHERE seq = 2"
+    )
+    with pytest.raises(StoreError) as broken:
+        store.verify_chain()
+    assert broken.value.code == "store.chain_broken" and broken.value.fields["seq"] == 2
+
+
+def test_enqueue_is_one_transaction_for_all_recipients(store: SQLiteStore) -> None:
+    first = message((RECIPIENT, OTHER))
+    ids = store.enqueue(first, T0, T0 + 3600)
+    assert len(ids) == 2 and all(store.delivery(i).state == "queued" for i in ids)  # type: ignore[union-attr]
+    duplicate = NewMessage(**{**first.__dict__, "id": str(uuid.uuid4()), "recipients": (RECIPIENT,)})
+    with pytest.raises(StoreError) as conflict:
+        store.enqueue(duplicate, T0, T0 + 3600)
+    assert conflict.value.code == "store.conflict"
+    assert len(store.deliveries()) == 2  # the refused message left nothing behind
+
+
+def test_lease_orders_by_priority_then_age_and_only_due_ones(store: SQLiteStore) -> None:
+    low = store.enqueue(message(priority=0), T0, T0 + 3600)[0]
+    high = store.enqueue(message(priority=3), T0 + 1, T0 + 3600)[0]
+    later = store.enqueue(message(priority=0), T0 + 100, T0 + 3600)[0]
+    leased = store.lease([RECIPIENT], T0 + 10, T0 + 40, 10, leased_by=1)
+    assert [d.id for d in leased] == [high, low]
+    assert later not in [d.id for d in leased]
+    assert store.lease([RECIPIENT], T0 + 10, T0 + 40, 10, leased_by=2) == []
+
+
+def test_ack_is_idempotent_and_delivers_exactly_once(store: SQLiteStore) -> None:
+    delivery = store.enqueue(message(), T0, T0 + 3600)[0]
+    store.lease([RECIPIENT], T0, T0 + 30, 1, leased_by=1)
+    assert store.ack(delivery, T0 + 1, "ee" * 32) is True
+    assert store.ack(delivery, T0 + 2) is False
+    row = store.delivery(delivery)
+    assert row is not None and (row.state, row.delivered_at, row.ack_sha256) == (
+        "delivered",
+        T0 + 1,
+        "ee" * 32,
+    )
+    assert sum(1 for e in store.events() if '"delivery.delivered"' in e.content) == 1
+
+
+def test_failure_retries_then_expires_and_admin_requeues(store: SQLiteStore) -> None:
+    delivery = store.enqueue(message(), T0, T0 + 100)[0]
+    store.lease([RECIPIENT], T0, T0 + 30, 1, leased_by=1)
+    assert store.fail(delivery, T0 + 1, T0 + 10, "connection refused") == "queued"
+    assert store.lease([RECIPIENT], T0 + 5, T0 + 35, 1, leased_by=1) == []  # not due yet
+    assert len(store.lease([RECIPIENT], T0 + 10, T0 + 40, 1, leased_by=1)) == 1
+    assert store.fail(delivery, T0 + 11, T0 + 200, "503") == "expired"  # the retry would fall past the TTL
+    with pytest.raises(StoreError) as expired:
+        store.ack(delivery, T0 + 12)
+    assert expired.value.code == "store.invalid_transition"
+    store.requeue(delivery, T0 + 300, T0 + 900, by="admin")
+    row = store.delivery(delivery)
+    assert row is not None and (row.state, row.expires_at) == ("queued", T0 + 900)
+    assert store.ack(delivery, T0 + 301) is True
+
+
+def test_ttl_expires_queued_and_leased_deliveries(store: SQLiteStore) -> None:
+    queued = store.enqueue(message(), T0, T0 + 100)[0]
+    leased = store.enqueue(message(), T0, T0 + 100)[0]
+    store.lease([RECIPIENT], T0, T0 + 500, 1, leased_by=1)
+    assert sorted(store.expire(T0 + 100)) == sorted([queued, leased])
+    assert store.expire(T0 + 200) == []
+
+
+def test_lease_past_its_deadline_returns_to_queued(store: SQLiteStore) -> None:
+    delivery = store.enqueue(message(), T0, T0 + 3600)[0]
+    store.lease([RECIPIENT], T0, T0 + 30, 1, leased_by=1)
+    assert store.release_stale_leases(T0 + 29) == []
+    assert store.release_stale_leases(T0 + 30) == [delivery]
+    again = store.lease([RECIPIENT], T0 + 31, T0 + 61, 1, leased_by=2)
+    assert [d.id for d in again] == [delivery] and again[0].attempts == 2
+
+
+@pytest.mark.parametrize(
+    ("setup", "action"),
+    [
+        ("queued", "fail"),
+        ("queued", "requeue"),
+        ("delivered", "fail"),
+        ("delivered", "requeue"),
+        ("leased", "requeue"),
+        ("expired", "fail"),
+        ("expired", "ack"),
+    ],
+)
+def test_illegal_transitions_are_refused(store: SQLiteStore, setup: str, action: str) -> None:
+    delivery = store.enqueue(message(), T0, T0 + 100)[0]
+    if setup in ("leased", "delivered"):
+        store.lease([RECIPIENT], T0, T0 + 30, 1, leased_by=1)
+    if setup == "delivered":
+        store.ack(delivery, T0 + 1)
+    if setup == "expired":
+        store.expire(T0 + 100)
+    with pytest.raises(StoreError) as refused:
+        if action == "fail":
+            store.fail(delivery, T0 + 2, T0 + 5, "x")
+        elif action == "requeue":
+            store.requeue(delivery, T0 + 2, T0 + 500, by="admin")
+        else:
+            store.ack(delivery, T0 + 2)
+    assert refused.value.code == "store.invalid_transition"
+    assert store.delivery(delivery).state == setup  # type: ignore[union-attr]
+
+
+def test_concurrent_leasers_never_share_a_delivery(store: SQLiteStore) -> None:
+    for _ in range(200):
+        store.enqueue(message(), T0, T0 + 3600)
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def leaser(worker: int) -> None:
+        while batch := store.lease([RECIPIENT], T0 + 1, T0 + 60, 7, leased_by=worker):
+            with lock:
+                claimed.extend(d.id for d in batch)
+
+    threads = [threading.Thread(target=leaser, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(claimed) == 200 and len(set(claimed)) == 200
+
+
+def test_a_failing_operation_does_not_spoil_its_batch(store: SQLiteStore) -> None:
+    good = [
+        store.committer.submit(
+            lambda c, i=i: (
+                c.execute(
+                    "INSERT INTO role_tokens (token_hash, role, name, created_at) VALUES (?, 'admin', 'x', 'now')",
+                    (f"h{i}",),
+                ).rowcount
+            )
+        )
+        for i in range(20)
+    ]
+    bad = store.committer.submit(lambda c: c.execute("INSERT INTO agencies (organ_id) VALUES ('x')"))
+    assert [f.result() for f in good] == [1] * 20
+    with pytest.raises(StoreError) as refused:
+        bad.result()
+    assert refused.value.code == "store.conflict"
