@@ -1,0 +1,78 @@
+"""The store-and-forward queue: enqueue, lease, ack, fail with backoff, expire, requeue.
+
+States (DESIGN.md): ``queued → leased → delivered``; ``leased → queued`` (attempt failed, retry
+scheduled); ``queued|leased → expired`` (TTL passed); ``expired → queued`` (admin requeue). A
+lease that outlives its deadline returns to ``queued``. The store enforces each transition in one
+transaction; this module decides *when*: the retry schedule, the TTL, the lease length. The clock
+and the random source are injected so every schedule is reproducible in tests.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from axis.store import Delivery, NewMessage, Store
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """Delivery timing; defaults follow DESIGN.md's limits."""
+
+    ttl: float = 7 * 24 * 3600.0
+    """Seconds a delivery may wait before it becomes a dead letter."""
+    backoff_initial: float = 1.0
+    """Delay after the first failed attempt."""
+    backoff_max: float = 15 * 60.0
+    """Cap of the doubling delay."""
+    jitter: float = 0.2
+    """Each delay is spread by ±this fraction, so retries of many deliveries do not arrive together."""
+    lease: float = 30.0
+    """Seconds a leased delivery stays claimed before it returns to the queue."""
+
+
+@dataclass
+class Queue:
+    store: Store
+    policy: QueuePolicy = field(default_factory=QueuePolicy)
+    clock: Clock = time.time
+    rng: random.Random = field(default_factory=random.Random)
+
+    def enqueue(self, message: NewMessage) -> list[int]:
+        """One message for all its recipients, in one durable transaction; returns delivery ids."""
+        now = self.clock()
+        return self.store.enqueue(message, now, now + self.policy.ttl)
+
+    def lease(self, recipients: Sequence[str], endpoint_id: int, limit: int = 100) -> list[Delivery]:
+        """Claim due deliveries for these agencies, highest priority first, then oldest."""
+        now = self.clock()
+        return self.store.lease(recipients, now, now + self.policy.lease, limit, endpoint_id)
+
+    def ack(self, delivery_id: int, ack_sha256: str | None = None) -> bool:
+        """``delivered`` exactly once: True the first time, False for a repeated acknowledgement."""
+        return self.store.ack(delivery_id, self.clock(), ack_sha256)
+
+    def backoff(self, attempts: int) -> float:
+        """Delay before the next attempt after ``attempts`` failures: doubling, capped, with jitter."""
+        base = min(self.policy.backoff_max, self.policy.backoff_initial * 2 ** max(0, attempts - 1))
+        spread = base * self.policy.jitter
+        return max(0.0, base + self.rng.uniform(-spread, spread))
+
+    def fail(self, delivery: Delivery, error: str) -> str:
+        """Schedule a retry of a failed attempt; returns ``queued``, or ``expired`` past the TTL."""
+        now = self.clock()
+        return self.store.fail(delivery.id, now, now + self.backoff(delivery.attempts), error)
+
+    def housekeeping(self) -> tuple[list[int], list[int]]:
+        """Return stale leases to the queue and expire what outlived its TTL: (released, expired)."""
+        now = self.clock()
+        return self.store.release_stale_leases(now), self.store.expire(now)
+
+    def requeue(self, delivery_id: int, by: str) -> None:
+        """An administrator's second chance for a dead letter, with a fresh TTL."""
+        now = self.clock()
+        self.store.requeue(delivery_id, now, now + self.policy.ttl, by)

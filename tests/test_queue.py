@@ -1,0 +1,82 @@
+"""The queue's schedule under an injected clock and random source."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from axis.queue import Queue, QueuePolicy
+from axis.store import Agency, NewMessage, SQLiteStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> Iterator[Queue]:
+    store = SQLiteStore(tmp_path / "data")
+    for organ_id in ("000.00.00.G22", "000.00.00.H41"):
+        store.add_agency(Agency(organ_id, "qcvn102", organ_id, "2026-11-21T09:00:00Z"))
+    yield Queue(store, QueuePolicy(ttl=3600, lease=30), Clock(), random.Random(7))
+    store.close()
+
+
+def _message() -> NewMessage:
+    return NewMessage(
+        id=str(uuid.uuid4()),
+        kind="document",
+        sender="000.00.00.G22",
+        document_id=f"000.00.00.G22,2026/11/21,{uuid.uuid4().hex[:6]}/VPCP",
+        sha256="ab" * 32,
+        size=1,
+        recipients=("000.00.00.H41",),
+        accepted_at="2026-11-21T09:00:00Z",
+    )
+
+
+def test_backoff_doubles_with_jitter_and_is_capped() -> None:
+    queue = Queue(
+        store=None, policy=QueuePolicy(backoff_initial=1, backoff_max=900, jitter=0.2), rng=random.Random(1)
+    )  # type: ignore[arg-type]
+    delays = [queue.backoff(n) for n in range(1, 15)]
+    for attempt, delay in enumerate(delays, start=1):
+        base = min(900, 2 ** (attempt - 1))
+        assert 0.8 * base <= delay <= 1.2 * base
+    assert max(delays) <= 1080
+    assert len({round(d, 6) for d in delays[-4:]}) == 4  # jitter spreads capped retries
+
+
+def test_a_failed_delivery_is_retried_when_due_then_expires(queue: Queue) -> None:
+    clock: Clock = queue.clock  # type: ignore[assignment]
+    (delivery_id,) = queue.enqueue(_message())
+    (leased,) = queue.lease(["000.00.00.H41"], endpoint_id=1)
+    assert queue.fail(leased, "connection refused") == "queued"
+    assert queue.lease(["000.00.00.H41"], endpoint_id=1) == []
+    clock.now += 2
+    (again,) = queue.lease(["000.00.00.H41"], endpoint_id=1)
+    assert again.attempts == 2
+    clock.now += 3600
+    released, expired = queue.housekeeping()
+    assert expired == [delivery_id]
+    queue.requeue(delivery_id, by="admin")
+    (third,) = queue.lease(["000.00.00.H41"], endpoint_id=1)
+    assert queue.ack(third.id) is True and queue.ack(third.id) is False
+
+
+def test_housekeeping_releases_stale_leases(queue: Queue) -> None:
+    clock: Clock = queue.clock  # type: ignore[assignment]
+    (delivery_id,) = queue.enqueue(_message())
+    queue.lease(["000.00.00.H41"], endpoint_id=1)
+    clock.now += 31
+    released, expired = queue.housekeeping()
+    assert (released, expired) == ([delivery_id], [])
+    assert [d.id for d in queue.lease(["000.00.00.H41"], endpoint_id=2)] == [delivery_id]
