@@ -58,7 +58,7 @@ class Queue:
 
     def backoff(self, attempts: int) -> float:
         """Delay before the next attempt after ``attempts`` failures: doubling, capped, with jitter."""
-        base = min(self.policy.backoff_max, self.policy.backoff_initial * 2 ** max(0, attempts - 1))
+        base = min(self.policy.backoff_max, self.policy.backoff_initial * 2.0 ** max(0, attempts - 1))
         spread = base * self.policy.jitter
         return max(0.0, base + self.rng.uniform(-spread, spread))
 
