@@ -17,8 +17,10 @@ from typing import Any, TypeVar
 
 import click
 
-from axis import edxml, keystore, pki, signing
-from axis.errors import AxisError, KeyStoreError
+from axis import config, edxml, keystore, pki, signing
+from axis.errors import AxisError, CertificateRefused, KeyStoreError
+from axis.registry import Registry
+from axis.store import Agency, SQLiteStore
 from axis.verification import VerifiedPackage, verify_package
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -65,8 +67,360 @@ def keys_dir_option(function: F) -> F:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="axis")
-def cli() -> None:
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Configuration file [default: ${config.ENVIRONMENT}, else ./axis.toml].",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
     """axis: the document interchange axis for signed edXML packages."""
+    ctx.obj = config_path
+
+
+def _registry(ctx: click.Context) -> Registry:
+    """Open the configured store for this command; it is closed when the command ends."""
+    try:
+        settings = config.load(ctx.find_root().obj)
+    except AxisError as error:
+        raise _fail(error) from None
+    store = SQLiteStore(settings.data)
+    ctx.call_on_close(store.close)
+    return Registry(store, lambda: keystore.read_trust(settings.trust))
+
+
+def _show(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
+    """Rows as JSON, or as a plain aligned table."""
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    if not rows:
+        click.echo("(none)")
+        return
+    cells = [
+        [
+            (
+                ""
+                if row.get(c) is None
+                else ", ".join(row[c])
+                if isinstance(row[c], (list, tuple))
+                else str(row[c])
+            )
+            for c in columns
+        ]
+        for row in rows
+    ]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def json_option(function: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(function)
+
+
+@cli.command("init")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where to create axis.toml, data/ and keys/.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the admin token as JSON.")
+def init_command(directory: Path, as_json: bool) -> None:
+    """Create axis.toml, the data directory, a development PKI and the first admin token (shown once)."""
+    path = directory / config.DEFAULT_FILE
+    if path.exists():
+        raise _fail(config.ConfigError("config.exists", f"{path} already exists; refusing to overwrite it"))
+    directory.mkdir(parents=True, exist_ok=True)
+    settings_path = path
+    keystore.write_public(settings_path, config.TEMPLATE.encode())
+    settings = config.load(settings_path)
+    try:
+        keystore.KeyStore(settings.keys).init(_now())
+    except AxisError as error:
+        raise _fail(error) from None
+    store = SQLiteStore(settings.data)
+    try:
+        token = Registry(store, lambda: keystore.read_trust(settings.trust)).add_role_token(
+            "admin", "initial admin"
+        )
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps({"config": str(settings_path), "admin_token": token}))
+        return
+    click.echo(f"configuration  {settings_path}")
+    click.echo(f"data           {settings.data}")
+    click.echo(f"keys           {settings.keys}")
+    click.echo(f"admin token    {token}")
+    click.echo("The admin token is shown once; store it in a secret manager.", err=True)
+
+
+# ---------------------------------------------------------------- agencies
+
+
+@cli.group()
+def agency() -> None:
+    """Registered agencies (cơ quan, đơn vị)."""
+
+
+def _agency_row(a: Agency) -> dict[str, Any]:
+    return {
+        "organ_id": a.organ_id,
+        "form": a.form,
+        "name": a.name,
+        "parent": a.parent,
+        "status": a.status,
+        "created_at": a.created_at,
+    }
+
+
+@agency.command("add")
+@click.argument("organ_id")
+@click.option("--name", required=True, help='Official name, e.g. "UBND Tỉnh Nghệ An".')
+@click.option("--parent", help="OrganId of the parent agency (must be registered).")
+@click.pass_context
+def agency_add(ctx: click.Context, organ_id: str, name: str, parent: str | None) -> None:
+    """Register an agency under ORGAN_ID (either identifier form, kept as given)."""
+    try:
+        added = _registry(ctx).add_agency(organ_id, name, parent)
+    except AxisError as error:
+        raise _fail(error) from None
+    click.echo(f"registered {added.organ_id} ({added.form}) {added.name}")
+
+
+@agency.command("list")
+@json_option
+@click.pass_context
+def agency_list(ctx: click.Context, as_json: bool) -> None:
+    """List registered agencies."""
+    rows = [_agency_row(a) for a in _registry(ctx).store.agencies()]
+    _show(rows, ["organ_id", "name", "parent", "status"], as_json)
+
+
+@agency.command("show")
+@click.argument("organ_id")
+@json_option
+@click.pass_context
+def agency_show(ctx: click.Context, organ_id: str, as_json: bool) -> None:
+    """Show one agency with its certificates and the endpoints acting for it."""
+    registry = _registry(ctx)
+    try:
+        found = registry.agency(organ_id)
+    except AxisError as error:
+        raise _fail(error) from None
+    row = _agency_row(found)
+    row["certificates"] = [
+        c.fingerprint for c in registry.store.certificates(organ_id) if c.status == "active"
+    ]
+    row["endpoints"] = [
+        e.name for e in registry.store.endpoints() if organ_id in e.agencies and e.status == "active"
+    ]
+    if as_json:
+        click.echo(json.dumps(row, ensure_ascii=False, indent=2))
+    else:
+        for key, value in row.items():
+            click.echo(
+                f"{key:<13} {', '.join(value) if isinstance(value, list) else ('' if value is None else value)}"
+            )
+
+
+def _set_status(ctx: click.Context, organ_id: str, status: str) -> None:
+    try:
+        _registry(ctx).set_status(organ_id, status)
+    except AxisError as error:
+        raise _fail(error) from None
+    click.echo(f"{organ_id} is {status}")
+
+
+@agency.command("suspend")
+@click.argument("organ_id")
+@click.pass_context
+def agency_suspend(ctx: click.Context, organ_id: str) -> None:
+    """Suspend an agency: it can neither send nor receive until resumed."""
+    _set_status(ctx, organ_id, "suspended")
+
+
+@agency.command("resume")
+@click.argument("organ_id")
+@click.pass_context
+def agency_resume(ctx: click.Context, organ_id: str) -> None:
+    """Resume a suspended agency."""
+    _set_status(ctx, organ_id, "active")
+
+
+@agency.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def agency_import(ctx: click.Context, file: Path) -> None:
+    """Register agencies from a CSV (organ_id,name[,parent]); all rows or none."""
+    try:
+        rows = _registry(ctx).import_agencies(file.read_text(encoding="utf-8-sig"))
+    except AxisError as error:
+        raise _fail(error) from None
+    click.echo(f"registered {len(rows)} agencies")
+
+
+# ---------------------------------------------------------------- endpoints
+
+
+@cli.group()
+def endpoint() -> None:
+    """Connection points: an agency's software or a platform acting for many agencies."""
+
+
+@endpoint.command("add")
+@click.argument("name")
+@click.option(
+    "--agency",
+    "agencies",
+    multiple=True,
+    required=True,
+    help="OrganId the endpoint may act for (repeatable).",
+)
+@click.option("--push-url", help="The axis POSTs packages to this URL.")
+@click.option("--pull", is_flag=True, help="The endpoint polls its inbox instead.")
+@click.option("--client-cert-fingerprint", help="Require this mTLS client certificate (SHA-256).")
+@click.option("--json", "as_json", is_flag=True, help='Print {"token": ...} as JSON.')
+@click.pass_context
+def endpoint_add(
+    ctx: click.Context,
+    name: str,
+    agencies: tuple[str, ...],
+    push_url: str | None,
+    pull: bool,
+    client_cert_fingerprint: str | None,
+    as_json: bool,
+) -> None:
+    """Create an endpoint and print its bearer token once."""
+    if bool(push_url) == pull:
+        raise click.UsageError("give exactly one of --push-url URL or --pull")
+    try:
+        created, token = _registry(ctx).add_endpoint(name, list(agencies), push_url, client_cert_fingerprint)
+    except AxisError as error:
+        raise _fail(error) from None
+    if as_json:
+        click.echo(json.dumps({"token": token}))
+        return
+    click.echo(f"endpoint {created.name} ({created.mode}) for {', '.join(created.agencies)}")
+    click.echo(f"token    {token}")
+    click.echo("The token is shown once; only its hash is stored.", err=True)
+
+
+@endpoint.command("list")
+@json_option
+@click.pass_context
+def endpoint_list(ctx: click.Context, as_json: bool) -> None:
+    """List endpoints (never their tokens)."""
+    rows = [
+        {
+            "name": e.name,
+            "mode": e.mode,
+            "agencies": list(e.agencies),
+            "push_url": e.push_url,
+            "status": e.status,
+            "created_at": e.created_at,
+        }
+        for e in _registry(ctx).store.endpoints()
+    ]
+    _show(rows, ["name", "mode", "agencies", "push_url", "status"], as_json)
+
+
+@endpoint.command("revoke")
+@click.argument("name")
+@click.pass_context
+def endpoint_revoke(ctx: click.Context, name: str) -> None:
+    """Revoke an endpoint: its token stops working at once."""
+    try:
+        _registry(ctx).store.revoke_endpoint(name, _now().isoformat())
+    except AxisError as error:
+        raise _fail(error) from None
+    click.echo(f"endpoint {name} revoked")
+
+
+# ---------------------------------------------------------------- certificates and CRLs
+
+
+@cli.group()
+def cert() -> None:
+    """Signing certificates bound to agencies by fingerprint."""
+
+
+@cert.command("add")
+@click.argument("organ_id")
+@click.argument("pem", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def cert_add(ctx: click.Context, organ_id: str, pem: Path) -> None:
+    """Bind the certificate in PEM to agency ORGAN_ID (it must chain to the trust anchors)."""
+    try:
+        record = _registry(ctx).add_certificate(organ_id, pem.read_bytes())
+    except AxisError as error:
+        raise _fail(error) from None
+    click.echo(f"certificate {record.fingerprint} bound to {organ_id}, valid until {record.not_after}")
+
+
+@cert.command("list")
+@click.option("--agency", "organ_id", help="Only this agency's certificates.")
+@json_option
+@click.pass_context
+def cert_list(ctx: click.Context, organ_id: str | None, as_json: bool) -> None:
+    """List registered certificates."""
+    rows = [
+        {
+            "fingerprint": c.fingerprint,
+            "organ_id": c.organ_id,
+            "subject": c.subject,
+            "not_after": c.not_after,
+            "status": c.status,
+        }
+        for c in _registry(ctx).store.certificates(organ_id)
+    ]
+    _show(rows, ["fingerprint", "organ_id", "not_after", "status"], as_json)
+
+
+@cert.command("revoke")
+@click.argument("fingerprint")
+@click.pass_context
+def cert_revoke(ctx: click.Context, fingerprint: str) -> None:
+    """Stop accepting packages signed with this certificate."""
+    try:
+        _registry(ctx).revoke_certificate(fingerprint)
+    except AxisError as error:
+        raise _fail(error) from None
+    click.echo(f"certificate {fingerprint} revoked")
+
+
+@cli.group()
+def crl() -> None:
+    """Certificate revocation lists of the trusted CAs."""
+
+
+@crl.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def crl_import(ctx: click.Context, file: Path) -> None:
+    """Add a CRL (PEM or DER) to the trust directory; it must be signed by a trusted CA."""
+    try:
+        settings = config.load(ctx.find_root().obj)
+        revocations = pki.load_crl(file.read_bytes())
+        trust = keystore.read_trust(settings.trust)
+        issuer = next((a for a in trust.anchors if a.subject == revocations.issuer), None)
+        if issuer is None or not revocations.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+            raise CertificateRefused(
+                "certificate.untrusted", "the CRL is not signed by a configured trust anchor"
+            )
+    except AxisError as error:
+        raise _fail(error) from None
+    name = f"{pki.fingerprint(issuer)[:16]}.crl"
+    keystore.write_public(settings.trust / name, pki.crl_pem(revocations))
+    click.echo(
+        f"CRL of {revocations.issuer.rfc4514_string()} ({len(list(revocations))} revoked) saved as {settings.trust / name}"
+    )
 
 
 # ---------------------------------------------------------------- keys

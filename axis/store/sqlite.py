@@ -72,21 +72,31 @@ class SQLiteStore:
     # ------------------------------------------------------------ agencies
 
     def add_agency(self, agency: Agency) -> None:
+        self.committer.run(lambda c: self._insert_agency(c, agency))
+
+    @staticmethod
+    def _insert_agency(c: sqlite3.Connection, agency: Agency) -> None:
+        if (
+            agency.parent is not None
+            and not c.execute("SELECT 1 FROM agencies WHERE organ_id = ?", (agency.parent,)).fetchone()
+        ):
+            raise StoreError("store.unknown_agency", f"parent agency {agency.parent} is not registered")
+        if c.execute("SELECT 1 FROM agencies WHERE organ_id = ?", (agency.organ_id,)).fetchone():
+            raise StoreError("store.duplicate", f"agency {agency.organ_id} is already registered")
+        c.execute(
+            "INSERT INTO agencies (organ_id, form, name, parent, status, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (agency.organ_id, agency.form, agency.name, agency.parent, agency.status, agency.created_at),
+        )
+        append_event(
+            c, "agency.added", agency.organ_id, agency.created_at, name=agency.name, parent=agency.parent
+        )
+
+    def add_agencies(self, agencies: Sequence[Agency]) -> None:
+        """Register several agencies in one transaction (parents before children): all or none."""
+
         def operation(c: sqlite3.Connection) -> None:
-            if (
-                agency.parent is not None
-                and not c.execute("SELECT 1 FROM agencies WHERE organ_id = ?", (agency.parent,)).fetchone()
-            ):
-                raise StoreError("store.unknown_agency", f"parent agency {agency.parent} is not registered")
-            if c.execute("SELECT 1 FROM agencies WHERE organ_id = ?", (agency.organ_id,)).fetchone():
-                raise StoreError("store.duplicate", f"agency {agency.organ_id} is already registered")
-            c.execute(
-                "INSERT INTO agencies (organ_id, form, name, parent, status, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (agency.organ_id, agency.form, agency.name, agency.parent, agency.status, agency.created_at),
-            )
-            append_event(
-                c, "agency.added", agency.organ_id, agency.created_at, name=agency.name, parent=agency.parent
-            )
+            for agency in agencies:
+                self._insert_agency(c, agency)
 
         self.committer.run(operation)
 
