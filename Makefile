@@ -19,6 +19,7 @@ test: $(BIN)/axis
 
 bench: $(BIN)/axis
 	$(BIN)/python bench/verify.py
+	$(BIN)/python bench/store.py
 
 lint: $(BIN)/axis
 	$(BIN)/ruff check .

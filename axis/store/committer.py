@@ -26,9 +26,17 @@ Operation = Callable[[sqlite3.Connection], Any]
 MAX_BATCH = 1024
 
 
-def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+class Connection(sqlite3.Connection):
+    """A connection that remembers the event chain's head while it is the writer's."""
+
+    chain_head: str | None = None
+
+
+def connect(path: Path, *, readonly: bool = False) -> Connection:
     """A connection with the store's settings: WAL, synchronous=FULL, foreign keys, busy timeout."""
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    connection = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=30, factory=Connection
+    )
     connection.row_factory = sqlite3.Row
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")
@@ -100,33 +108,52 @@ class GroupCommitter:
                 return
 
     def _commit(self, batch: list[_Pending]) -> None:
-        results: list[tuple[bool, Any]] = []
+        """Run the batch in one transaction. Optimistically without savepoints; if any operation
+        fails, roll the whole batch back and run it again with one savepoint per operation, so the
+        failure is that caller's alone. Operations only touch the database, so a re-run is exact."""
         connection = self._connection
         try:
-            connection.execute("BEGIN IMMEDIATE")
-            for pending in batch:
-                connection.execute("SAVEPOINT operation")
-                try:
-                    results.append((True, pending.operation(connection)))
-                    connection.execute("RELEASE operation")
-                except Exception as error:  # each caller gets its own failure; the batch goes on
-                    connection.execute("ROLLBACK TO operation")
-                    connection.execute("RELEASE operation")
-                    results.append((False, _translate(error)))
+            try:
+                self._begin()
+                results: list[tuple[bool, Any]] = [(True, p.operation(connection)) for p in batch]
+            except Exception:
+                connection.execute("ROLLBACK")
+                self._begin()
+                results = [self._isolated(p.operation) for p in batch]
             connection.execute("COMMIT")
             self.commits += 1
         except Exception as error:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
+            connection.chain_head = None
             failure = _translate(error)
             for pending in batch:
                 pending.future.set_exception(failure)
             return
-        for pending, (ok, value) in zip(batch, results, strict=True):
+        for pending, (ok, value) in zip(batch, results, strict=True):  # only now, after the fsync
             if ok:
                 pending.future.set_result(value)
             else:
                 pending.future.set_exception(value)
+
+    def _begin(self) -> None:
+        """Take the write lock. Another process (an admin command) may have appended events since
+        our last batch, so the cached chain head is re-read once per transaction."""
+        self._connection.execute("BEGIN IMMEDIATE")
+        self._connection.chain_head = None
+
+    def _isolated(self, operation: Operation) -> tuple[bool, Any]:
+        connection = self._connection
+        connection.execute("SAVEPOINT operation")
+        try:
+            result = operation(connection)
+        except Exception as error:  # each caller gets its own failure; the batch goes on
+            connection.execute("ROLLBACK TO operation")
+            connection.execute("RELEASE operation")
+            connection.chain_head = None
+            return False, _translate(error)
+        connection.execute("RELEASE operation")
+        return True, result
 
 
 def _translate(error: Exception) -> Exception:

@@ -220,3 +220,15 @@ def test_a_failing_operation_does_not_spoil_its_batch(store: SQLiteStore) -> Non
     with pytest.raises(StoreError) as refused:
         bad.result()
     assert refused.value.code == "store.conflict"
+
+
+def test_two_processes_writing_keep_one_chain(store: SQLiteStore) -> None:
+    """A second store on the same file (an admin command beside the server) must not fork the chain."""
+    other = SQLiteStore(store.path.parent)
+    try:
+        for n in range(5):
+            store.enqueue(message(), T0 + n, T0 + 3600)
+            other.enqueue(message(), T0 + n, T0 + 3600)
+        assert store.verify_chain().events == 3 + 10
+    finally:
+        other.close()
