@@ -343,6 +343,25 @@ def endpoint_revoke(ctx: click.Context, name: str) -> None:
     click.echo(f"endpoint {name} revoked")
 
 
+@cli.group()
+def token() -> None:
+    """Bearer tokens for people: administrators and auditors."""
+
+
+@token.command("add")
+@click.argument("role", type=click.Choice(["admin", "auditor"]))
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help='Print {"token": ...} as JSON.')
+@click.pass_context
+def token_add(ctx: click.Context, role: str, name: str, as_json: bool) -> None:
+    """Create an admin (registry writes, requeue) or auditor (read-only) token, shown once."""
+    try:
+        secret = _registry(ctx).add_role_token(role, name)
+    except AxisError as error:
+        raise _fail(error) from None
+    click.echo(json.dumps({"token": secret}) if as_json else f"{role} token for {name}: {secret}")
+
+
 # ---------------------------------------------------------------- certificates and CRLs
 
 

@@ -166,3 +166,15 @@ def pki_now():  # type: ignore[no-untyped-def]
     from datetime import UTC, datetime
 
     return datetime.now(UTC)
+
+
+def test_auditor_token_is_stored_hashed_with_its_role(site: Path) -> None:
+    created = axis(site, "token", "add", "auditor", "Kiểm toán Nhà nước", "--json")
+    secret = json.loads(created.stdout)["token"]
+    store = SQLiteStore(site / "data")
+    try:
+        assert store.role_by_token(token_hash(secret)) == "auditor"
+        assert store.role_by_token(token_hash(secret + "x")) is None
+    finally:
+        store.close()
+    assert axis(site, "token", "add", "root", "x").exit_code == 2
