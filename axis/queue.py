@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from axis.errors import StoreError
 from axis.store import Delivery, NewMessage, Store
 
 Clock = Callable[[], float]
@@ -42,8 +43,14 @@ class Queue:
     clock: Clock = time.time
     rng: random.Random = field(default_factory=random.Random)
 
-    def enqueue(self, message: NewMessage) -> list[int]:
-        """One message for all its recipients, in one durable transaction; returns delivery ids."""
+    def enqueue(self, message: NewMessage, data: bytes) -> list[int]:
+        """Store the package bytes (fsync'd), then the message for all its recipients in one durable
+        transaction; returns delivery ids. The order is the guarantee: a committed message always
+        has its bytes on disk."""
+        if self.store.blobs.put(data) != message.sha256:
+            raise StoreError(
+                "store.bad_digest", f"message {message.id} names a SHA-256 its bytes do not have"
+            )
         now = self.clock()
         return self.store.enqueue(message, now, now + self.policy.ttl)
 

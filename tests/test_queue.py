@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import uuid
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from axis.errors import StoreError
 from axis.queue import Queue, QueuePolicy
 from axis.store import Agency, NewMessage, SQLiteStore
 
@@ -30,17 +32,19 @@ def queue(tmp_path: Path) -> Iterator[Queue]:
     store.close()
 
 
-def _message() -> NewMessage:
-    return NewMessage(
+def _message() -> tuple[NewMessage, bytes]:
+    data = f"<edXML>{uuid.uuid4()}</edXML>".encode()
+    message = NewMessage(
         id=str(uuid.uuid4()),
         kind="document",
         sender="000.00.00.G22",
         document_id=f"000.00.00.G22,2026/11/21,{uuid.uuid4().hex[:6]}/VPCP",
-        sha256="ab" * 32,
-        size=1,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
         recipients=("000.00.00.H41",),
         accepted_at="2026-11-21T09:00:00Z",
     )
+    return message, data
 
 
 def test_backoff_doubles_with_jitter_and_is_capped() -> None:
@@ -57,7 +61,7 @@ def test_backoff_doubles_with_jitter_and_is_capped() -> None:
 
 def test_a_failed_delivery_is_retried_when_due_then_expires(queue: Queue) -> None:
     clock: Clock = queue.clock  # type: ignore[assignment]
-    (delivery_id,) = queue.enqueue(_message())
+    (delivery_id,) = queue.enqueue(*_message())
     (leased,) = queue.lease(["000.00.00.H41"], endpoint_id=1)
     assert queue.fail(leased, "connection refused") == "queued"
     assert queue.lease(["000.00.00.H41"], endpoint_id=1) == []
@@ -74,9 +78,37 @@ def test_a_failed_delivery_is_retried_when_due_then_expires(queue: Queue) -> Non
 
 def test_housekeeping_releases_stale_leases(queue: Queue) -> None:
     clock: Clock = queue.clock  # type: ignore[assignment]
-    (delivery_id,) = queue.enqueue(_message())
+    (delivery_id,) = queue.enqueue(*_message())
     queue.lease(["000.00.00.H41"], endpoint_id=1)
     clock.now += 31
     released, expired = queue.housekeeping()
     assert (released, expired) == ([delivery_id], [])
     assert [d.id for d in queue.lease(["000.00.00.H41"], endpoint_id=2)] == [delivery_id]
+
+
+def test_enqueue_stores_the_bytes_before_the_message(queue: Queue) -> None:
+    message, data = _message()
+    queue.enqueue(message, data)
+    assert queue.store.blobs.get(message.sha256) == data
+    wrong, _ = _message()
+    with pytest.raises(StoreError) as refused:
+        queue.enqueue(wrong, data)
+    assert refused.value.code == "store.bad_digest"
+    assert queue.store.deliveries(limit=10)[-1].message_id == message.id  # nothing of the refused one
+
+
+def test_receipts_and_latest_status_are_kept(queue: Queue) -> None:
+    message, data = _message()
+    queue.enqueue(message, data)
+    store = queue.store
+    store.add_receipt(message.id, "accepted", None, b"<Receipt/>", "2026-11-21T09:00:01Z")
+    store.add_receipt(message.id, "delivered", "000.00.00.H41", b"<Receipt d/>", "2026-11-21T09:00:02Z")
+    assert [(k, r) for k, r, _ in store.receipts(message.id)] == [
+        ("accepted", None),
+        ("delivered", "000.00.00.H41"),
+    ]
+    for code in ("01", "03", "04"):
+        store.record_status(message.document_id, "000.00.00.H41", code, message.id, "2026-11-21T10:00:00Z")
+    assert store.status(message.document_id, "000.00.00.H41") == "04"
+    assert store.status(message.document_id, "000.00.00.H14") is None
+    assert store.verify_chain().events > 5

@@ -479,6 +479,48 @@ class SQLiteStore:
 
         self.committer.run(operation)
 
+    # ------------------------------------------------------------ receipts and statuses
+
+    def add_receipt(self, message_id: str, kind: str, recipient: str | None, xml: bytes, at: str) -> None:
+        def operation(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO receipts (message_id, kind, recipient, xml, created_at) VALUES (?, ?, ?, ?, ?)",
+                (message_id, kind, recipient, xml, at),
+            )
+            append_event(c, f"receipt.{kind}", message_id, at, recipient=recipient)
+
+        self.committer.run(operation)
+
+    def receipts(self, message_id: str) -> list[tuple[str, str | None, bytes]]:
+        """(kind, recipient, signed XML) of a message's receipts, oldest first."""
+        rows = self._rows(
+            "SELECT kind, recipient, xml FROM receipts WHERE message_id = ? ORDER BY id", (message_id,)
+        )
+        return [(r[0], r[1], bytes(r[2])) for r in rows]
+
+    def record_status(
+        self, document_id: str, recipient: str, status_code: str, message_id: str, at: str
+    ) -> None:
+        """Keep the latest business status (01-06, 13, 15, 16) of a document at one recipient."""
+
+        def operation(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO statuses (document_id, recipient, status_code, message_id, updated_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (document_id, recipient) DO UPDATE SET"
+                " status_code = excluded.status_code, message_id = excluded.message_id, updated_at = excluded.updated_at",
+                (document_id, recipient, status_code, message_id, at),
+            )
+            append_event(c, "status.recorded", document_id, at, recipient=recipient, status_code=status_code)
+
+        self.committer.run(operation)
+
+    def status(self, document_id: str, recipient: str) -> str | None:
+        rows = self._rows(
+            "SELECT status_code FROM statuses WHERE document_id = ? AND recipient = ?",
+            (document_id, recipient),
+        )
+        return str(rows[0][0]) if rows else None
+
     def events(self) -> Iterator[chain.Event]:
         for row in self._reader().execute("SELECT seq, content, previous, hash FROM events ORDER BY seq"):
             yield chain.Event(row[0], row[1], row[2], row[3])
