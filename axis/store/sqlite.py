@@ -51,19 +51,31 @@ class SQLiteStore:
         self.path = directory / "axis.sqlite3"
         self.blobs = BlobStore(directory / "blobs")
         self.blobs.sweep()
-        with connect(self.path) as setup:
+        setup = connect(self.path)
+        try:
             schema.migrate(Database(setup))
+        finally:
+            setup.close()
         self.committer = GroupCommitter(self.path)
         self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
 
     def close(self) -> None:
+        """Finish queued writes, then close the writer and every reader connection."""
         self.committer.close()
+        with self._readers_lock:
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
 
     def _reader(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
             connection = connect(self.path, readonly=True)
             self._local.connection = connection
+            with self._readers_lock:
+                self._readers.append(connection)
         return connection
 
     def _rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[sqlite3.Row]:
