@@ -32,8 +32,14 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _fail(error: AxisError) -> click.ClickException:
-    return click.ClickException(f"{error.code}: {error.message}")
+class AxisGroup(click.Group):
+    """Every refusal that escapes a command becomes one line with its stable code, exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AxisError as error:
+            raise click.ClickException(f"{error.code}: {error.message}") from None
 
 
 def _passphrase(env: str, what: str, *, new: bool = False) -> bytes:
@@ -65,7 +71,7 @@ def keys_dir_option(function: F) -> F:
     )(function)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=AxisGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="axis")
 @click.option(
     "--config",
@@ -81,10 +87,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 
 def _registry(ctx: click.Context) -> Registry:
     """Open the configured store for this command; it is closed when the command ends."""
-    try:
-        settings = config.load(ctx.find_root().obj)
-    except AxisError as error:
-        raise _fail(error) from None
+    settings = config.load(ctx.find_root().obj)
     store = SQLiteStore(settings.data)
     ctx.call_on_close(store.close)
     return Registry(store, lambda: keystore.read_trust(settings.trust))
@@ -135,15 +138,12 @@ def init_command(directory: Path, as_json: bool) -> None:
     """Create axis.toml, the data directory, a development PKI and the first admin token (shown once)."""
     path = directory / config.DEFAULT_FILE
     if path.exists():
-        raise _fail(config.ConfigError("config.exists", f"{path} already exists; refusing to overwrite it"))
+        raise config.ConfigError("config.exists", f"{path} already exists; refusing to overwrite it")
     directory.mkdir(parents=True, exist_ok=True)
     settings_path = path
     keystore.write_public(settings_path, config.TEMPLATE.encode())
     settings = config.load(settings_path)
-    try:
-        keystore.KeyStore(settings.keys).init(_now())
-    except AxisError as error:
-        raise _fail(error) from None
+    keystore.KeyStore(settings.keys).init(_now())
     store = SQLiteStore(settings.data)
     try:
         token = Registry(store, lambda: keystore.read_trust(settings.trust)).add_role_token(
@@ -187,10 +187,7 @@ def _agency_row(a: Agency) -> dict[str, Any]:
 @click.pass_context
 def agency_add(ctx: click.Context, organ_id: str, name: str, parent: str | None) -> None:
     """Register an agency under ORGAN_ID (either identifier form, kept as given)."""
-    try:
-        added = _registry(ctx).add_agency(organ_id, name, parent)
-    except AxisError as error:
-        raise _fail(error) from None
+    added = _registry(ctx).add_agency(organ_id, name, parent)
     click.echo(f"registered {added.organ_id} ({added.form}) {added.name}")
 
 
@@ -210,10 +207,7 @@ def agency_list(ctx: click.Context, as_json: bool) -> None:
 def agency_show(ctx: click.Context, organ_id: str, as_json: bool) -> None:
     """Show one agency with its certificates and the endpoints acting for it."""
     registry = _registry(ctx)
-    try:
-        found = registry.agency(organ_id)
-    except AxisError as error:
-        raise _fail(error) from None
+    found = registry.agency(organ_id)
     row = _agency_row(found)
     row["certificates"] = [
         c.fingerprint for c in registry.store.certificates(organ_id) if c.status == "active"
@@ -231,10 +225,7 @@ def agency_show(ctx: click.Context, organ_id: str, as_json: bool) -> None:
 
 
 def _set_status(ctx: click.Context, organ_id: str, status: str) -> None:
-    try:
-        _registry(ctx).set_status(organ_id, status)
-    except AxisError as error:
-        raise _fail(error) from None
+    _registry(ctx).set_status(organ_id, status)
     click.echo(f"{organ_id} is {status}")
 
 
@@ -259,10 +250,7 @@ def agency_resume(ctx: click.Context, organ_id: str) -> None:
 @click.pass_context
 def agency_import(ctx: click.Context, file: Path) -> None:
     """Register agencies from a CSV (organ_id,name[,parent]); all rows or none."""
-    try:
-        rows = _registry(ctx).import_agencies(file.read_text(encoding="utf-8-sig"))
-    except AxisError as error:
-        raise _fail(error) from None
+    rows = _registry(ctx).import_agencies(file.read_text(encoding="utf-8-sig"))
     click.echo(f"registered {len(rows)} agencies")
 
 
@@ -300,10 +288,7 @@ def endpoint_add(
     """Create an endpoint and print its bearer token once."""
     if bool(push_url) == pull:
         raise click.UsageError("give exactly one of --push-url URL or --pull")
-    try:
-        created, token = _registry(ctx).add_endpoint(name, list(agencies), push_url, client_cert_fingerprint)
-    except AxisError as error:
-        raise _fail(error) from None
+    created, token = _registry(ctx).add_endpoint(name, list(agencies), push_url, client_cert_fingerprint)
     if as_json:
         click.echo(json.dumps({"token": token}))
         return
@@ -336,10 +321,7 @@ def endpoint_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def endpoint_revoke(ctx: click.Context, name: str) -> None:
     """Revoke an endpoint: its token stops working at once."""
-    try:
-        _registry(ctx).store.revoke_endpoint(name, _now().isoformat())
-    except AxisError as error:
-        raise _fail(error) from None
+    _registry(ctx).store.revoke_endpoint(name, _now().isoformat())
     click.echo(f"endpoint {name} revoked")
 
 
@@ -355,10 +337,7 @@ def token() -> None:
 @click.pass_context
 def token_add(ctx: click.Context, role: str, name: str, as_json: bool) -> None:
     """Create an admin (registry writes, requeue) or auditor (read-only) token, shown once."""
-    try:
-        secret = _registry(ctx).add_role_token(role, name)
-    except AxisError as error:
-        raise _fail(error) from None
+    secret = _registry(ctx).add_role_token(role, name)
     click.echo(json.dumps({"token": secret}) if as_json else f"{role} token for {name}: {secret}")
 
 
@@ -376,10 +355,7 @@ def cert() -> None:
 @click.pass_context
 def cert_add(ctx: click.Context, organ_id: str, pem: Path) -> None:
     """Bind the certificate in PEM to agency ORGAN_ID (it must chain to the trust anchors)."""
-    try:
-        record = _registry(ctx).add_certificate(organ_id, pem.read_bytes())
-    except AxisError as error:
-        raise _fail(error) from None
+    record = _registry(ctx).add_certificate(organ_id, pem.read_bytes())
     click.echo(f"certificate {record.fingerprint} bound to {organ_id}, valid until {record.not_after}")
 
 
@@ -407,10 +383,7 @@ def cert_list(ctx: click.Context, organ_id: str | None, as_json: bool) -> None:
 @click.pass_context
 def cert_revoke(ctx: click.Context, fingerprint: str) -> None:
     """Stop accepting packages signed with this certificate."""
-    try:
-        _registry(ctx).revoke_certificate(fingerprint)
-    except AxisError as error:
-        raise _fail(error) from None
+    _registry(ctx).revoke_certificate(fingerprint)
     click.echo(f"certificate {fingerprint} revoked")
 
 
@@ -424,17 +397,14 @@ def crl() -> None:
 @click.pass_context
 def crl_import(ctx: click.Context, file: Path) -> None:
     """Add a CRL (PEM or DER) to the trust directory; it must be signed by a trusted CA."""
-    try:
-        settings = config.load(ctx.find_root().obj)
-        revocations = pki.load_crl(file.read_bytes())
-        trust = keystore.read_trust(settings.trust)
-        issuer = next((a for a in trust.anchors if a.subject == revocations.issuer), None)
-        if issuer is None or not revocations.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
-            raise CertificateRefused(
-                "certificate.untrusted", "the CRL is not signed by a configured trust anchor"
-            )
-    except AxisError as error:
-        raise _fail(error) from None
+    settings = config.load(ctx.find_root().obj)
+    revocations = pki.load_crl(file.read_bytes())
+    trust = keystore.read_trust(settings.trust)
+    issuer = next((a for a in trust.anchors if a.subject == revocations.issuer), None)
+    if issuer is None or not revocations.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+        raise CertificateRefused(
+            "certificate.untrusted", "the CRL is not signed by a configured trust anchor"
+        )
     name = f"{pki.fingerprint(issuer)[:16]}.crl"
     keystore.write_public(settings.trust / name, pki.crl_pem(revocations))
     click.echo(
@@ -461,10 +431,7 @@ def keys_init(directory: Path, encrypt: bool) -> None:
     """Create a development CA (standing in for the state CA), its CRL and the axis's signing key."""
     passphrase = _passphrase(CA_PASSPHRASE_ENV, "the CA key", new=True) if encrypt else None
     store = keystore.KeyStore(directory)
-    try:
-        store.init(_now(), passphrase)
-    except AxisError as error:
-        raise _fail(error) from None
+    store.init(_now(), passphrase)
     click.echo(f"CA certificate   {store.ca_certificate}")
     click.echo(f"trust directory  {store.trust}")
     click.echo(f"axis certificate {store.axis_certificate}")
@@ -491,22 +458,19 @@ def keys_issue(
     """Issue a signing certificate for agency ORGAN_ID; writes ORGAN_ID.key (0600) and ORGAN_ID.pem."""
     store = keystore.KeyStore(directory)
     key_passphrase = _passphrase(KEY_PASSPHRASE_ENV, f"the key of {organ_id}", new=True) if encrypt else None
-    try:
-        key_path, cert_path = _with_passphrase(
-            lambda ca_pass: store.issue(
-                organ_id,
-                out or directory / "agencies",
-                _now(),
-                name=name,
-                kind="ec" if ec else "rsa",
-                ca_passphrase=ca_pass,
-                key_passphrase=key_passphrase,
-            ),
-            CA_PASSPHRASE_ENV,
-            "the CA key",
-        )
-    except AxisError as error:
-        raise _fail(error) from None
+    key_path, cert_path = _with_passphrase(
+        lambda ca_pass: store.issue(
+            organ_id,
+            out or directory / "agencies",
+            _now(),
+            name=name,
+            kind="ec" if ec else "rsa",
+            ca_passphrase=ca_pass,
+            key_passphrase=key_passphrase,
+        ),
+        CA_PASSPHRASE_ENV,
+        "the CA key",
+    )
     certificate = keystore.read_certificates(cert_path)[0]
     click.echo(str(key_path))
     click.echo(str(cert_path))
@@ -519,14 +483,11 @@ def keys_issue(
 def keys_revoke(fingerprint: str, directory: Path) -> None:
     """Revoke the certificate with SHA-256 FINGERPRINT: add it to the CA's CRL."""
     store = keystore.KeyStore(directory)
-    try:
-        certificate = _with_passphrase(
-            lambda ca_pass: store.revoke(fingerprint, _now(), ca_pass),
-            CA_PASSPHRASE_ENV,
-            "the CA key",
-        )
-    except AxisError as error:
-        raise _fail(error) from None
+    certificate = _with_passphrase(
+        lambda ca_pass: store.revoke(fingerprint, _now(), ca_pass),
+        CA_PASSPHRASE_ENV,
+        "the CA key",
+    )
     click.echo(f"revoked {certificate.subject.rfc4514_string()}; CRL updated at {store.crl}")
 
 
@@ -535,14 +496,11 @@ def keys_revoke(fingerprint: str, directory: Path) -> None:
 def keys_crl(directory: Path) -> None:
     """Re-sign the CRL with a fresh validity window (a CRL expires after 30 days)."""
     store = keystore.KeyStore(directory)
-    try:
-        renewed = _with_passphrase(
-            lambda ca_pass: store.refresh_crl(_now(), ca_pass),
-            CA_PASSPHRASE_ENV,
-            "the CA key",
-        )
-    except AxisError as error:
-        raise _fail(error) from None
+    renewed = _with_passphrase(
+        lambda ca_pass: store.refresh_crl(_now(), ca_pass),
+        CA_PASSPHRASE_ENV,
+        "the CA key",
+    )
     click.echo(
         f"CRL {store.crl} valid until {renewed.next_update_utc.isoformat() if renewed.next_update_utc else '?'}"
     )
@@ -577,16 +535,13 @@ def keys_crl(directory: Path) -> None:
 @click.option("--replace", is_flag=True, help="Remove an existing (or placeholder) Signature before signing.")
 def sign_command(file: Path, key_path: Path, cert_path: Path, out: Path, replace: bool) -> None:
     """Sign an edXML package with an agency key (RSA-SHA256 or ECDSA-SHA256, exclusive c14n)."""
-    try:
-        key = _with_passphrase(
-            lambda passphrase: keystore.read_private_key(key_path, passphrase),
-            KEY_PASSPHRASE_ENV,
-            str(key_path),
-        )
-        certificate, *intermediates = keystore.read_certificates(cert_path)
-        signed = signing.sign(file.read_bytes(), key, certificate, tuple(intermediates), replace=replace)
-    except AxisError as error:
-        raise _fail(error) from None
+    key = _with_passphrase(
+        lambda passphrase: keystore.read_private_key(key_path, passphrase),
+        KEY_PASSPHRASE_ENV,
+        str(key_path),
+    )
+    certificate, *intermediates = keystore.read_certificates(cert_path)
+    signed = signing.sign(file.read_bytes(), key, certificate, tuple(intermediates), replace=replace)
     keystore.write_public(out, signed)
     click.echo(f"signed {out} as {certificate.subject.rfc4514_string()}")
 
