@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -289,6 +289,16 @@ def _self_signed(certificate: x509.Certificate) -> bool:
     return True
 
 
+E = TypeVar("E", bound=x509.ExtensionType)
+
+
+def _extension(certificate: x509.Certificate, kind: type[E]) -> E | None:
+    try:
+        return certificate.extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
+
+
 def _describe(certificate: x509.Certificate) -> str:
     return f"{certificate.subject.rfc4514_string()} (SHA-256 {fingerprint(certificate)[:16]}…)"
 
@@ -310,19 +320,13 @@ def validate(
             "certificate.self_signed",
             f"certificate {subject()} is self-signed; a signing certificate must be issued by a trusted CA",
         )
-    try:
-        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        usage = None
+    usage = _extension(certificate, x509.KeyUsage)
     if usage is None or not usage.digital_signature:
         raise CertificateRefused(
             "certificate.key_usage",
             f"certificate {subject()} is not allowed to sign (KeyUsage lacks digitalSignature)",
         )
-    try:
-        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        constraints = None
+    constraints = _extension(certificate, x509.BasicConstraints)
     if constraints is not None and constraints.ca:
         raise CertificateRefused(
             "certificate.not_end_entity",
