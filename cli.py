@@ -8,6 +8,7 @@ hidden prompt and are never echoed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from axis import config, edxml, keystore, pki, signing
-from axis.errors import AxisError, CertificateRefused, KeyStoreError
+from axis.errors import AxisError, KeyStoreError
 from axis.registry import Registry
 from axis.store import Agency, SQLiteStore
 from axis.verification import VerifiedPackage, verify_package
@@ -398,18 +399,8 @@ def crl() -> None:
 def crl_import(ctx: click.Context, file: Path) -> None:
     """Add a CRL (PEM or DER) to the trust directory; it must be signed by a trusted CA."""
     settings = config.load(ctx.find_root().obj)
-    revocations = pki.load_crl(file.read_bytes())
-    trust = keystore.read_trust(settings.trust)
-    issuer = next((a for a in trust.anchors if a.subject == revocations.issuer), None)
-    if issuer is None or not revocations.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
-        raise CertificateRefused(
-            "certificate.untrusted", "the CRL is not signed by a configured trust anchor"
-        )
-    name = f"{pki.fingerprint(issuer)[:16]}.crl"
-    keystore.write_public(settings.trust / name, pki.crl_pem(revocations))
-    click.echo(
-        f"CRL of {revocations.issuer.rfc4514_string()} ({len(list(revocations))} revoked) saved as {settings.trust / name}"
-    )
+    path, revocations = keystore.import_crl(settings.trust, file.read_bytes())
+    click.echo(f"CRL of {revocations.issuer.rfc4514_string()} ({len(list(revocations))} revoked) saved as {path}")
 
 
 # ---------------------------------------------------------------- keys
@@ -656,6 +647,20 @@ def verify_command(file: Path, trust: Path | None, at_text: str | None, as_json:
     else:
         _print_report(report)
     sys.exit(0 if result is not None else 1)
+
+
+@cli.command("serve")
+@click.option("--host", help="Address to listen on [default: [server] host of axis.toml].")
+@click.option("--port", type=int, help="Port to listen on; 0 picks a free one [default: [server] port].")
+@click.pass_context
+def serve_command(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Run the axis HTTP API until SIGTERM or Ctrl-C (prints a JSON line with its URL when it listens)."""
+    import asyncio
+
+    from axis.server.runtime import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(serve(config.load(ctx.find_root().obj), host, port))
 
 
 @cli.command("demo")

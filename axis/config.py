@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, TypeVar
 
 from axis.errors import AxisError
 
+T = TypeVar("T")
 ENVIRONMENT = "AXIS_CONFIG"
 DEFAULT_FILE = "axis.toml"
 
@@ -22,12 +24,55 @@ class ConfigError(AxisError):
 
 
 @dataclass(frozen=True)
+class Server:
+    """``[server]``: how ``axis serve`` listens and what it accepts (DESIGN.md's limits)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    tls_certificate: Path | None = None
+    """PEM certificate chain of the server; with ``tls_key`` the API is served over HTTPS."""
+    tls_key: Path | None = None
+    client_ca: Path | None = None
+    """PEM CA certificates; when set, clients must present a TLS certificate issued by one (mTLS)."""
+    max_package: int = 64 * 1024 * 1024
+    verify_timeout: float = 10.0
+    verify_workers: int = 0
+    """Verification processes; 0 = one per core."""
+    recipient_backlog: int = 100_000
+    """Deliveries waiting for one agency before new packages to it are refused with 429."""
+    min_free_disk: int = 256 * 1024 * 1024
+    """Free bytes the data directory must keep after a package is written, else 507."""
+    shutdown_grace: float = 30.0
+    """Seconds SIGTERM waits for requests and push attempts in flight."""
+    inbox_page: int = 100
+    max_wait: float = 60.0
+    """Longest long-poll an inbox request may ask for."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """``[delivery]``: the retry schedule and time-to-live of deliveries."""
+
+    ttl: float = 7 * 24 * 3600.0
+    backoff_initial: float = 1.0
+    backoff_max: float = 15 * 60.0
+    jitter: float = 0.2
+    lease: float = 30.0
+    push_concurrency: int = 4
+    push_timeout: float = 30.0
+    housekeeping: float = 5.0
+    """Seconds between sweeps for stale leases and expired deliveries."""
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     data: Path
     """Database and blob directory."""
     keys: Path
     """Key store (see keys/README.md); its ``trust`` directory holds CA certificates and CRLs."""
+    server: Server = field(default_factory=Server)
+    delivery: Delivery = field(default_factory=Delivery)
 
     @property
     def trust(self) -> Path:
@@ -35,11 +80,49 @@ class Config:
 
 
 TEMPLATE = """\
-# axis configuration. Paths are relative to this file.
+# axis configuration. Paths are relative to this file. Every key has a default.
 [axis]
 data = "data"   # database and package blobs
 keys = "keys"   # development CA, axis key, trust directory (CA certificates and CRLs)
+
+[server]
+host = "127.0.0.1"
+port = 8080
+# tls_certificate = "tls/server.pem"   # serve HTTPS
+# tls_key = "tls/server.key"
+# client_ca = "tls/clients-ca.pem"     # require client certificates (mTLS)
+max_package = 67108864      # bytes (64 MiB)
+verify_timeout = 10         # seconds per package
+verify_workers = 0          # 0 = one per core
+recipient_backlog = 100000  # waiting deliveries per agency before 429
+min_free_disk = 268435456   # bytes kept free in the data directory, else 507
+shutdown_grace = 30         # seconds SIGTERM waits for work in flight
+
+[delivery]
+ttl = 604800                # seconds before an undelivered package is a dead letter (7 days)
+backoff_initial = 1         # seconds, doubling after each failed push
+backoff_max = 900           # cap of the backoff (15 minutes)
+push_concurrency = 4        # simultaneous pushes per endpoint
 """
+
+
+def _section(cls: type[T], values: dict[str, Any], base: Path, path: Path, name: str) -> T:
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ConfigError(
+            "config.invalid", f"{path}: unknown key(s) in [{name}]: {', '.join(sorted(unknown))}"
+        )
+    converted: dict[str, Any] = {}
+    for key, value in values.items():
+        default = getattr(cls(), key)
+        if "Path" in str(known[key].type):
+            converted[key] = base / str(value)
+        elif isinstance(default, bool) or not isinstance(value, (type(default), int)):
+            raise ConfigError("config.invalid", f"{path}: [{name}] {key} must be a {type(default).__name__}")
+        else:
+            converted[key] = type(default)(value)
+    return cls(**converted)
 
 
 def locate(explicit: Path | None) -> Path:
@@ -63,4 +146,10 @@ def load(explicit: Path | None = None) -> Config:
         raise ConfigError("config.invalid", f"{path} is not valid TOML: {error}") from None
     section = document.get("axis", {})
     base = path.resolve().parent
-    return Config(path=path, data=base / section.get("data", "data"), keys=base / section.get("keys", "keys"))
+    return Config(
+        path=path,
+        data=base / section.get("data", "data"),
+        keys=base / section.get("keys", "keys"),
+        server=_section(Server, document.get("server", {}), base, path, "server"),
+        delivery=_section(Delivery, document.get("delivery", {}), base, path, "delivery"),
+    )

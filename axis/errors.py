@@ -7,7 +7,10 @@
     ├── SignatureRefused       signature.*    the XML signature breaks the signature policy or does not verify
     ├── CertificateRefused     certificate.*  the signer's certificate is not trusted at the time checked
     ├── KeyStoreError          keystore.*     key material missing, unreadable or already present
-    └── StoreError             store.*        the durable store cannot do what was asked, or found damage
+    ├── StoreError             store.*        the durable store cannot do what was asked, or found damage
+    ├── RoutingRefused         sender.* recipient.* message.* status.*
+    │                                         a verified package the registry does not let through
+    └── RequestRefused         auth.* request.*   an HTTP request refused before or beside the package checks
 
 The ``code`` is stable and machine-readable: the HTTP API, the CLI and the logs all use the same
 string. The ``message`` is a sentence a person can act on. Extra ``fields`` (line, column, the
@@ -23,20 +26,30 @@ class AxisError(Exception):
     """Root of every refusal; ``code`` names the refusal, ``message`` says what to do about it."""
 
     prefix = "axis"
+    prefixes: tuple[str, ...] = ()
+    """Further code prefixes a class may use beside ``prefix``."""
 
     def __init__(self, code: str, message: str, **fields: Any) -> None:
-        if not code.startswith(self.prefix + "."):
-            raise ValueError(f"refusal code {code!r} must start with {self.prefix!r}.")
+        if code.split(".", 1)[0] not in (self.prefix, *self.prefixes) or "." not in code:
+            raise ValueError(f"refusal code {code!r} must start with one of {(self.prefix, *self.prefixes)}")
         super().__init__(message)
         self.code = code
         self.message = message
         self.fields = fields
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Refusals cross process boundaries (the verification pool) with their code and fields."""
+        return (_restore, (type(self), self.code, self.message, self.fields))
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
 
     def as_dict(self) -> dict[str, Any]:
         return {"code": self.code, "detail": self.message, **self.fields}
+
+
+def _restore(cls: type[AxisError], code: str, message: str, fields: dict[str, Any]) -> AxisError:
+    return cls(code, message, **fields)
 
 
 class XMLRefused(AxisError):
@@ -65,3 +78,17 @@ class KeyStoreError(AxisError):
 
 class StoreError(AxisError):
     prefix = "store"
+
+
+class RoutingRefused(AxisError):
+    """Step 4 of the path (authorise): a valid, verified package the registry does not let through."""
+
+    prefix = "sender"
+    prefixes = ("recipient", "message", "status")
+
+
+class RequestRefused(AxisError):
+    """An HTTP request refused for who sent it or how (credentials, size, media type, load)."""
+
+    prefix = "request"
+    prefixes = ("auth",)

@@ -93,6 +93,17 @@ def read_trust(directory: Path) -> pki.Trust:
     return pki.Trust.from_files(files)
 
 
+def import_crl(trust: Path, data: bytes) -> tuple[Path, x509.CertificateRevocationList]:
+    """Add a CRL (PEM or DER) to a trust directory; it must be signed by one of its anchors."""
+    revocations = pki.load_crl(data)
+    issuer = next((a for a in read_trust(trust).anchors if a.subject == revocations.issuer), None)
+    if issuer is None or not revocations.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+        raise CertificateRefused("certificate.untrusted", "the CRL is not signed by a configured trust anchor")
+    path = trust / f"{pki.fingerprint(issuer)[:16]}.crl"
+    write_public(path, pki.crl_pem(revocations))
+    return path, revocations
+
+
 @dataclass(frozen=True)
 class KeyStore:
     """Paths of one key store directory; every method takes the clock as an argument."""

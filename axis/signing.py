@@ -99,6 +99,9 @@ class Verified:
     canonicalization: str
     checked_at: datetime
     """The time the certificate was checked at."""
+    digest: str = ""
+    """Hex of the verified DigestValue: SHA-256 of the canonical signed content, unchanged by comments,
+    quoting or whitespace between attributes (the identity of *what* was signed)."""
 
 
 # ---------------------------------------------------------------- signing
@@ -526,4 +529,5 @@ def verify(data: bytes, trust: pki.Trust, at: datetime, policy: SignaturePolicy 
         digest_method=digest_method,
         canonicalization=EXC_C14N,
         checked_at=at,
+        digest=_base64(signature.find(f"{ds('SignedInfo')}/{ds('Reference')}/{ds('DigestValue')}"), "DigestValue").hex(),  # type: ignore[arg-type]
     )

@@ -53,6 +53,40 @@ class NewMessage:
     recipients: tuple[str, ...]
     accepted_at: str
     priority: int = 0
+    signed_digest: str | None = None
+    """The signature's DigestValue: the same signed content re-serialised is the same package."""
+    due_date: str | None = None
+    """DueDate (``yyyy/MM/dd``) of a document, for the overdue report."""
+    revision: bool = False
+    """A revoke/update/replace (BussinessDocType 1-3): may reuse a DocumentId with other bytes."""
+    receipt: bytes | None = None
+    """The signed ``accepted`` receipt, stored in the same transaction as the message."""
+    status_code: str | None = None
+    """For a status package: the code recorded, in the same transaction, as the latest status of
+    ``document_id`` at each agency of ``status_of``."""
+    status_of: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Message:
+    """A stored package (document, status) or an axis receipt travelling to a sender."""
+
+    id: str
+    kind: str
+    sender: str
+    document_id: str
+    sha256: str
+    size: int
+    priority: int
+    accepted_at: str
+    signed_digest: str | None = None
+    due_date: str | None = None
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    delivery: Delivery
+    message: Message
 
 
 @dataclass(frozen=True)

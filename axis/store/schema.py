@@ -154,6 +154,23 @@ SCHEMA_0001 = [
 ]
 
 
+@migrations(name="0002_message_digest_due_date_event_subjects")
+def _m0002(db: Database) -> None:
+    for statement in SCHEMA_0002:
+        db.execute(statement)
+
+
+SCHEMA_0002 = [
+    "ALTER TABLE messages ADD COLUMN signed_digest TEXT",
+    "ALTER TABLE messages ADD COLUMN due_date TEXT",
+    "CREATE INDEX messages_by_signed_digest ON messages(sender, document_id, signed_digest)",
+    "CREATE INDEX messages_by_acceptance ON messages(accepted_at)",
+    "CREATE INDEX deliveries_by_message ON deliveries(message_id)",
+    # A message's trail: its events and its deliveries' events, found by subject.
+    "CREATE INDEX events_by_subject ON events(json_extract(content, '$.subject'))",
+]
+
+
 def migrate(db: Database) -> None:
     """Apply every pending migration, each in one transaction with its record."""
     migrations.apply(db)

@@ -7,6 +7,8 @@ so nothing here reads a clock.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -15,7 +17,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from axis.errors import StoreError
+from axis.errors import RoutingRefused, StoreError
 from axis.store import events as chain
 from axis.store import schema
 from axis.store.blobs import BlobStore
@@ -25,8 +27,13 @@ from axis.store.model import (
     CertificateRecord,
     Delivery,
     Endpoint,
+    InboxItem,
+    Message,
     NewMessage,
 )
+
+MESSAGE_ONLY = ("kind", "sender", "document_id", "sha256", "size", "accepted_at", "signed_digest", "due_date")
+MESSAGE_COLUMNS = "id, priority, " + ", ".join(MESSAGE_ONLY)
 
 
 def append_event(
@@ -275,44 +282,117 @@ class SQLiteStore:
     # ------------------------------------------------------------ messages and deliveries
 
     def enqueue(self, message: NewMessage, now: float, expires_at: float) -> list[int]:
-        """The message row, one queued delivery per recipient and the event, in one transaction."""
+        """The message row, one queued delivery per recipient, the ``accepted`` receipt and the event,
+        in one transaction; returns the delivery ids.
+
+        Checked inside the same transaction, so two concurrent submissions cannot both pass:
+        the same package again (same sender, DocumentId and SHA-256 or signed digest) raises
+        ``store.duplicate`` naming the stored message; another document with a DocumentId the
+        sender already used raises ``message.conflict`` unless it is a revision.
+        """
 
         def operation(c: sqlite3.Connection) -> list[int]:
-            c.execute(
-                "INSERT INTO messages (id, kind, sender, document_id, sha256, size, priority, accepted_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    message.id,
-                    message.kind,
-                    message.sender,
-                    message.document_id,
-                    message.sha256,
-                    message.size,
-                    message.priority,
-                    message.accepted_at,
-                ),
-            )
-            ids = []
-            for recipient in message.recipients:
-                cursor = c.execute(
-                    "INSERT INTO deliveries (message_id, recipient, state, priority, created_at, due_at, expires_at)"
-                    " VALUES (?, ?, 'queued', ?, ?, ?, ?)",
-                    (message.id, recipient, message.priority, now, now, expires_at),
-                )
-                ids.append(int(cursor.lastrowid or 0))
-            append_event(
-                c,
-                "message.accepted",
-                message.id,
-                message.accepted_at,
-                sender=message.sender,
-                document_id=message.document_id,
-                sha256=message.sha256,
-                recipients=list(message.recipients),
-            )
-            return ids
+            if message.kind != "receipt":
+                self._check_new(c, message)
+            return self._insert_message(c, message, now, expires_at)
 
         return self.committer.run(operation)
+
+    def _insert_message(self, c: sqlite3.Connection, message: NewMessage, now: float, expires_at: float) -> list[int]:
+        c.execute(
+            "INSERT INTO messages (id, kind, sender, document_id, sha256, size, priority, accepted_at,"
+            " signed_digest, due_date) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                message.id,
+                message.kind,
+                message.sender,
+                message.document_id,
+                message.sha256,
+                message.size,
+                message.priority,
+                message.accepted_at,
+                message.signed_digest,
+                message.due_date,
+            ),
+        )
+        ids = []
+        for recipient in message.recipients:
+            cursor = c.execute(
+                "INSERT INTO deliveries (message_id, recipient, state, priority, created_at, due_at, expires_at)"
+                " VALUES (?, ?, 'queued', ?, ?, ?, ?)",
+                (message.id, recipient, message.priority, now, now, expires_at),
+            )
+            ids.append(int(cursor.lastrowid or 0))
+        append_event(
+            c,
+            "message.accepted",
+            message.id,
+            message.accepted_at,
+            package=message.kind,
+            sender=message.sender,
+            document_id=message.document_id,
+            sha256=message.sha256,
+            recipients=list(message.recipients),
+            deliveries=ids,
+        )
+        if message.receipt is not None:
+            self._insert_receipt(c, message.id, "accepted", None, message.receipt, message.accepted_at)
+        for agency in message.status_of:
+            self._upsert_status(c, message.document_id, agency, message.status_code or "", message.id, message.accepted_at)
+        return ids
+
+    @staticmethod
+    def _check_new(c: sqlite3.Connection, message: NewMessage) -> None:
+        stored = c.execute(
+            "SELECT id, sha256, signed_digest FROM messages WHERE sender = ? AND document_id = ? AND kind = ?",
+            (message.sender, message.document_id, message.kind),
+        ).fetchall()
+        for row in stored:
+            if row["sha256"] == message.sha256 or (
+                message.signed_digest is not None and row["signed_digest"] == message.signed_digest
+            ):
+                raise StoreError(
+                    "store.duplicate",
+                    f"this package was already accepted as message {row['id']}",
+                    message_id=row["id"],
+                )
+        if stored and message.kind == "document" and not message.revision:
+            raise RoutingRefused(
+                "message.conflict",
+                f"{message.sender} already sent a different package with DocumentId {message.document_id}"
+                f" (message {stored[0]['id']}); a new document needs a new DocumentId, a change to it"
+                " must be a revoke, update or replace (BussinessDocType 1-3)",
+                message_id=stored[0]["id"],
+            )
+
+    def message(self, message_id: str) -> Message | None:
+        rows = self._rows(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,))  # noqa: S608
+        return Message(**dict(rows[0])) if rows else None
+
+    def messages(self, sender: str, document_id: str, kind: str = "document") -> list[Message]:
+        """What ``sender`` sent under ``document_id``, oldest first."""
+        rows = self._rows(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender = ? AND document_id = ? AND kind = ?"  # noqa: S608
+            " ORDER BY accepted_at, rowid",
+            (sender, document_id, kind),
+        )
+        return [Message(**dict(r)) for r in rows]
+
+    def deliveries_of(self, message_id: str) -> list[Delivery]:
+        rows = self._rows("SELECT * FROM deliveries WHERE message_id = ? ORDER BY id", (message_id,))
+        return [Delivery(**dict(r)) for r in rows]
+
+    def delivery_counts(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self._rows("SELECT state, count(*) FROM deliveries GROUP BY state")}
+
+    def backlog(self, recipient: str) -> int:
+        """Deliveries waiting for one agency (queued or leased): what the per-recipient cap bounds."""
+        return int(
+            self._rows(
+                "SELECT count(*) FROM deliveries WHERE recipient = ? AND state IN ('queued', 'leased')",
+                (recipient,),
+            )[0][0]
+        )
 
     def delivery(self, delivery_id: int) -> Delivery | None:
         rows = self._rows("SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
@@ -325,17 +405,27 @@ class SQLiteStore:
             rows = self._rows("SELECT * FROM deliveries WHERE state = ? ORDER BY id LIMIT ?", (state, limit))
         return [Delivery(**dict(r)) for r in rows]
 
-    def inbox(self, recipients: Sequence[str], limit: int) -> list[Delivery]:
-        """Queued and leased deliveries for these agencies, best first (an index range per agency)."""
-        found: list[Delivery] = []
+    def inbox(self, recipients: Sequence[str], limit: int) -> list[InboxItem]:
+        """Queued and leased deliveries for these agencies with their messages, best first (an index
+        range per agency)."""
+        found: list[InboxItem] = []
         for recipient in recipients:
             rows = self._rows(
-                "SELECT * FROM deliveries WHERE recipient = ? AND state IN ('queued', 'leased')"
-                " ORDER BY priority DESC, due_at, id LIMIT ?",
+                "SELECT d.*, m.kind, m.sender, m.document_id, m.sha256, m.size, m.accepted_at,"
+                " m.signed_digest, m.due_date FROM deliveries d JOIN messages m ON m.id = d.message_id"
+                " WHERE d.recipient = ? AND d.state IN ('queued', 'leased')"
+                " ORDER BY d.priority DESC, d.due_at, d.id LIMIT ?",
                 (recipient, limit),
             )
-            found.extend(Delivery(**dict(r)) for r in rows)
-        found.sort(key=lambda d: (-d.priority, d.due_at, d.id))
+            for r in rows:
+                values = dict(r)
+                message = Message(
+                    id=values["message_id"],
+                    priority=values["priority"],
+                    **{k: values.pop(k) for k in MESSAGE_ONLY},
+                )
+                found.append(InboxItem(Delivery(**values), message))
+        found.sort(key=lambda i: (-i.delivery.priority, i.delivery.due_at, i.delivery.id))
         return found[:limit]
 
     def lease(
@@ -493,15 +583,43 @@ class SQLiteStore:
 
     # ------------------------------------------------------------ receipts and statuses
 
-    def add_receipt(self, message_id: str, kind: str, recipient: str | None, xml: bytes, at: str) -> None:
+    def add_receipt(
+        self,
+        message_id: str,
+        kind: str,
+        recipient: str | None,
+        xml: bytes,
+        at: str,
+        forward: NewMessage | None = None,
+        now: float = 0.0,
+        expires_at: float = 0.0,
+    ) -> None:
+        """Store a receipt about ``message_id``; with ``forward``, also queue it (as a message of kind
+        ``receipt``, bytes already in the blob store) for the sender, in the same transaction."""
+
         def operation(c: sqlite3.Connection) -> None:
-            c.execute(
-                "INSERT INTO receipts (message_id, kind, recipient, xml, created_at) VALUES (?, ?, ?, ?, ?)",
-                (message_id, kind, recipient, xml, at),
-            )
-            append_event(c, f"receipt.{kind}", message_id, at, recipient=recipient)
+            if kind != "accepted" and c.execute(
+                "SELECT 1 FROM receipts WHERE message_id = ? AND recipient = ? AND kind = ?",
+                (message_id, recipient, kind),
+            ).fetchone():
+                return  # issued already (two paths raced): one receipt per delivery outcome
+            self._insert_receipt(c, message_id, kind, recipient, xml, at)
+            if forward is not None:
+                self._insert_message(c, forward, now, expires_at)
 
         self.committer.run(operation)
+
+    @staticmethod
+    def _insert_receipt(
+        c: sqlite3.Connection, message_id: str, kind: str, recipient: str | None, xml: bytes, at: str
+    ) -> None:
+        c.execute(
+            "INSERT INTO receipts (message_id, kind, recipient, xml, created_at) VALUES (?, ?, ?, ?, ?)",
+            (message_id, kind, recipient, xml, at),
+        )
+        append_event(
+            c, f"receipt.{kind}", message_id, at, recipient=recipient, sha256=hashlib.sha256(xml).hexdigest()
+        )
 
     def receipts(self, message_id: str) -> list[tuple[str, str | None, bytes]]:
         """(kind, recipient, signed XML) of a message's receipts, oldest first."""
@@ -515,16 +633,19 @@ class SQLiteStore:
     ) -> None:
         """Keep the latest business status (01-06, 13, 15, 16) of a document at one recipient."""
 
-        def operation(c: sqlite3.Connection) -> None:
-            c.execute(
-                "INSERT INTO statuses (document_id, recipient, status_code, message_id, updated_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (document_id, recipient) DO UPDATE SET"
-                " status_code = excluded.status_code, message_id = excluded.message_id, updated_at = excluded.updated_at",
-                (document_id, recipient, status_code, message_id, at),
-            )
-            append_event(c, "status.recorded", document_id, at, recipient=recipient, status_code=status_code)
+        self.committer.run(lambda c: self._upsert_status(c, document_id, recipient, status_code, message_id, at))
 
-        self.committer.run(operation)
+    @staticmethod
+    def _upsert_status(
+        c: sqlite3.Connection, document_id: str, recipient: str, status_code: str, message_id: str, at: str
+    ) -> None:
+        c.execute(
+            "INSERT INTO statuses (document_id, recipient, status_code, message_id, updated_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (document_id, recipient) DO UPDATE SET"
+            " status_code = excluded.status_code, message_id = excluded.message_id, updated_at = excluded.updated_at",
+            (document_id, recipient, status_code, message_id, at),
+        )
+        append_event(c, "status.recorded", document_id, at, recipient=recipient, status_code=status_code)
 
     def status(self, document_id: str, recipient: str) -> str | None:
         rows = self._rows(
@@ -532,6 +653,76 @@ class SQLiteStore:
             (document_id, recipient),
         )
         return str(rows[0][0]) if rows else None
+
+    def missing_receipts(self, limit: int = 1000) -> list[Delivery]:
+        """Delivered or expired deliveries of packages whose ``delivered``/``failed`` receipt is not
+        stored yet (the axis stopped between the two): the router issues them on start."""
+        rows = self._rows(
+            "SELECT d.* FROM deliveries d JOIN messages m ON m.id = d.message_id"
+            " WHERE m.kind != 'receipt' AND d.state IN ('delivered', 'expired') AND NOT EXISTS ("
+            "  SELECT 1 FROM receipts r WHERE r.message_id = d.message_id AND r.recipient = d.recipient"
+            "  AND r.kind = CASE d.state WHEN 'delivered' THEN 'delivered' ELSE 'failed' END)"
+            " ORDER BY d.id LIMIT ?",
+            (limit,),
+        )
+        return [Delivery(**dict(r)) for r in rows]
+
+    def statuses(self, document_id: str) -> list[dict[str, Any]]:
+        """The latest business status of a document at each recipient."""
+        rows = self._rows(
+            "SELECT recipient, status_code, message_id, updated_at FROM statuses WHERE document_id = ?"
+            " ORDER BY recipient",
+            (document_id,),
+        )
+        return [dict(r) for r in rows]
+
+    def trail(self, message_id: str) -> list[dict[str, Any]]:
+        """Every event about a message and its deliveries, in chain order, with its place in the chain."""
+        subjects = [message_id, *(str(d.id) for d in self.deliveries_of(message_id))]
+        placeholders = ", ".join("?" * len(subjects))
+        sql = f"SELECT seq, content, hash FROM events WHERE json_extract(content, '$.subject') IN ({placeholders})"  # noqa: S608
+        rows = self._rows(sql + " ORDER BY seq", subjects)
+        return [{"seq": r["seq"], "hash": r["hash"], **json.loads(r["content"])} for r in rows]
+
+    def stats(self, start: str, end: str, period: int, today: str) -> list[dict[str, Any]]:
+        """Per agency and period (the first ``period`` characters of the acceptance time, 0 = the
+        whole range): documents sent, received, delivered, failed (expired), still pending; and per
+        agency the documents past their DueDate (``today`` as ``yyyy/MM/dd``) not completed (06)."""
+        table: dict[tuple[str, str], dict[str, Any]] = {}
+
+        def row(agency: str, when: str) -> dict[str, Any]:
+            return table.setdefault(
+                (agency, when),
+                {"agency": agency, "period": when or f"{start}/{end}", "sent": 0, "received": 0,
+                 "delivered": 0, "failed": 0, "pending": 0, "overdue": 0},
+            )
+
+        for r in self._rows(
+            "SELECT sender, substr(accepted_at, 1, ?) AS p, count(*) FROM messages"
+            " WHERE kind = 'document' AND accepted_at >= ? AND accepted_at < ? GROUP BY sender, p",
+            (period, start, end),
+        ):
+            row(r[0], r[1])["sent"] = r[2]
+        for r in self._rows(
+            "SELECT d.recipient, substr(m.accepted_at, 1, ?) AS p, count(*),"
+            " sum(d.state = 'delivered'), sum(d.state = 'expired'), sum(d.state IN ('queued', 'leased'))"
+            " FROM deliveries d JOIN messages m ON m.id = d.message_id"
+            " WHERE m.kind = 'document' AND m.accepted_at >= ? AND m.accepted_at < ? GROUP BY d.recipient, p",
+            (period, start, end),
+        ):
+            row(r[0], r[1]).update(received=r[2], delivered=r[3], failed=r[4], pending=r[5])
+        for r in self._rows(
+            "SELECT d.recipient, count(DISTINCT m.document_id) FROM deliveries d"
+            " JOIN messages m ON m.id = d.message_id"
+            " LEFT JOIN statuses s ON s.document_id = m.document_id AND s.recipient = d.recipient"
+            " WHERE m.kind = 'document' AND m.due_date IS NOT NULL AND m.due_date < ?"
+            " AND coalesce(s.status_code, '') != '06' AND m.accepted_at >= ? AND m.accepted_at < ?"
+            " GROUP BY d.recipient",
+            (today, start, end),
+        ):
+            matching = [v for (agency, _), v in table.items() if agency == r[0]]
+            (matching[-1] if matching else row(r[0], ""))["overdue"] = r[1]
+        return sorted(table.values(), key=lambda v: (v["agency"], v["period"]))
 
     def events(self) -> Iterator[chain.Event]:
         for row in self._reader().execute("SELECT seq, content, previous, hash FROM events ORDER BY seq"):

@@ -49,7 +49,7 @@ def test_migrations_are_recorded_once_and_reopening_keeps_data(tmp_path: Path) -
     second = SQLiteStore(tmp_path / "data")
     assert second.agency(SENDER) is not None
     rows = connect(second.path).execute("SELECT name FROM _sqlite_migrations").fetchall()
-    assert [r[0] for r in rows] == ["0001_registry_messages_deliveries_events"]
+    assert [r[0] for r in rows] == ["0001_registry_messages_deliveries_events", "0002_message_digest_due_date_event_subjects"]
     assert connect(second.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     second.close()
 
@@ -92,7 +92,7 @@ def test_enqueue_is_one_transaction_for_all_recipients(store: SQLiteStore) -> No
     duplicate = NewMessage(**{**first.__dict__, "id": str(uuid.uuid4()), "recipients": (RECIPIENT,)})
     with pytest.raises(StoreError) as conflict:
         store.enqueue(duplicate, T0, T0 + 3600)
-    assert conflict.value.code == "store.conflict"
+    assert conflict.value.code == "store.duplicate" and conflict.value.fields["message_id"] == first.id
     assert len(store.deliveries()) == 2  # the refused message left nothing behind
 
 

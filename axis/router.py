@@ -1,0 +1,302 @@
+"""Steps 4-8 of the path of a package: authorise, persist, acknowledge, route, and receipts.
+
+The router receives a package that the verification pool already checked (``checking.Checked``,
+read from the signed content only) and decides whether the registry lets it through:
+
+- the sender is registered and active, the endpoint may act for it, and the signing certificate
+  is registered to it (fingerprint binding) and not revoked in the registry;
+- a document's recipients are registered and active; a revoke/update/replace (BussinessDocType
+  1-3) changes a document this axis carried from the same sender to (at least) these recipients;
+- a status answers a document the axis carried between the same two agencies: from a recipient
+  back to the original sender, or (13, take-back) from the original sender to its recipients.
+
+Then it signs the ``accepted`` receipt and persists bytes, message, deliveries, receipt and
+status in one durable transaction. A package already accepted returns its original receipt.
+Delivery outcomes become signed ``delivered`` and ``failed`` receipts that are stored and queued
+for the sender like any package. Synchronous: the server calls it from worker threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography import x509
+
+from axis import pki, receipts
+from axis.checking import Checked
+from axis.errors import RequestRefused, RoutingRefused, StoreError
+from axis.queue import Queue
+from axis.store import Delivery, Endpoint, Message, NewMessage, Store
+
+AXIS_SENDER = "axis"
+"""The sender of receipts in inboxes: the axis itself, not an agency."""
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    message_id: str
+    document_id: str
+    recipients: tuple[str, ...]
+    receipt: bytes
+    created: bool
+    """False when the package had been accepted before (an identical resubmission)."""
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "message_id": self.message_id,
+            "document_id": self.document_id,
+            "recipients": list(self.recipients),
+            "receipt": self.receipt.decode(),
+        }
+
+
+@dataclass
+class Router:
+    queue: Queue
+    key: pki.PrivateKey
+    certificate: x509.Certificate
+    """The axis's receipt-signing certificate."""
+    backlog_cap: int = 100_000
+    """Deliveries that may wait for one recipient before new packages to it are refused (429)."""
+    on_queued: Callable[[Iterable[str]], None] = lambda agencies: None
+    """Told which agencies have something new (wakes long-polls and the push dispatcher)."""
+
+    @property
+    def store(self) -> Store:
+        return self.queue.store
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.queue.clock(), UTC)
+
+    # ------------------------------------------------------------ accept
+
+    def accept(self, checked: Checked, data: bytes, endpoint: Endpoint) -> Acceptance:
+        """Authorise, persist durably and acknowledge one verified package."""
+        self._authorise_sender(checked, endpoint)
+        earlier = self._earlier(checked)
+        if earlier is not None:
+            return earlier
+        if checked.kind == "status":
+            recipients, status_of = self._route_status(checked)
+        else:
+            recipients, status_of = self._route_document(checked), ()
+        self._check_backlog(recipients)
+        at = self._now()
+        message = NewMessage(
+            id=str(uuid.uuid4()),
+            kind=checked.kind,
+            sender=checked.sender,
+            document_id=checked.document_id,
+            sha256=checked.sha256,
+            size=checked.size,
+            recipients=recipients,
+            accepted_at=at.isoformat(),
+            priority=max(0, min(4, checked.priority)),
+            signed_digest=checked.signed_digest,
+            due_date=checked.due_date,
+            revision=checked.revision_of is not None,
+            status_code=checked.status_code,
+            status_of=status_of,
+        )
+        receipt = receipts.sign(
+            receipts.Receipt(
+                kind="accepted",
+                message_id=message.id,
+                package_kind=checked.kind,
+                document_id=checked.document_id,
+                package_sha256=checked.sha256,
+                sender=checked.sender,
+                recipients=recipients,
+                time=message.accepted_at,
+            ),
+            self.key,
+            self.certificate,
+        )
+        message = NewMessage(**{**message.__dict__, "receipt": receipt})
+        try:
+            self.queue.enqueue(message, data)
+        except StoreError as error:
+            if error.code != "store.duplicate":
+                raise
+            original = self.store.message(error.fields["message_id"])
+            return self._acceptance(original)
+        self.on_queued(recipients)
+        return Acceptance(message.id, message.document_id, recipients, receipt, created=True)
+
+    def _authorise_sender(self, checked: Checked, endpoint: Endpoint) -> None:
+        sender = self.store.agency(checked.sender)
+        if sender is None:
+            raise RoutingRefused("sender.not_registered", f"the sender {checked.sender} is not a registered agency")
+        if sender.status != "active":
+            raise RoutingRefused("sender.suspended", f"the sender {checked.sender} is suspended")
+        if checked.sender not in endpoint.agencies:
+            raise RoutingRefused(
+                "sender.not_granted",
+                f"endpoint {endpoint.name!r} may not send for {checked.sender}"
+                f" (it acts for {', '.join(endpoint.agencies)})",
+            )
+        record = self.store.certificate(checked.fingerprint)
+        if record is None or record.organ_id != checked.sender:
+            raise RoutingRefused(
+                "sender.certificate_not_registered",
+                f"the signing certificate {checked.fingerprint} is not registered to {checked.sender};"
+                " an administrator registers it with `axis cert add`",
+            )
+        if record.status != "active":
+            raise RoutingRefused(
+                "sender.certificate_revoked",
+                f"the signing certificate {checked.fingerprint} was revoked in the registry at {record.revoked_at}",
+            )
+
+    def _earlier(self, checked: Checked) -> Acceptance | None:
+        """The acceptance of this same package, if it was accepted before (nothing is stored again)."""
+        for message in self.store.messages(checked.sender, checked.document_id, checked.kind):
+            if checked.sha256 == message.sha256 or checked.signed_digest == message.signed_digest:
+                return self._acceptance(message)
+        return None
+
+    def _acceptance(self, message: Message | None) -> Acceptance:
+        assert message is not None
+        receipt = next(xml for kind, _, xml in self.store.receipts(message.id) if kind == "accepted")
+        recipients = tuple(d.recipient for d in self.store.deliveries_of(message.id))
+        return Acceptance(message.id, message.document_id, recipients, receipt, created=False)
+
+    def _check_recipients(self, recipients: Iterable[str]) -> None:
+        for organ_id in recipients:
+            agency = self.store.agency(organ_id)
+            if agency is None:
+                raise RoutingRefused(
+                    "recipient.not_registered", f"the recipient {organ_id} is not a registered agency"
+                )
+            if agency.status != "active":
+                raise RoutingRefused("recipient.suspended", f"the recipient {organ_id} is suspended")
+
+    def _carried(self, sender: str, document_id: str) -> set[str]:
+        """Recipients of the documents ``sender`` sent through this axis under ``document_id``."""
+        return {
+            d.recipient
+            for m in self.store.messages(sender, document_id)
+            for d in self.store.deliveries_of(m.id)
+        }
+
+    def _route_document(self, checked: Checked) -> tuple[str, ...]:
+        self._check_recipients(checked.recipients)
+        if checked.revision_of is not None:
+            carried = self._carried(checked.sender, checked.revision_of)
+            if not carried or not set(checked.recipients) <= carried:
+                raise RoutingRefused(
+                    "message.unknown_reference",
+                    f"this revoke/update/replace changes {checked.revision_of}, which this axis did not"
+                    f" carry from {checked.sender} to {', '.join(sorted(set(checked.recipients) - carried))}",
+                )
+        return checked.recipients
+
+    def _route_status(self, checked: Checked) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(agencies the status travels to, agencies whose latest status it records)."""
+        if checked.status_code == "13":  # the original sender takes the document back
+            carried = tuple(sorted(self._carried(checked.sender, checked.document_id)))
+            if not carried:
+                raise RoutingRefused(
+                    "status.unknown_document",
+                    f"{checked.sender} sent no document {checked.document_id} through this axis",
+                )
+            return carried, carried
+        original_sender = checked.answers or checked.document_id.split(",", 1)[0]
+        if checked.sender not in self._carried(original_sender, checked.document_id):
+            raise RoutingRefused(
+                "status.unknown_document",
+                f"this axis carried no document {checked.document_id} from {original_sender} to {checked.sender}",
+            )
+        self._check_recipients((original_sender,))
+        return (original_sender,), (checked.sender,)
+
+    def _check_backlog(self, recipients: Iterable[str]) -> None:
+        for organ_id in recipients:
+            waiting = self.store.backlog(organ_id)
+            if waiting >= self.backlog_cap:
+                raise RequestRefused(
+                    "request.recipient_busy",
+                    f"{waiting} packages already wait for {organ_id}; send again later",
+                    retry_after=60,
+                    recipient=organ_id,
+                )
+
+    # ------------------------------------------------------------ outcomes
+
+    def delivered(self, delivery: Delivery, acknowledgement: bytes = b"") -> bool:
+        """The recipient has the package: ``delivered`` once, then the signed receipt for the sender."""
+        if not self.queue.ack(delivery.id, hashlib.sha256(acknowledgement).hexdigest()):
+            return False
+        self.issue_receipt(delivery.id)
+        return True
+
+    def attempt_failed(self, delivery: Delivery, error: str) -> str:
+        """A push attempt failed: retry later, or (past the TTL) a dead letter with a ``failed`` receipt."""
+        state = self.queue.fail(delivery, error)
+        if state == "expired":
+            self.issue_receipt(delivery.id)
+        return state
+
+    def housekeeping(self) -> tuple[list[int], list[int]]:
+        """Stale leases back to the queue; expired deliveries become dead letters with receipts."""
+        released, expired = self.queue.housekeeping()
+        if expired:
+            self.issue_missing_receipts()
+        return released, expired
+
+    def issue_missing_receipts(self) -> int:
+        """Receipts owed for deliveries that ended while the axis was stopping or crashing."""
+        count = 0
+        while batch := self.store.missing_receipts():
+            for delivery in batch:
+                self.issue_receipt(delivery.id)
+                count += 1
+        return count
+
+    def issue_receipt(self, delivery_id: int) -> None:
+        """Sign the ``delivered`` or ``failed`` receipt of one delivery, store it and queue it for the
+        sender (receipts about receipts are not made)."""
+        delivery = self.store.delivery(delivery_id)
+        message = self.store.message(delivery.message_id) if delivery else None
+        if delivery is None or message is None or message.kind == "receipt":
+            return
+        kind = {"delivered": "delivered", "expired": "failed"}.get(delivery.state)
+        if kind is None:
+            return
+        at = self._now()
+        xml = receipts.sign(
+            receipts.Receipt(
+                kind=kind,
+                message_id=message.id,
+                package_kind=message.kind,
+                document_id=message.document_id,
+                package_sha256=message.sha256,
+                sender=message.sender,
+                recipients=(delivery.recipient,),
+                time=at.isoformat(),
+                acknowledgement_sha256=delivery.ack_sha256 if kind == "delivered" else None,
+                reason=(delivery.last_error or "time-to-live passed") if kind == "failed" else None,
+            ),
+            self.key,
+            self.certificate,
+        )
+        digest = self.store.blobs.put(xml)
+        forward = NewMessage(
+            id=str(uuid.uuid4()),
+            kind="receipt",
+            sender=AXIS_SENDER,
+            document_id=message.document_id,
+            sha256=digest,
+            size=len(xml),
+            recipients=(message.sender,),
+            accepted_at=at.isoformat(),
+        )
+        now = self.queue.clock()
+        self.store.add_receipt(
+            message.id, kind, delivery.recipient, xml, at.isoformat(), forward, now, now + self.queue.policy.ttl
+        )
+        self.on_queued((message.sender,))

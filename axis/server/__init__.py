@@ -1,0 +1,1 @@
+"""The HTTP server (aiohttp): the only layer that imports it."""

@@ -1,0 +1,451 @@
+"""The HTTP API of DESIGN.md on aiohttp: routes, authentication, limits and error mapping.
+
+Every caller sends ``Authorization: Bearer TOKEN``: an endpoint's token (it may send for, and read
+the inboxes of, the agencies it was granted), or an ``admin`` or ``auditor`` role token. Admins
+write the registry and requeue dead letters; auditors (and admins) read every message, receipt,
+trail and the statistics. ``/v1/axis/certificate``, ``/v1/openapi.json``, ``/healthz``,
+``/readyz`` and ``/metrics`` need no token. A message an endpoint may not see is answered 404, as
+if it did not exist, so message ids cannot be probed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from axis.errors import AxisError, RequestRefused, RoutingRefused, StoreError
+from axis.registry import token_hash
+from axis.server.metrics import Labels
+from axis.server.problems import problem
+from axis.server.runtime import Axis
+from axis.store import Endpoint, Message
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+XML_TYPES = ("application/xml", "text/xml")
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/v1/axis/certificate", "/v1/openapi.json")
+AXIS: web.AppKey[Axis] = web.AppKey("axis", Axis)
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str
+    """``endpoint``, ``admin`` or ``auditor``."""
+    name: str
+    endpoint: Endpoint | None = None
+
+
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(body, ensure_ascii=False, default=str).encode(),
+        content_type="application/json",
+    )
+
+
+def _axis(request: web.Request) -> Axis:
+    return request.app[AXIS]
+
+
+def _principal(request: web.Request) -> Principal:
+    principal: Principal = request[PRINCIPAL]
+    return principal
+
+
+def _peer_fingerprint(request: web.Request) -> str | None:
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    return hashlib.sha256(der).hexdigest() if der else None
+
+
+async def _authenticate(request: web.Request) -> Principal:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise RequestRefused("auth.missing", "send `Authorization: Bearer TOKEN` (an endpoint or role token)")
+    digest = token_hash(token.strip())
+    store = _axis(request).store
+    endpoint = await asyncio.to_thread(store.endpoint_by_token, digest)
+    if endpoint is not None:
+        if endpoint.client_cert_fingerprint and endpoint.client_cert_fingerprint != _peer_fingerprint(request):
+            raise RequestRefused(
+                "auth.client_certificate",
+                f"endpoint {endpoint.name!r} must connect with its registered TLS client certificate",
+            )
+        return Principal("endpoint", endpoint.name, endpoint)
+    role = await asyncio.to_thread(store.role_by_token, digest)
+    if role is None:
+        raise RequestRefused("auth.invalid", "the token is unknown or revoked")
+    return Principal(role, role)
+
+
+def require(*roles: str) -> Callable[[Handler], Handler]:
+    """Only these roles may call the handler (403 for the others)."""
+
+    def decorate(handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            principal = _principal(request)
+            if principal.role not in roles:
+                raise RequestRefused(
+                    "auth.forbidden", f"this needs the {' or '.join(roles)} role; the token is {principal.role}'s"
+                )
+            return await handler(request)
+
+        guarded.__name__ = handler.__name__
+        return guarded
+
+    return decorate
+
+
+@web.middleware
+async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Draining, authentication, problem+json for every refusal, metrics."""
+    axis = _axis(request)
+    started = time.perf_counter()
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    try:
+        if axis.draining and request.path not in ("/healthz", "/metrics"):
+            raise RequestRefused("request.shutting_down", "the axis is shutting down; retry shortly", retry_after=5)
+        if request.path not in OPEN_PATHS:
+            request[PRINCIPAL] = await _authenticate(request)
+        response = await handler(request)
+    except AxisError as error:
+        response = problem(error)
+        axis.metrics.count("axis_refusals_total", "Requests refused, by code.", code=error.code)
+    except web.HTTPException as error:  # aiohttp's own refusals: unknown path, wrong method, body too big
+        response = problem(_http_refusal(error))
+        response.set_status(error.status)
+    axis.metrics.observe(time.perf_counter() - started, route=route)
+    axis.metrics.count(
+        "axis_http_requests_total", "API requests, by route and status.", route=route, status=str(response.status)
+    )
+    return response
+
+
+def _http_refusal(error: web.HTTPException) -> RequestRefused:
+    if error.status == 404:
+        return RequestRefused("request.not_found", f"no such path; see /v1/openapi.json ({error.reason})")
+    if error.status == 405:
+        return RequestRefused("request.method_not_allowed", "this path does not take that method")
+    if error.status == 413:
+        return RequestRefused("request.too_large", "the body is larger than the axis accepts")
+    return RequestRefused("request.invalid", error.reason or "the request was refused")
+
+
+# ---------------------------------------------------------------- submission
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestRefused("request.too_large", f"the body is {request.content_length} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(1 << 20):
+        size += len(chunk)
+        if size > limit:
+            raise RequestRefused("request.too_large", f"the body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _require_xml(request: web.Request) -> None:
+    if request.content_type not in XML_TYPES:
+        raise RequestRefused(
+            "request.unsupported_media_type",
+            f"send the edXML package as Content-Type: application/xml (not {request.content_type or 'nothing'})",
+        )
+
+
+def _check_disk(axis: Axis, incoming: int) -> None:
+    free = shutil.disk_usage(axis.settings.data).free
+    if free - incoming < axis.settings.server.min_free_disk:
+        raise RequestRefused(
+            "request.disk_full",
+            "the axis is nearly out of disk space and accepts no packages until an operator frees some",
+            retry_after=300,
+        )
+
+
+async def _submit(axis: Axis, endpoint: Endpoint, data: bytes) -> tuple[dict[str, Any], bool]:
+    _check_disk(axis, len(data))
+    at = datetime.now(UTC)
+    checked = await axis.pool.check(data, at)
+    try:
+        acceptance = await asyncio.to_thread(axis.router.accept, checked, data, endpoint)
+    except (OSError, StoreError) as error:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC or "disk is full" in str(error):
+            raise RequestRefused("request.disk_full", "the axis ran out of disk space; nothing was stored") from None
+        raise
+    outcome = "accepted" if acceptance.created else "duplicate"
+    axis.metrics.count("axis_submissions_total", "Packages accepted or resubmitted.", outcome=outcome, kind=checked.kind)
+    return acceptance.as_json(), acceptance.created
+
+
+@require("endpoint")
+async def submit(request: web.Request) -> web.Response:
+    axis = _axis(request)
+    _require_xml(request)
+    data = await _read_body(request, axis.settings.server.max_package)
+    endpoint = _principal(request).endpoint
+    assert endpoint is not None
+    body, created = await _submit(axis, endpoint, data)
+    return json_response(body, 202 if created else 200)
+
+
+# ---------------------------------------------------------------- inbox, fetch, ack
+
+
+def _agencies(request: web.Request, endpoint: Endpoint) -> tuple[str, ...]:
+    wanted = request.query.get("agency")
+    if wanted is None:
+        return endpoint.agencies
+    if wanted not in endpoint.agencies:
+        raise RequestRefused("auth.forbidden", f"endpoint {endpoint.name!r} does not act for {wanted}")
+    return (wanted,)
+
+
+def _number(request: web.Request, name: str, default: float, low: float, high: float) -> float:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise RequestRefused("request.invalid", f"{name} must be a number, not {text!r}") from None
+    if not low <= value <= high:
+        raise RequestRefused("request.invalid", f"{name} must be between {low:g} and {high:g}")
+    return value
+
+
+@require("endpoint")
+async def inbox(request: web.Request) -> web.Response:
+    axis = _axis(request)
+    endpoint = _principal(request).endpoint
+    assert endpoint is not None
+    agencies = _agencies(request, endpoint)
+    page = axis.settings.server.inbox_page
+    limit = int(_number(request, "limit", page, 1, page))
+    wait = _number(request, "wait", 0, 0, axis.settings.server.max_wait)
+    deadline = time.monotonic() + wait
+    while True:
+        events = [axis.waiters.event(a) for a in agencies]  # before the query: no wake-up is missed
+        items = await asyncio.to_thread(axis.store.inbox, agencies, limit)
+        remaining = deadline - time.monotonic()
+        if items or remaining <= 0 or axis.draining:
+            break
+        waits = [asyncio.ensure_future(e.wait()) for e in {id(e): e for e in events}.values()]
+        waits.append(asyncio.ensure_future(axis.waiters.closing.wait()))
+        _, pending = await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        for future in pending:
+            future.cancel()
+    return json_response(
+        {
+            "items": [
+                {
+                    "message_id": i.message.id,
+                    "kind": i.message.kind,
+                    "sender": i.message.sender,
+                    "recipient": i.delivery.recipient,
+                    "document_id": i.message.document_id,
+                    "sha256": i.message.sha256,
+                    "size": i.message.size,
+                    "accepted_at": i.message.accepted_at,
+                }
+                for i in items
+            ]
+        }
+    )
+
+
+async def _visible_message(request: web.Request) -> Message:
+    """The message named in the path, if this caller may see it (else 404, as if it did not exist)."""
+    axis = _axis(request)
+    message_id = request.match_info["message_id"]
+    message = await asyncio.to_thread(axis.store.message, message_id)
+    principal = _principal(request)
+    if message is not None and principal.endpoint is not None:
+        agencies = set(principal.endpoint.agencies)
+        recipients = {d.recipient for d in await asyncio.to_thread(axis.store.deliveries_of, message_id)}
+        if message.sender not in agencies and not recipients & agencies:
+            message = None
+    if message is None:
+        raise RoutingRefused("message.not_found", f"no message {message_id} is visible to this token")
+    return message
+
+
+@require("endpoint", "admin", "auditor")
+async def fetch(request: web.Request) -> web.Response:
+    axis = _axis(request)
+    message = await _visible_message(request)
+    data = await asyncio.to_thread(axis.store.blobs.get, message.sha256)
+    return web.Response(
+        body=data,
+        content_type="application/xml",
+        headers={"X-Axis-Sha256": message.sha256, "X-Axis-Kind": message.kind, "X-Axis-Sender": message.sender},
+    )
+
+
+@require("endpoint")
+async def ack(request: web.Request) -> web.Response:
+    """The recipient has the package. An optional body is its signed status 01 (arrived), which
+    travels to the sender like any status; its SHA-256 goes into the ``delivered`` receipt."""
+    axis = _axis(request)
+    endpoint = _principal(request).endpoint
+    assert endpoint is not None
+    message = await _visible_message(request)
+    agencies = set(_agencies(request, endpoint))
+    mine = [d for d in await asyncio.to_thread(axis.store.deliveries_of, message.id) if d.recipient in agencies]
+    if not mine:
+        raise RoutingRefused("message.not_found", f"message {message.id} is not addressed to {', '.join(sorted(agencies))}")
+    data = await _read_body(request, axis.settings.server.max_package)
+    status = None
+    if data:
+        _require_xml(request)
+        status, _ = await _submit(axis, endpoint, data)
+    acknowledged = []
+    for delivery in mine:
+        if delivery.state == "expired":
+            raise StoreError(
+                "store.invalid_transition",
+                f"the delivery of {message.id} to {delivery.recipient} expired; an administrator must requeue it",
+            )
+        await asyncio.to_thread(axis.router.delivered, delivery, data)
+        acknowledged.append(delivery.recipient)
+    axis.metrics.count("axis_deliveries_total", "Delivery outcomes.", len(acknowledged), outcome="delivered")
+    return json_response({"message_id": message.id, "acknowledged": acknowledged, "status": status})
+
+
+@require("endpoint", "admin", "auditor")
+async def message_receipts(request: web.Request) -> web.Response:
+    axis = _axis(request)
+    message = await _visible_message(request)
+    rows = await asyncio.to_thread(axis.store.receipts, message.id)
+    return json_response({"items": [{"kind": k, "recipient": r, "xml": x.decode()} for k, r, x in rows]})
+
+
+def _delivery_json(d: Any) -> dict[str, Any]:
+    row = asdict(d)
+    for key in ("created_at", "due_at", "expires_at", "lease_deadline", "delivered_at"):
+        if row[key] is not None:
+            row[key] = datetime.fromtimestamp(row[key], UTC).isoformat()
+    return row
+
+
+@require("endpoint", "admin", "auditor")
+async def trail(request: web.Request) -> web.Response:
+    axis = _axis(request)
+    message = await _visible_message(request)
+    deliveries = await asyncio.to_thread(axis.store.deliveries_of, message.id)
+    events = await asyncio.to_thread(axis.store.trail, message.id)
+    statuses = await asyncio.to_thread(axis.store.statuses, message.document_id) if message.kind == "document" else []
+    return json_response(
+        {
+            "message": asdict(message),
+            "deliveries": [_delivery_json(d) for d in deliveries],
+            "statuses": statuses,
+            "events": events,
+        }
+    )
+
+
+# ---------------------------------------------------------------- open endpoints
+
+
+async def certificate(request: web.Request) -> web.Response:
+    return web.Response(body=_axis(request).certificate_pem, content_type="application/x-pem-file")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    axis = _axis(request)
+    if axis.draining:
+        raise RequestRefused("request.shutting_down", "the axis is shutting down", retry_after=5)
+    await asyncio.to_thread(axis.store.agency, "")  # the database answers
+    _check_disk(axis, 0)
+    return json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    axis = _axis(request)
+    counts = await asyncio.to_thread(axis.store.delivery_counts)
+    gauges: dict[str, tuple[str, dict[Labels, float]]] = {
+        "axis_deliveries": ("Deliveries by state.", {(("state", s),): float(n) for s, n in counts.items()}),
+        "axis_verifier_pools_replaced": ("Verification pools replaced after a timeout or crash.", {(): float(axis.pool.replaced)}),
+        "axis_draining": ("1 while the axis shuts down.", {(): float(axis.draining)}),
+    }
+    return web.Response(text=axis.metrics.render(gauges), content_type="text/plain", charset="utf-8")
+
+
+@cache
+def _openapi() -> bytes:
+    text = resources.files("axis.server").joinpath("openapi.yaml").read_text(encoding="utf-8")
+    return json.dumps(yaml.safe_load(text), ensure_ascii=False).encode()
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=_openapi(), content_type="application/json")
+
+
+# ---------------------------------------------------------------- statistics
+
+
+@require("admin", "auditor")
+async def stats(request: web.Request) -> web.Response:
+    axis = _axis(request)
+    today = datetime.now(UTC).date()
+
+    def day(name: str, default: Any) -> Any:
+        text = request.query.get(name)
+        try:
+            return datetime.strptime(text, "%Y-%m-%d").date() if text else default  # noqa: DTZ007 (a date)
+        except ValueError:
+            raise RequestRefused("request.invalid", f"{name} must be a date YYYY-MM-DD, not {text!r}") from None
+
+    start, end = day("from", today - timedelta(days=30)), day("to", today + timedelta(days=1))
+    period = request.query.get("period", "all")
+    widths = {"day": 10, "month": 7, "all": 0}
+    if period not in widths:
+        raise RequestRefused("request.invalid", "period must be day, month or all")
+    rows = await asyncio.to_thread(
+        axis.store.stats, start.isoformat(), end.isoformat(), widths[period], today.strftime("%Y/%m/%d")
+    )
+    return json_response({"from": start.isoformat(), "to": end.isoformat(), "period": period, "items": rows})
+
+
+def build_app(axis: Axis) -> web.Application:
+    from axis.server import admin
+
+    # The submit route reads its own body with the configured limit; other bodies are small.
+    app = web.Application(middlewares=[middleware], client_max_size=axis.settings.server.max_package)
+    app[AXIS] = axis
+    app.router.add_post("/v1/messages", submit)
+    app.router.add_get("/v1/inbox", inbox)
+    app.router.add_get("/v1/messages/{message_id}", fetch)
+    app.router.add_post("/v1/messages/{message_id}/ack", ack)
+    app.router.add_get("/v1/messages/{message_id}/receipts", message_receipts)
+    app.router.add_get("/v1/messages/{message_id}/trail", trail)
+    app.router.add_get("/v1/axis/certificate", certificate)
+    app.router.add_get("/v1/stats", stats)
+    app.router.add_get("/v1/openapi.json", openapi)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    admin.add_routes(app)
+    return app

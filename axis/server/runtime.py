@@ -1,0 +1,231 @@
+"""The running axis: every component opened from the configuration, and its lifecycle.
+
+``Axis.open`` builds store, registry, queue, verification pool, router and push dispatcher;
+``serve`` runs the HTTP API until SIGTERM/SIGINT, then stops in this order: refuse new requests
+(503, ``/readyz`` fails), finish requests and push attempts in flight (up to ``shutdown_grace``),
+stop the workers, close the store. A restart recovers everything: leases held when the process
+died return to the queue, and receipts owed for deliveries that ended are issued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import ssl
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aiohttp
+from aiohttp import web
+
+from axis import config, keystore, pki
+from axis.delivery import Dispatcher
+from axis.queue import Queue, QueuePolicy
+from axis.registry import Registry
+from axis.router import Router
+from axis.server.metrics import Metrics
+from axis.store import SQLiteStore
+from axis.workers import VerifierPool
+
+log = logging.getLogger("axis.server")
+KEY_PASSPHRASE = "AXIS_KEY_PASSPHRASE"  # noqa: S105 (the variable's name, not a secret)
+
+
+class Waiters:
+    """Long-polls waiting for an agency's inbox; woken when the router queues something for it."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+        self.closing = asyncio.Event()
+
+    def event(self, agency: str) -> asyncio.Event:
+        return self._events.setdefault(agency, asyncio.Event())
+
+    def notify(self, agencies: Iterable[str]) -> None:
+        for agency in agencies:
+            event = self._events.pop(agency, None)
+            if event is not None:
+                event.set()
+
+
+@dataclass
+class Axis:
+    settings: config.Config
+    store: SQLiteStore
+    registry: Registry
+    queue: Queue
+    router: Router
+    pool: VerifierPool
+    certificate_pem: bytes
+    metrics: Metrics = field(default_factory=Metrics)
+    waiters: Waiters = field(default_factory=Waiters)
+    dispatcher: Dispatcher | None = None
+    draining: bool = False
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def open(cls, settings: config.Config) -> Axis:
+        store = SQLiteStore(settings.data)
+        keys = keystore.KeyStore(settings.keys)
+        passphrase = os.environ.get(KEY_PASSPHRASE)
+        key = keystore.read_private_key(keys.axis_key, passphrase.encode() if passphrase else None)
+        certificate = keystore.read_certificates(keys.axis_certificate)[0]
+        d = settings.delivery
+        queue = Queue(
+            store,
+            QueuePolicy(
+                ttl=d.ttl, backoff_initial=d.backoff_initial, backoff_max=d.backoff_max, jitter=d.jitter, lease=d.lease
+            ),
+        )
+        router = Router(queue, key, certificate, backlog_cap=settings.server.recipient_backlog)
+        pool = VerifierPool(
+            settings.trust, workers=settings.server.verify_workers or None, timeout=settings.server.verify_timeout
+        )
+        axis = cls(
+            settings=settings,
+            store=store,
+            registry=Registry(store, lambda: keystore.read_trust(settings.trust)),
+            queue=queue,
+            router=router,
+            pool=pool,
+            certificate_pem=pki.certificate_pem(certificate),
+        )
+        router.on_queued = axis.queued
+        return axis
+
+    def queued(self, agencies: Iterable[str]) -> None:
+        """Called by the router from worker threads: wake long-polls and the dispatcher on the loop."""
+        loop, names = self._loop, tuple(agencies)
+        if loop is None or loop.is_closed():
+            return
+
+        def wake() -> None:
+            self.waiters.notify(names)
+            if self.dispatcher is not None:
+                self.dispatcher.wake(names)
+
+        loop.call_soon_threadsafe(wake)
+
+    def recover(self) -> None:
+        """One axis node per store: every lease in it was held by a previous run of this process."""
+        released = self.store.release_stale_leases(math.inf)
+        issued = self.router.issue_missing_receipts()
+        if released or issued:
+            log.info("recovered %d leased deliveries, issued %d owed receipts", len(released), issued)
+
+    async def housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.delivery.housekeeping)
+            try:
+                released, expired = await asyncio.to_thread(self.router.housekeeping)
+            except Exception:
+                log.exception("housekeeping failed")
+                continue
+            if expired:
+                self.metrics.count("axis_deliveries_total", "Delivery outcomes.", len(expired), outcome="expired")
+            if released:
+                self.metrics.count("axis_leases_released_total", "Leases that outlived their deadline.", len(released))
+
+    def close(self) -> None:
+        self.pool.close()
+        self.store.close()
+
+
+def _ssl_context(server: config.Server) -> ssl.SSLContext | None:
+    if server.tls_certificate is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(server.tls_certificate, server.tls_key)
+    if server.client_ca is not None:
+        context.load_verify_locations(server.client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def push_client(timeout: float) -> tuple[aiohttp.ClientSession, Callable[..., object]]:
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
+
+    async def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        try:
+            async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
+                return response.status, await response.content.read(64 * 1024)
+        except aiohttp.ClientError as error:
+            raise OSError(str(error)) from None
+
+    return session, post
+
+
+@dataclass
+class Running:
+    """A started axis: its URL, and ``stop`` for the orderly shutdown."""
+
+    axis: Axis
+    url: str
+    runner: web.AppRunner
+    session: aiohttp.ClientSession
+    background: list[asyncio.Task[None]]
+
+    async def stop(self) -> None:
+        """Refuse new work, finish what is in flight, release the rest, close everything."""
+        axis = self.axis
+        axis.draining = True
+        axis.waiters.closing.set()
+        if axis.dispatcher is not None:
+            await axis.dispatcher.stop()
+        await self.runner.cleanup()
+        for task in self.background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.session.close()
+        await asyncio.to_thread(axis.close)
+
+
+async def start(settings: config.Config, host: str | None = None, port: int | None = None) -> Running:
+    """Open the axis from its configuration, recover, and start listening and delivering."""
+    from axis.server.app import build_app
+
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(64, "axis-io"))  # store calls block; let commits group
+    axis = await asyncio.to_thread(Axis.open, settings)
+    axis._loop = loop
+    await asyncio.to_thread(axis.pool.warm_up)
+    await asyncio.to_thread(axis.recover)
+    session, post = push_client(settings.delivery.push_timeout)
+    axis.dispatcher = Dispatcher(axis.router, post, concurrency=settings.delivery.push_concurrency)  # type: ignore[arg-type]
+    runner = web.AppRunner(build_app(axis), shutdown_timeout=settings.server.shutdown_grace, access_log=None)
+    await runner.setup()
+    context = _ssl_context(settings.server)
+    site = web.TCPSite(
+        runner, host or settings.server.host, settings.server.port if port is None else port, ssl_context=context
+    )
+    await site.start()
+    address = runner.addresses[0]
+    background = [
+        asyncio.create_task(axis.dispatcher.run(), name="dispatcher"),
+        asyncio.create_task(axis.housekeeping(), name="housekeeping"),
+    ]
+    url = f"{'https' if context else 'http'}://{address[0]}:{address[1]}"
+    return Running(axis, url, runner, session, background)
+
+
+async def serve(settings: config.Config, host: str | None = None, port: int | None = None) -> None:
+    """Run the axis until SIGTERM or SIGINT; one JSON line on stdout says where it listens."""
+    running = await start(settings, host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(json.dumps({"event": "listening", "url": running.url, "pid": os.getpid()}), flush=True)
+    await stop.wait()
+    print(json.dumps({"event": "stopping", "at": datetime.now(UTC).isoformat()}), flush=True)
+    await running.stop()
+    print(json.dumps({"event": "stopped", "at": datetime.now(UTC).isoformat()}), flush=True)

@@ -1,0 +1,196 @@
+"""The path of a package over real HTTP: submit, push and pull delivery, receipts, statuses."""
+
+from __future__ import annotations
+
+import hashlib
+
+import aiohttp
+import pytest
+
+from adapters.demo import CAO_BANG, NGHE_AN, VPCP
+from axis import keystore, pki, receipts
+from axis.server.runtime import start
+from tests.server.conftest import G22, H14, H41, Client, Network, Receiver, eventually, free_port
+
+
+def verify_receipt(network: Network, xml: str | bytes, kind: str) -> receipts.Receipt:
+    data = xml.encode() if isinstance(xml, str) else xml
+    axis_cert = keystore.read_certificates(network.keys.axis_certificate)[0]
+    verified = receipts.verify(data, keystore.read_trust(network.settings.trust), frozenset({pki.fingerprint(axis_cert)}))
+    assert verified.receipt.kind == kind
+    return verified.receipt
+
+
+async def test_document_round_trip_push_and_pull(network: Network, session: aiohttp.ClientSession) -> None:
+    receiver = Receiver(free_port())
+    await receiver.start()
+    sender_token = network.endpoint("vpcp-software", [G22])
+    pull_token = network.endpoint("nghe-an-platform", [H41])
+    network.endpoint("cao-bang-push", [H14], receiver.url)
+    axis = await start(network.settings)
+    try:
+        sender, puller = Client(session, axis.url, sender_token), Client(session, axis.url, pull_token)
+        document = network.document()
+        data = network.sign(document)
+        status, body = await sender.submit(data)
+        assert status == 202, body
+        assert body["document_id"] == document.document_id and body["recipients"] == [H41, H14]
+        accepted = verify_receipt(network, body["receipt"], "accepted")
+        assert accepted.message_id == body["message_id"]
+        assert accepted.package_sha256 == hashlib.sha256(data).hexdigest()
+        assert accepted.recipients == (H41, H14) and accepted.sender == G22
+
+        # push: the receiving application gets the original bytes
+        await eventually(lambda: receiver.received)
+        headers, pushed = receiver.received[0]
+        assert pushed == data and headers["X-Axis-Message-Id"] == body["message_id"]
+
+        # pull: list (long-poll), fetch the original bytes, acknowledge
+        status, inbox, _ = await puller.request("GET", "/v1/inbox", params={"wait": 5})
+        assert status == 200 and [i["message_id"] for i in inbox["items"]] == [body["message_id"]]
+        item = inbox["items"][0]
+        assert item["kind"] == "document" and item["sender"] == G22 and item["sha256"] == accepted.package_sha256
+        status, fetched, _ = await puller.request("GET", f"/v1/messages/{body['message_id']}")
+        assert status == 200 and fetched == data
+        status, acked, _ = await puller.request("POST", f"/v1/messages/{body['message_id']}/ack")
+        assert status == 200 and acked["acknowledged"] == [H41]
+        status, again, _ = await puller.request("POST", f"/v1/messages/{body['message_id']}/ack")
+        assert status == 200  # acknowledgements are idempotent
+        status, inbox, _ = await puller.request("GET", "/v1/inbox")
+        assert inbox["items"] == []
+
+        # the sender gets two signed `delivered` receipts in its inbox, and they are listed
+        async def receipts_in_inbox() -> list[dict[str, str]]:
+            _, listing, _ = await sender.request("GET", "/v1/inbox")
+            return [i for i in listing["items"] if i["kind"] == "receipt"]
+
+        items = await eventually(lambda: _two(receipts_in_inbox))
+        for item in items:
+            _, xml, _ = await sender.request("GET", f"/v1/messages/{item['message_id']}")
+            receipt = verify_receipt(network, xml, "delivered")
+            assert receipt.message_id == body["message_id"]
+        status, listed, _ = await sender.request("GET", f"/v1/messages/{body['message_id']}/receipts")
+        kinds = sorted((r["kind"], r["recipient"]) for r in listed["items"])
+        assert kinds == [("accepted", None), ("delivered", H14), ("delivered", H41)]
+        pushed_receipt = next(r for r in listed["items"] if r["recipient"] == H14)
+        assert verify_receipt(network, pushed_receipt["xml"], "delivered").acknowledgement_sha256 == hashlib.sha256(b"ok").hexdigest()
+
+        status, trail, _ = await sender.request("GET", f"/v1/messages/{body['message_id']}/trail")
+        assert status == 200
+        kinds = [e["kind"] for e in trail["events"]]
+        assert kinds[0] == "message.accepted" and kinds.count("delivery.delivered") == 2
+        assert {d["state"] for d in trail["deliveries"]} == {"delivered"}
+    finally:
+        await axis.stop()
+        await receiver.stop()
+
+
+async def _two(listing):  # type: ignore[no-untyped-def]
+    items = await listing()
+    return items if len(items) == 2 else None
+
+
+async def test_resubmission_conflict_and_revision(network: Network, session: aiohttp.ClientSession) -> None:
+    token = network.endpoint("vpcp", [G22])
+    axis = await start(network.settings)
+    try:
+        client = Client(session, axis.url, token)
+        document = network.document()
+        data = network.sign(document)
+        first = await client.submit(data)
+        assert first[0] == 202
+        again = await client.submit(data)
+        assert again == (200, first[1])  # the original receipt, nothing stored again
+        # the same signed content re-serialised (a comment added) is the same package
+        requoted = data.replace(b"<edXMLBody>", b"<!-- re-sent --><edXMLBody>", 1)
+        assert requoted != data
+        assert await client.submit(requoted) == (200, first[1])
+        assert axis.axis.store.delivery_counts() == {"queued": 2}
+
+        changed = network.sign(replace_subject(document, "Một nội dung khác"))
+        status, problem = await client.submit(changed)
+        assert status == 409 and problem["code"] == "message.conflict"
+
+        from dataclasses import replace
+
+        from axis import edxml
+
+        update = replace(
+            document,
+            subject="Cập nhật: " + document.subject,
+            bussiness=edxml.Bussiness(document_id=document.document_id, bussiness_doc_type=2, bussiness_doc_reason="Sửa lỗi chính tả", paper=0),
+        )
+        status, body = await client.submit(network.sign(update))
+        assert status == 202, body
+        unknown = replace(update, document_id=f"{G22},{network.now:%Y/%m/%d},999/VPCP-X", bussiness=replace(update.bussiness, document_id=f"{G22},{network.now:%Y/%m/%d},999/VPCP-X"))  # type: ignore[arg-type]
+        status, problem = await client.submit(network.sign(unknown))
+        assert status == 422 and problem["code"] == "message.unknown_reference"
+    finally:
+        await axis.stop()
+
+
+def replace_subject(document, subject):  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    return replace(document, subject=subject)
+
+
+@pytest.mark.parametrize("codes", [("01", "03", "04", "05", "06")])
+async def test_status_round_trip(network: Network, session: aiohttp.ClientSession, codes: tuple[str, ...]) -> None:
+    sender_token = network.endpoint("vpcp", [G22])
+    recipient_token = network.endpoint("nghe-an", [H41])
+    axis = await start(network.settings)
+    try:
+        sender, recipient = Client(session, axis.url, sender_token), Client(session, axis.url, recipient_token)
+        document = network.document(recipients=(NGHE_AN,))
+        status, accepted = await sender.submit(network.sign(document))
+        assert status == 202
+        # the recipient acknowledges with its signed status 01 as the body
+        arrived = network.sign(network.status(document, NGHE_AN, codes[0]))
+        status, ack, _ = await recipient.request("POST", f"/v1/messages/{accepted['message_id']}/ack", data=arrived)
+        assert status == 200, ack
+        assert ack["status"]["recipients"] == [G22]
+        for code in codes[1:]:
+            status, body = await recipient.submit(network.sign(network.status(document, NGHE_AN, code)))
+            assert status == 202, body
+            assert body["recipients"] == [G22]
+        assert axis.axis.store.status(document.document_id, H41) == codes[-1]
+
+        _, inbox, _ = await sender.request("GET", "/v1/inbox", params={"limit": 100})
+        statuses = [i for i in inbox["items"] if i["kind"] == "status"]
+        assert len(statuses) == len(codes) and all(i["sender"] == H41 for i in statuses)
+        for item in statuses:
+            _, xml, _ = await sender.request("GET", f"/v1/messages/{item['message_id']}")
+            assert b"<StatusCode>" in xml
+
+        # a status about a document the axis never carried between these agencies is refused
+        stray = network.document(recipients=(CAO_BANG,))
+        status, problem = await recipient.submit(network.sign(network.status(stray, NGHE_AN, "03")))
+        assert status == 422 and problem["code"] == "status.unknown_document"
+
+        auditor = Client(session, axis.url, network.auditor_token)
+        status, stats, _ = await auditor.request("GET", "/v1/stats")
+        assert status == 200
+        rows = {r["agency"]: r for r in stats["items"]}
+        assert rows[G22]["sent"] == 1 and rows[H41]["received"] == 1 and rows[H41]["delivered"] == 1
+        status, trail, _ = await auditor.request("GET", f"/v1/messages/{accepted['message_id']}/trail")
+        assert trail["statuses"] == [
+            {"recipient": H41, "status_code": codes[-1], "message_id": trail["statuses"][0]["message_id"], "updated_at": trail["statuses"][0]["updated_at"]}
+        ]
+    finally:
+        await axis.stop()
+
+
+async def test_status_13_takes_a_document_back_from_every_recipient(network: Network, session: aiohttp.ClientSession) -> None:
+    sender_token = network.endpoint("vpcp", [G22])
+    axis = await start(network.settings)
+    try:
+        sender = Client(session, axis.url, sender_token)
+        document = network.document()
+        assert (await sender.submit(network.sign(document)))[0] == 202
+        status, body = await sender.submit(network.sign(network.status(document, VPCP, "13")))
+        assert status == 202, body
+        assert sorted(body["recipients"]) == sorted([H41, H14])
+        assert axis.axis.store.status(document.document_id, H14) == "13"
+    finally:
+        await axis.stop()
