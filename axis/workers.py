@@ -6,8 +6,9 @@ takes longer than the timeout is refused (``request.verify_timeout``) and its wo
 the whole pool is replaced, because a stuck process cannot be interrupted any other way.
 Checks that were in flight in the killed pool are run once more in the new one.
 
-Workers are started with ``forkserver``: forking the server itself, which runs threads (the
-group committer, aiohttp's executor), could copy a held lock into the child.
+Workers are started with ``spawn`` (a fresh interpreter): forking the server itself, which runs
+threads (the group committer, aiohttp's executor), could copy a held lock into the child. Each
+worker watches the axis process and exits when it is gone, so a SIGKILLed axis leaves no orphans.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import multiprocessing
 import os
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
@@ -23,6 +25,22 @@ from pathlib import Path
 
 from axis import checking
 from axis.errors import RequestRefused
+
+
+def _watch_parent(pid: int, every: float = 1.0) -> None:
+    """Worker initializer: exit as soon as the axis process ``pid`` no longer exists."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(every)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:  # the pid was reused by a process we may not signal
+                os._exit(0)
+
+    threading.Thread(target=watch, name="axis-parent-watch", daemon=True).start()
 
 
 class VerifierPool:
@@ -36,7 +54,12 @@ class VerifierPool:
         self._executor = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"))
+        return ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_watch_parent,
+            initargs=(os.getpid(),),
+        )
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         with self._lock:
