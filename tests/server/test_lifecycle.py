@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -135,7 +134,7 @@ async def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path: Path, ses
                 n = pending.pop(0)
                 try:
                     status, body = await client.submit(packages[n])
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     unanswered.add(n)
                     continue
                 if status in (200, 202):

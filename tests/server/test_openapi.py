@@ -17,7 +17,6 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jsonschema

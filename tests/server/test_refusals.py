@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -180,5 +179,32 @@ async def test_admin_api_registers_and_requeues(network: Network, session: aioht
         assert (status, body["code"]) == (404, "store.unknown_delivery")
         status, body, _ = await admin.request("GET", "/nowhere")
         assert (status, body["code"]) == (404, "request.not_found")
+    finally:
+        await axis.stop()
+
+
+async def test_every_attack_is_refused_over_http_with_its_code(network: Network, session: aiohttp.ClientSession) -> None:
+    """The attack list of tests/test_attacks.py, built against this axis's CA and sent over HTTP."""
+    from tests.conftest import PKI, Agency
+    from tests.test_attacks import ATTACKS, Context
+
+    token = network.endpoint("vpcp", [G22])
+    document = network.document()
+    context = Context(
+        PKI(network.keys, network.now),
+        Agency(G22, network.root / "agencies" / f"{G22}.key", network.root / "agencies" / f"{G22}.pem"),
+        network.sign(document),
+        document,
+    )
+    axis = await start(network.settings)
+    try:
+        client = Client(session, axis.url, token)
+        wrong = {}
+        for name, build, code in ATTACKS:
+            status, body = await client.submit(build(context))
+            if (status, body.get("code")) != (422 if code != "xml.too_large" else 413, code):
+                wrong[name] = (status, body.get("code"), code)
+        assert wrong == {}
+        assert axis.axis.store.delivery_counts() == {}
     finally:
         await axis.stop()
