@@ -390,6 +390,14 @@ async def metrics(request: web.Request) -> web.Response:
         "axis_verifier_pools_replaced": ("Verification pools replaced after a timeout or crash.", {(): float(axis.pool.replaced)}),
         "axis_draining": ("1 while the axis shuts down.", {(): float(axis.draining)}),
     }
+    if axis.dispatcher is not None:
+        gauges["axis_push_attempts"] = (
+            "Push attempts since start, by outcome.",
+            {
+                (("outcome", "delivered"),): float(axis.dispatcher.delivered),
+                (("outcome", "failed"),): float(axis.dispatcher.failed_attempts),
+            },
+        )
     return web.Response(text=axis.metrics.render(gauges), content_type="text/plain", charset="utf-8")
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
+from datetime import timedelta
 
 import aiohttp
 import pytest
 
 from adapters.demo import CAO_BANG, NGHE_AN, VPCP
-from axis import keystore, pki, receipts
+from axis import edxml, keystore, pki, receipts
 from axis.server.runtime import start
 from tests.server.conftest import G22, H14, H41, Client, Network, Receiver, eventually, free_port
 
@@ -107,13 +109,9 @@ async def test_resubmission_conflict_and_revision(network: Network, session: aio
         assert await client.submit(requoted) == (200, first[1])
         assert axis.axis.store.delivery_counts() == {"queued": 2}
 
-        changed = network.sign(replace_subject(document, "Một nội dung khác"))
+        changed = network.sign(replace(document, subject="Một nội dung khác"))
         status, problem = await client.submit(changed)
         assert status == 409 and problem["code"] == "message.conflict"
-
-        from dataclasses import replace
-
-        from axis import edxml
 
         update = replace(
             document,
@@ -127,12 +125,6 @@ async def test_resubmission_conflict_and_revision(network: Network, session: aio
         assert status == 422 and problem["code"] == "message.unknown_reference"
     finally:
         await axis.stop()
-
-
-def replace_subject(document, subject):  # type: ignore[no-untyped-def]
-    from dataclasses import replace
-
-    return replace(document, subject=subject)
 
 
 @pytest.mark.parametrize("codes", [("01", "03", "04", "05", "06")])
@@ -168,11 +160,20 @@ async def test_status_round_trip(network: Network, session: aiohttp.ClientSessio
         status, problem = await recipient.submit(network.sign(network.status(stray, NGHE_AN, "03")))
         assert status == 422 and problem["code"] == "status.unknown_document"
 
+        # a document past its DueDate that nobody completed is overdue at its recipient
+        late = network.document(recipients=(NGHE_AN,), due_date=f"{network.now - timedelta(days=1):%Y/%m/%d}")
+        assert (await sender.submit(network.sign(late)))[0] == 202
+
         auditor = Client(session, axis.url, network.auditor_token)
         status, stats, _ = await auditor.request("GET", "/v1/stats")
         assert status == 200
         rows = {r["agency"]: r for r in stats["items"]}
-        assert rows[G22]["sent"] == 1 and rows[H41]["received"] == 1 and rows[H41]["delivered"] == 1
+        assert rows[G22]["sent"] == 2 and rows[H41]["received"] == 2 and rows[H41]["delivered"] == 1
+        assert rows[H41]["pending"] == 1 and rows[H41]["overdue"] == 1  # the completed one is not overdue
+        async with session.get(axis.url + "/metrics") as response:
+            text = await response.text()
+        assert 'axis_submissions_total{kind="status",outcome="accepted"}' in text
+        assert 'axis_deliveries{state="queued"}' in text and 'axis_deliveries{state="delivered"} 1' in text
         status, trail, _ = await auditor.request("GET", f"/v1/messages/{accepted['message_id']}/trail")
         assert trail["statuses"] == [
             {"recipient": H41, "status_code": codes[-1], "message_id": trail["statuses"][0]["message_id"], "updated_at": trail["statuses"][0]["updated_at"]}
