@@ -115,7 +115,7 @@ class Axis:
 
     def recover(self) -> None:
         """One axis node per store: every lease in it was held by a previous run of this process."""
-        released = self.store.release_stale_leases(math.inf)
+        released = self.store.release_stale_leases(self.queue.clock(), deadline_before=math.inf)
         issued = self.router.issue_missing_receipts()
         if released or issued:
             log.info("recovered %d leased deliveries, issued %d owed receipts", len(released), issued)

@@ -20,7 +20,8 @@ GENESIS = "0" * 64
 
 
 def canonical(content: Mapping[str, Any]) -> str:
-    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # allow_nan=False: an infinite time would be written as the non-JSON ``Infinity``.
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def chain_hash(previous: str, canonical_content: str) -> str:

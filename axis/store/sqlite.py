@@ -542,14 +542,16 @@ class SQLiteStore:
 
         return list(self.committer.run(operation))
 
-    def release_stale_leases(self, now: float) -> list[int]:
-        """Leases past their deadline (a crashed or stuck worker) return to ``queued``, due now."""
+    def release_stale_leases(self, now: float, deadline_before: float | None = None) -> list[int]:
+        """Leases whose deadline is at or before ``deadline_before`` (default: ``now``; a crashed or
+        stuck worker) return to ``queued``, due now. ``math.inf`` releases every lease."""
+        limit = now if deadline_before is None else deadline_before
 
         def operation(c: sqlite3.Connection) -> list[int]:
             ids = [
                 r[0]
                 for r in c.execute(
-                    "SELECT id FROM deliveries WHERE state = 'leased' AND lease_deadline <= ?", (now,)
+                    "SELECT id FROM deliveries WHERE state = 'leased' AND lease_deadline <= ?", (limit,)
                 )
             ]
             for delivery_id in ids:

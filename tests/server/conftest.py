@@ -135,6 +135,8 @@ class Receiver:
 
     port: int
     answer: int = 200
+    delay: float = 0.0
+    """Seconds each answer takes (keeps pushes in flight, hence leases held)."""
     received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     runner: web.AppRunner | None = None
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -146,6 +148,7 @@ class Receiver:
     async def start(self) -> None:
         async def handle(request: web.Request) -> web.Response:
             body = await request.read()
+            await asyncio.sleep(self.delay)
             if self.answer < 300:
                 self.received.append((dict(request.headers), body))
                 self.arrived.set()

@@ -109,7 +109,7 @@ async def test_draining_axis_answers_503(network: Network, session: aiohttp.Clie
 async def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path: Path, session: aiohttp.ClientSession) -> None:
     port = free_port()
     network = make_network(tmp_path, {"server": {"port": port, "verify_workers": 2}})
-    receiver = Receiver(free_port())
+    receiver = Receiver(free_port(), delay=0.05)  # slow: pushes (and their leases) are in flight at the kill
     await receiver.start()
     token = network.endpoint("vpcp", [G22])
     network.endpoint("cao-bang", [H14], receiver.url)
@@ -155,6 +155,11 @@ async def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path: Path, ses
     assert (await finish(process))[0] == -signal.SIGKILL
     assert unanswered, "the kill should have cut some requests off"
     accepted_before_kill = dict(receipts)
+    store = SQLiteStore(network.settings.data)
+    try:
+        leased_at_kill = store.delivery_counts().get("leased", 0)
+    finally:
+        store.close()
 
     process, url = await launch(network.settings.path)
     try:
@@ -185,4 +190,8 @@ async def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path: Path, ses
         assert store.verify_chain().events > 0
     finally:
         store.close()
-    print(f"crash test: {len(expected)} accepted, {sum(delivered.values()) - len(delivered)} duplicate pushes deduplicated by message id")
+    assert leased_at_kill > 0, "the kill should have left leased deliveries to recover"
+    print(
+        f"crash test: {len(expected)} accepted, {leased_at_kill} leased at the kill, "
+        f"{sum(delivered.values()) - len(delivered)} duplicate pushes deduplicated by message id"
+    )
