@@ -58,10 +58,15 @@ class Network:
     def keys(self) -> keystore.KeyStore:
         return keystore.KeyStore(self.settings.keys)
 
+    loaded: dict[str, tuple[pki.PrivateKey, Any]] = field(default_factory=dict)
+
     def credentials(self, organ_id: str) -> tuple[pki.PrivateKey, Any]:
-        out = self.root / "agencies"
-        key_path, cert_path = out / f"{organ_id}.key", out / f"{organ_id}.pem"
-        return keystore.read_private_key(key_path), keystore.read_certificates(cert_path)[0]
+        """An agency's key and certificate, read once (loading an RSA key checks it: slow)."""
+        if organ_id not in self.loaded:
+            out = self.root / "agencies"
+            key_path, cert_path = out / f"{organ_id}.key", out / f"{organ_id}.pem"
+            self.loaded[organ_id] = keystore.read_private_key(key_path), keystore.read_certificates(cert_path)[0]
+        return self.loaded[organ_id]
 
     def registry(self) -> tuple[Registry, SQLiteStore]:
         store = SQLiteStore(self.settings.data)
