@@ -275,7 +275,9 @@ def endpoint() -> None:
 @click.option("--push-url", help="The axis POSTs packages to this URL.")
 @click.option("--pull", is_flag=True, help="The endpoint polls its inbox instead.")
 @click.option("--client-cert-fingerprint", help="Require this mTLS client certificate (SHA-256).")
-@click.option("--json", "as_json", is_flag=True, help='Print {"token": ...} as JSON.')
+@click.option("--vxp-system-id", help="Also reachable by VXP software (adapters/vxp.py) as this system id (pull only).")
+@click.option("--vxp-admin", is_flag=True, help="The VXP system id may register and delete agencies.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"token": ...} (and "vxp_secret") as JSON.')
 @click.pass_context
 def endpoint_add(
     ctx: click.Context,
@@ -284,18 +286,31 @@ def endpoint_add(
     push_url: str | None,
     pull: bool,
     client_cert_fingerprint: str | None,
+    vxp_system_id: str | None,
+    vxp_admin: bool,
     as_json: bool,
 ) -> None:
-    """Create an endpoint and print its bearer token once."""
+    """Create an endpoint and print its bearer token (and VXP secret) once."""
     if bool(push_url) == pull:
         raise click.UsageError("give exactly one of --push-url URL or --pull")
-    created, token = _registry(ctx).add_endpoint(name, list(agencies), push_url, client_cert_fingerprint)
+    if vxp_system_id is not None and not pull:
+        raise click.UsageError("a VXP system id needs --pull: VXP software polls for its documents")
+    registry = _registry(ctx)
+    shown: dict[str, str] = {}
+    if vxp_system_id is not None:
+        box = keystore.SecretBox.at(keystore.KeyStore(config.load(ctx.find_root().obj).keys).secrets)
+        created, token, secret = registry.add_vxp_endpoint(name, list(agencies), vxp_system_id, box, admin=vxp_admin)
+        shown = {"token": token, "vxp_secret": secret}
+    else:
+        created, token = registry.add_endpoint(name, list(agencies), push_url, client_cert_fingerprint)
+        shown = {"token": token}
     if as_json:
-        click.echo(json.dumps({"token": token}))
+        click.echo(json.dumps(shown))
         return
     click.echo(f"endpoint {created.name} ({created.mode}) for {', '.join(created.agencies)}")
-    click.echo(f"token    {token}")
-    click.echo("The token is shown once; only its hash is stored.", err=True)
+    for label, value in shown.items():
+        click.echo(f"{label:<10} {value}")
+    click.echo("Shown once: the token is stored only as a hash, the VXP secret only sealed.", err=True)
 
 
 @endpoint.command("list")

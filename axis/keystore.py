@@ -14,6 +14,7 @@ atomically (write, fsync, rename). Nothing here logs or prints key material.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import string
 import tempfile
@@ -22,6 +23,8 @@ from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from axis import pki
 from axis.errors import CertificateRefused, KeyStoreError
@@ -30,8 +33,8 @@ from axis.identifiers import organ_id as check_organ_id
 CA_NAME = "axis development CA (stands in for the state CA)"
 
 
-def write_private_key(path: Path, key: pki.PrivateKey, passphrase: bytes | None = None) -> None:
-    """Create ``path`` with mode 0600 (refusing to overwrite) and write the PEM key into it."""
+def write_secret(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600 (refusing to overwrite) and write ``data`` durably."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -40,9 +43,44 @@ def write_private_key(path: Path, key: pki.PrivateKey, passphrase: bytes | None 
             "keystore.exists", f"{path} already exists; refusing to overwrite a private key"
         ) from None
     with os.fdopen(fd, "wb") as handle:
-        handle.write(pki.key_pem(key, passphrase))
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def write_private_key(path: Path, key: pki.PrivateKey, passphrase: bytes | None = None) -> None:
+    """Create ``path`` with mode 0600 (refusing to overwrite) and write the PEM key into it."""
+    write_secret(path, pki.key_pem(key, passphrase))
+
+
+class SecretBox:
+    """Seals shared secrets the axis must read back (VXP HMAC secrets) with AES-256-GCM under a key
+    kept in the key store (``secrets.key``, 0600), so the database alone does not reveal them.
+    The context (a system id) is bound as associated data: a sealed secret cannot be moved to
+    another system id."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+
+    @classmethod
+    def at(cls, path: Path) -> SecretBox:
+        """The box of the key file at ``path``, created (0600) on first use."""
+        if not path.exists():
+            with contextlib.suppress(KeyStoreError):  # created meanwhile by another process
+                write_secret(path, AESGCM.generate_key(bit_length=256))
+        return cls(_read(path, "secrets key"))
+
+    def seal(self, secret: bytes, context: str) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, secret, context.encode())
+
+    def open(self, sealed: bytes, context: str) -> bytes:
+        try:
+            return self._aead.decrypt(sealed[:12], sealed[12:], context.encode())
+        except InvalidTag:
+            raise KeyStoreError(
+                "keystore.secret_unreadable", f"the sealed secret of {context} does not open with this key store"
+            ) from None
 
 
 def write_public(path: Path, data: bytes) -> None:
@@ -133,6 +171,10 @@ class KeyStore:
     @property
     def axis_certificate(self) -> Path:
         return self.root / "axis.pem"
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / "secrets.key"
 
     @property
     def issued(self) -> Path:

@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from axis import pki
 from axis.errors import IdentifierError, StoreError
 from axis.identifiers import organ_id as check_organ_id
-from axis.store import Agency, CertificateRecord, Endpoint, Store
+from axis.keystore import SecretBox
+from axis.store import Agency, CertificateRecord, Endpoint, Store, VxpCredential
 
 ROLES = ("admin", "auditor")
 
@@ -115,6 +116,26 @@ class Registry:
         client_cert_fingerprint: str | None = None,
     ) -> tuple[Endpoint, str]:
         """Create an endpoint; returns it with its bearer token, which is never shown again."""
+        endpoint, token = self._new_endpoint(name, agencies, push_url, client_cert_fingerprint)
+        self.store.add_endpoint(endpoint, token_hash(token))
+        return endpoint, token
+
+    def add_vxp_endpoint(
+        self, name: str, agencies: list[str], system_id: str, box: SecretBox, *, admin: bool = False
+    ) -> tuple[Endpoint, str, str]:
+        """A pull endpoint that old VXP software also reaches through its system id and a shared
+        HMAC secret (sealed in the store). Returns the endpoint, its token and the secret: shown once."""
+        if not system_id.strip() or len(system_id) > 100:
+            raise StoreError("store.bad_endpoint", "a VXP system id is 1 to 100 characters")
+        endpoint, token = self._new_endpoint(name, agencies, None, None)
+        secret = new_token()
+        credential = VxpCredential(system_id, box.seal(secret.encode(), system_id), "admin" if admin else "endpoint")
+        self.store.add_endpoint(endpoint, token_hash(token), credential)
+        return endpoint, token, secret
+
+    def _new_endpoint(
+        self, name: str, agencies: list[str], push_url: str | None, client_cert_fingerprint: str | None
+    ) -> tuple[Endpoint, str]:
         if not agencies:
             raise StoreError("store.bad_endpoint", "an endpoint must act for at least one agency")
         if push_url is not None and not push_url.startswith(("https://", "http://")):
@@ -127,9 +148,7 @@ class Registry:
             push_url=push_url,
             client_cert_fingerprint=client_cert_fingerprint,
         )
-        token = new_token()
-        self.store.add_endpoint(endpoint, token_hash(token))
-        return endpoint, token
+        return endpoint, new_token()
 
     def add_role_token(self, role: str, name: str) -> str:
         if role not in ROLES:

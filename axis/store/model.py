@@ -105,3 +105,13 @@ class Delivery:
     delivered_at: float | None = None
     ack_sha256: str | None = None
     last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class VxpCredential:
+    """A VXP system id of an endpoint (adapters/vxp.py): its shared HMAC secret, sealed with the key
+    store's secrets key (never stored in clear), and its role (``endpoint`` or ``admin``)."""
+
+    system_id: str
+    sealed_secret: bytes
+    role: str = "endpoint"

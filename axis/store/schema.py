@@ -171,6 +171,28 @@ SCHEMA_0002 = [
 ]
 
 
+@migrations(name="0003_vxp_credentials")
+def _m0003(db: Database) -> None:
+    for statement in SCHEMA_0003:
+        db.execute(statement)
+
+
+SCHEMA_0003 = [
+    """
+    CREATE TABLE vxp_credentials (
+        system_id     TEXT PRIMARY KEY,
+        endpoint_id   INTEGER NOT NULL UNIQUE REFERENCES endpoints(id),
+        sealed_secret BLOB NOT NULL,
+        role          TEXT NOT NULL DEFAULT 'endpoint' CHECK (role IN ('endpoint', 'admin'))
+    )
+    """,
+    # HMAC signatures already used, kept for the freshness window: a replay is refused even
+    # across a restart.
+    "CREATE TABLE vxp_replays (signature TEXT PRIMARY KEY, seen_at REAL NOT NULL)",
+    "CREATE INDEX vxp_replays_by_time ON vxp_replays(seen_at)",
+]
+
+
 def migrate(db: Database) -> None:
     """Apply every pending migration, each in one transaction with its record."""
     migrations.apply(db)

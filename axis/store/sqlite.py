@@ -30,6 +30,7 @@ from axis.store.model import (
     InboxItem,
     Message,
     NewMessage,
+    VxpCredential,
 )
 
 MESSAGE_ONLY = ("kind", "sender", "document_id", "sha256", "size", "accepted_at", "signed_digest", "due_date")
@@ -198,8 +199,12 @@ class SQLiteStore:
 
     # ------------------------------------------------------------ endpoints and role tokens
 
-    def add_endpoint(self, endpoint: Endpoint, token_hash: str) -> int:
+    def add_endpoint(self, endpoint: Endpoint, token_hash: str, vxp: VxpCredential | None = None) -> int:
         def operation(c: sqlite3.Connection) -> int:
+            if vxp is not None and c.execute(
+                "SELECT 1 FROM vxp_credentials WHERE system_id = ?", (vxp.system_id,)
+            ).fetchone():
+                raise StoreError("store.duplicate", f"VXP system id {vxp.system_id!r} already exists")
             if c.execute("SELECT 1 FROM endpoints WHERE name = ?", (endpoint.name,)).fetchone():
                 raise StoreError("store.duplicate", f"endpoint {endpoint.name!r} already exists")
             for organ_id in endpoint.agencies:
@@ -222,6 +227,11 @@ class SQLiteStore:
                 "INSERT INTO endpoint_agencies (endpoint_id, organ_id) VALUES (?, ?)",
                 [(endpoint_id, organ_id) for organ_id in endpoint.agencies],
             )
+            if vxp is not None:
+                c.execute(
+                    "INSERT INTO vxp_credentials (system_id, endpoint_id, sealed_secret, role) VALUES (?, ?, ?, ?)",
+                    (vxp.system_id, endpoint_id, vxp.sealed_secret, vxp.role),
+                )
             append_event(
                 c,
                 "endpoint.added",
@@ -234,14 +244,14 @@ class SQLiteStore:
 
         return self.committer.run(operation)
 
-    def _endpoint(self, row: sqlite3.Row) -> Endpoint:
+    def _endpoint(self, row: sqlite3.Row | dict[str, Any]) -> Endpoint:
         agencies = tuple(
             r[0]
             for r in self._rows(
                 "SELECT organ_id FROM endpoint_agencies WHERE endpoint_id = ? ORDER BY organ_id", (row["id"],)
             )
         )
-        values = {k: row[k] for k in row.keys() if k != "token_hash"}  # noqa: SIM118
+        values = {k: row[k] for k in row.keys() if k != "token_hash"}  # noqa: SIM118 (sqlite3.Row)
         return Endpoint(agencies=agencies, **values)
 
     def endpoint(self, name: str) -> Endpoint | None:
@@ -262,6 +272,31 @@ class SQLiteStore:
             append_event(c, "endpoint.revoked", name, at)
 
         self.committer.run(operation)
+
+    def vxp_credential(self, system_id: str) -> tuple[Endpoint, VxpCredential] | None:
+        """The active endpoint behind a VXP system id, with its credential."""
+        rows = self._rows(
+            "SELECT e.*, v.sealed_secret, v.role AS vxp_role FROM vxp_credentials v"
+            " JOIN endpoints e ON e.id = v.endpoint_id WHERE v.system_id = ? AND e.status = 'active'",
+            (system_id,),
+        )
+        if not rows:
+            return None
+        row = dict(rows[0])
+        credential = VxpCredential(system_id, bytes(row.pop("sealed_secret")), row.pop("vxp_role"))
+        return self._endpoint(row), credential
+
+    def vxp_replayed(self, signature: str, now: float, window: float) -> bool:
+        """Record a VXP signature; True if it was already used within ``window`` seconds."""
+
+        def operation(c: sqlite3.Connection) -> bool:
+            c.execute("DELETE FROM vxp_replays WHERE seen_at < ?", (now - 2 * window,))
+            if c.execute("SELECT 1 FROM vxp_replays WHERE signature = ?", (signature,)).fetchone():
+                return True
+            c.execute("INSERT INTO vxp_replays (signature, seen_at) VALUES (?, ?)", (signature, now))
+            return False
+
+        return bool(self.committer.run(operation))
 
     def add_role_token(self, token_hash: str, role: str, name: str, at: str) -> None:
         def operation(c: sqlite3.Connection) -> None:
@@ -541,6 +576,24 @@ class SQLiteStore:
             return ids
 
         return list(self.committer.run(operation))
+
+    def give_up(self, delivery_id: int, now: float, error: str) -> bool:
+        """The recipient reported it cannot take the package: ``queued|leased → expired`` now (a
+        dead letter an administrator may requeue). False if it was no longer waiting."""
+
+        def operation(c: sqlite3.Connection) -> bool:
+            row = self._current(c, delivery_id)
+            if row["state"] not in ("queued", "leased"):
+                return False
+            c.execute(
+                "UPDATE deliveries SET state = 'expired', last_error = ?, lease_deadline = NULL, leased_by = NULL"
+                " WHERE id = ?",
+                (error[:500], delivery_id),
+            )
+            append_event(c, "delivery.expired", str(delivery_id), now, error=error[:500])
+            return True
+
+        return bool(self.committer.run(operation))
 
     def release_stale_leases(self, now: float, deadline_before: float | None = None) -> list[int]:
         """Leases whose deadline is at or before ``deadline_before`` (default: ``now``; a crashed or

@@ -144,6 +144,8 @@ class Receiver:
     """Seconds each answer takes (keeps pushes in flight, hence leases held)."""
     received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     runner: web.AppRunner | None = None
+    in_flight: int = 0
+    """Requests being answered right now (each holds a lease in the axis)."""
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -153,7 +155,11 @@ class Receiver:
     async def start(self) -> None:
         async def handle(request: web.Request) -> web.Response:
             body = await request.read()
-            await asyncio.sleep(self.delay)
+            self.in_flight += 1
+            try:
+                await asyncio.sleep(self.delay)
+            finally:
+                self.in_flight -= 1
             if self.answer < 300:
                 self.received.append((dict(request.headers), body))
                 self.arrived.set()

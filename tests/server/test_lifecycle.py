@@ -109,7 +109,7 @@ async def test_draining_axis_answers_503(network: Network, session: aiohttp.Clie
 async def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path: Path, session: aiohttp.ClientSession) -> None:
     port = free_port()
     network = make_network(tmp_path, {"server": {"port": port, "verify_workers": 2}})
-    receiver = Receiver(free_port(), delay=0.05)  # slow: pushes (and their leases) are in flight at the kill
+    receiver = Receiver(free_port(), delay=0.1)  # slow: pushes (and their leases) are in flight at the kill
     await receiver.start()
     token = network.endpoint("vpcp", [G22])
     network.endpoint("cao-bang", [H14], receiver.url)
@@ -145,8 +145,14 @@ async def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path: Path, ses
                 else:
                     refused[n] = body["code"]
                     unanswered.discard(n)
-                if kill_after is not None and process is not None and len(receipts) >= kill_after and process.returncode is None:
-                    process.kill()  # SIGKILL mid-load: requests in flight get no answer
+                if (
+                    kill_after is not None
+                    and process is not None
+                    and len(receipts) >= kill_after
+                    and receiver.in_flight  # a push is being answered: its lease is committed
+                    and process.returncode is None
+                ):
+                    process.kill()  # SIGKILL mid-load: requests and pushes in flight get no answer
 
         await asyncio.gather(*(worker() for _ in range(32)))
 
@@ -157,7 +163,8 @@ async def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path: Path, ses
     accepted_before_kill = dict(receipts)
     store = SQLiteStore(network.settings.data)
     try:
-        leased_at_kill = store.delivery_counts().get("leased", 0)
+        counts_at_kill = store.delivery_counts()
+        leased_at_kill = counts_at_kill.get("leased", 0)
     finally:
         store.close()
 
@@ -190,7 +197,7 @@ async def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path: Path, ses
         assert store.verify_chain().events > 0
     finally:
         store.close()
-    assert leased_at_kill > 0, "the kill should have left leased deliveries to recover"
+    assert leased_at_kill > 0, f"the kill should have left leased deliveries to recover: {counts_at_kill}"
     print(
         f"crash test: {len(expected)} accepted, {leased_at_kill} leased at the kill, "
         f"{sum(delivered.values()) - len(delivered)} duplicate pushes deduplicated by message id"

@@ -49,7 +49,11 @@ def test_migrations_are_recorded_once_and_reopening_keeps_data(tmp_path: Path) -
     second = SQLiteStore(tmp_path / "data")
     assert second.agency(SENDER) is not None
     rows = connect(second.path).execute("SELECT name FROM _sqlite_migrations").fetchall()
-    assert [r[0] for r in rows] == ["0001_registry_messages_deliveries_events", "0002_message_digest_due_date_event_subjects"]
+    assert [r[0] for r in rows] == [
+        "0001_registry_messages_deliveries_events",
+        "0002_message_digest_due_date_event_subjects",
+        "0003_vxp_credentials",
+    ]
     assert connect(second.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     second.close()
 
