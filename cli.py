@@ -672,10 +672,11 @@ def serve_command(ctx: click.Context, host: str | None, port: int | None) -> Non
     """Run the axis HTTP API until SIGTERM or Ctrl-C (prints a JSON line with its URL when it listens)."""
     import asyncio
 
+    from adapters import vxp
     from axis.server.runtime import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(serve(config.load(ctx.find_root().obj), host, port))
+    asyncio.run(serve(config.load(ctx.find_root().obj), host, port, [vxp.mount]))
 
 
 @cli.command("demo")

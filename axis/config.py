@@ -47,6 +47,10 @@ class Server:
     inbox_page: int = 100
     max_wait: float = 60.0
     """Longest long-poll an inbox request may ask for."""
+    vxp_prefix: str = "/vxp"
+    """Where ``axis serve`` mounts the VXP compatibility facade (adapters/vxp.py); "" turns it off."""
+    vxp_window: float = 300.0
+    """Seconds a VXP request's signed timestamp may be off from the axis's clock."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,8 @@ verify_workers = 0          # 0 = one per core
 recipient_backlog = 100000  # waiting deliveries per agency before 429
 min_free_disk = 268435456   # bytes kept free in the data directory, else 507
 shutdown_grace = 30         # seconds SIGTERM waits for work in flight
+vxp_prefix = "/vxp"         # the VXP compatibility facade for the operator's SDK ("" = off)
+vxp_window = 300            # seconds a VXP timestamp may be off
 
 [delivery]
 ttl = 604800                # seconds before an undelivered package is a dead letter (7 days)

@@ -16,7 +16,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from axis.checking import Checked
 from axis.errors import AxisError, RequestRefused, RoutingRefused, StoreError
 from axis.registry import token_hash
 from axis.server.metrics import Labels
@@ -37,6 +38,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 XML_TYPES = ("application/xml", "text/xml")
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/v1/axis/certificate", "/v1/openapi.json")
 AXIS: web.AppKey[Axis] = web.AppKey("axis", Axis)
+SELF_AUTHENTICATED: web.AppKey[tuple[str, ...]] = web.AppKey("self_authenticated", tuple)
+"""Path prefixes whose routes authenticate callers themselves (the VXP facade's HMAC)."""
+Extension = Callable[[web.Application], None]
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,7 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
     try:
         if axis.draining and request.path not in ("/healthz", "/metrics"):
             raise RequestRefused("request.shutting_down", "the axis is shutting down; retry shortly", retry_after=5)
-        if request.path not in OPEN_PATHS:
+        if request.path not in OPEN_PATHS and not request.path.startswith(request.app[SELF_AUTHENTICATED]):
             request[PRINCIPAL] = await _authenticate(request)
         response = await handler(request)
     except AxisError as error:
@@ -180,10 +184,16 @@ def _check_disk(axis: Axis, incoming: int) -> None:
         )
 
 
-async def _submit(axis: Axis, endpoint: Endpoint, data: bytes) -> tuple[dict[str, Any], bool]:
+async def submit_package(
+    axis: Axis, endpoint: Endpoint, data: bytes, expect: Callable[[Checked], None] | None = None
+) -> tuple[dict[str, Any], bool]:
+    """Verify, authorise, persist and acknowledge one package: the one way in (the VXP facade uses
+    it too). ``expect`` may refuse the verified package before anything is stored."""
     _check_disk(axis, len(data))
     at = datetime.now(UTC)
     checked = await axis.pool.check(data, at)
+    if expect is not None:
+        expect(checked)
     try:
         acceptance = await asyncio.to_thread(axis.router.accept, checked, data, endpoint)
     except (OSError, StoreError) as error:
@@ -202,7 +212,7 @@ async def submit(request: web.Request) -> web.Response:
     data = await _read_body(request, axis.settings.server.max_package)
     endpoint = _principal(request).endpoint
     assert endpoint is not None
-    body, created = await _submit(axis, endpoint, data)
+    body, created = await submit_package(axis, endpoint, data)
     return json_response(body, 202 if created else 200)
 
 
@@ -271,20 +281,22 @@ async def inbox(request: web.Request) -> web.Response:
     )
 
 
-async def _visible_message(request: web.Request) -> Message:
-    """The message named in the path, if this caller may see it (else 404, as if it did not exist)."""
-    axis = _axis(request)
-    message_id = request.match_info["message_id"]
+async def visible_message(axis: Axis, message_id: str, endpoint: Endpoint | None) -> Message:
+    """The message, if this caller may see it (else ``message.not_found``, as if it did not exist):
+    an endpoint sees what its agencies sent or received; admins and auditors (None) see all."""
     message = await asyncio.to_thread(axis.store.message, message_id)
-    principal = _principal(request)
-    if message is not None and principal.endpoint is not None:
-        agencies = set(principal.endpoint.agencies)
+    if message is not None and endpoint is not None:
+        agencies = set(endpoint.agencies)
         recipients = {d.recipient for d in await asyncio.to_thread(axis.store.deliveries_of, message_id)}
         if message.sender not in agencies and not recipients & agencies:
             message = None
     if message is None:
         raise RoutingRefused("message.not_found", f"no message {message_id} is visible to this token")
     return message
+
+
+async def _visible_message(request: web.Request) -> Message:
+    return await visible_message(_axis(request), request.match_info["message_id"], _principal(request).endpoint)
 
 
 @require("endpoint", "admin", "auditor")
@@ -315,7 +327,7 @@ async def ack(request: web.Request) -> web.Response:
     status = None
     if data:
         _require_xml(request)
-        status, _ = await _submit(axis, endpoint, data)
+        status, _ = await submit_package(axis, endpoint, data)
     acknowledged = []
     for delivery in mine:
         if delivery.state == "expired":
@@ -437,12 +449,14 @@ async def stats(request: web.Request) -> web.Response:
     return json_response({"from": start.isoformat(), "to": end.isoformat(), "period": period, "items": rows})
 
 
-def build_app(axis: Axis) -> web.Application:
+def build_app(axis: Axis, extensions: Sequence[Extension] = ()) -> web.Application:
+    """The API; each extension (adapters such as the VXP facade) adds its routes to it."""
     from axis.server import admin
 
     # The submit route reads its own body with the configured limit; other bodies are small.
     app = web.Application(middlewares=[middleware], client_max_size=axis.settings.server.max_package)
     app[AXIS] = axis
+    app[SELF_AUTHENTICATED] = ()
     app.router.add_post("/v1/messages", submit)
     app.router.add_get("/v1/inbox", inbox)
     app.router.add_get("/v1/messages/{message_id}", fetch)
@@ -456,4 +470,6 @@ def build_app(axis: Axis) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     admin.add_routes(app)
+    for extend in extensions:
+        extend(app)
     return app

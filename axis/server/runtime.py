@@ -17,10 +17,11 @@ import math
 import os
 import signal
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -189,8 +190,11 @@ class Running:
         await asyncio.to_thread(axis.close)
 
 
-async def start(settings: config.Config, host: str | None = None, port: int | None = None) -> Running:
-    """Open the axis from its configuration, recover, and start listening and delivering."""
+async def start(
+    settings: config.Config, host: str | None = None, port: int | None = None, extensions: Sequence[Any] = ()
+) -> Running:
+    """Open the axis from its configuration, recover, and start listening and delivering.
+    ``extensions`` add routes to the API (``axis serve`` passes the VXP facade)."""
     from axis.server.app import build_app
 
     loop = asyncio.get_running_loop()
@@ -201,7 +205,7 @@ async def start(settings: config.Config, host: str | None = None, port: int | No
     await asyncio.to_thread(axis.recover)
     session, post = push_client(settings.delivery.push_timeout)
     axis.dispatcher = Dispatcher(axis.router, post, concurrency=settings.delivery.push_concurrency)  # type: ignore[arg-type]
-    runner = web.AppRunner(build_app(axis), shutdown_timeout=settings.server.shutdown_grace, access_log=None)
+    runner = web.AppRunner(build_app(axis, extensions), shutdown_timeout=settings.server.shutdown_grace, access_log=None)
     await runner.setup()
     context = _ssl_context(settings.server)
     site = web.TCPSite(
@@ -217,9 +221,11 @@ async def start(settings: config.Config, host: str | None = None, port: int | No
     return Running(axis, url, runner, session, background)
 
 
-async def serve(settings: config.Config, host: str | None = None, port: int | None = None) -> None:
+async def serve(
+    settings: config.Config, host: str | None = None, port: int | None = None, extensions: Sequence[Any] = ()
+) -> None:
     """Run the axis until SIGTERM or SIGINT; one JSON line on stdout says where it listens."""
-    running = await start(settings, host, port)
+    running = await start(settings, host, port, extensions)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
