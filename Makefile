@@ -20,6 +20,7 @@ test: $(BIN)/axis
 bench: $(BIN)/axis
 	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/server.py
 
 lint: $(BIN)/axis
 	$(BIN)/ruff check .
