@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from cryptography import x509
@@ -33,6 +33,8 @@ from axis.queue import Queue
 from axis.store import Delivery, Endpoint, Message, NewMessage, Store
 
 AXIS_SENDER = "axis"
+BACKLOG_FRESH = 1.0
+"""Seconds a recipient's counted backlog is reused."""
 """The sender of receipts in inboxes: the axis itself, not an agency."""
 
 
@@ -64,6 +66,8 @@ class Router:
     """Deliveries that may wait for one recipient before new packages to it are refused (429)."""
     on_queued: Callable[[Iterable[str]], None] = lambda agencies: None
     """Told which agencies have something new (wakes long-polls and the push dispatcher)."""
+    _backlog: dict[str, tuple[float, int]] = field(default_factory=dict)
+    """Per recipient: (when counted, deliveries waiting) for the backlog cap."""
 
     @property
     def store(self) -> Store:
@@ -124,6 +128,9 @@ class Router:
                 raise
             original = self.store.message(error.fields["message_id"])
             return self._acceptance(original)
+        for organ_id in recipients:
+            counted_at, waiting = self._backlog.get(organ_id, (-BACKLOG_FRESH, 0))
+            self._backlog[organ_id] = (counted_at, waiting + 1)
         self.on_queued(recipients)
         return Acceptance(message.id, message.document_id, recipients, receipt, created=True)
 
@@ -215,8 +222,14 @@ class Router:
         return (original_sender,), (checked.sender,)
 
     def _check_backlog(self, recipients: Iterable[str]) -> None:
+        """Counting a recipient's queue costs time in proportion to it, so the count is taken at most
+        once a second per recipient and bumped by what this axis queues meanwhile: a soft cap."""
+        now = self.queue.clock()
         for organ_id in recipients:
-            waiting = self.store.backlog(organ_id)
+            counted_at, waiting = self._backlog.get(organ_id, (-BACKLOG_FRESH, 0))
+            if now - counted_at >= BACKLOG_FRESH:
+                waiting = self.store.backlog(organ_id)
+                self._backlog[organ_id] = (now, waiting)
             if waiting >= self.backlog_cap:
                 raise RequestRefused(
                     "request.recipient_busy",

@@ -1,9 +1,11 @@
-"""Package bytes, content-addressed by SHA-256, in a directory: ``<root>/ab/cd/<sha256>``.
+"""Package bytes, content-addressed by SHA-256, in a directory: ``<root>/ab/<sha256>``.
 
 A blob is written to a temporary file, fsync'd, renamed into place and its directory fsync'd
 before any database commit references it, so a committed message always has its bytes. The
-same bytes are stored once. A crash can leave only unreferenced temporary files, which
-``sweep`` removes; it can never leave a half-written blob under its final name.
+same bytes are stored once. The 256 fan-out directories are created (and the root fsync'd) when
+the store opens, so writing a blob costs two fsyncs and never depends on a directory entry
+that is not yet durable. A crash can leave only unreferenced temporary files, which ``sweep``
+removes; it can never leave a half-written blob under its final name.
 """
 
 from __future__ import annotations
@@ -28,11 +30,16 @@ class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        missing = [root / f"{n:02x}" for n in range(256) if not (root / f"{n:02x}").is_dir()]
+        for directory in missing:
+            directory.mkdir(exist_ok=True)
+        if missing:
+            _fsync_directory(root)
 
     def path(self, digest: str) -> Path:
         if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
             raise StoreError("store.bad_digest", f"{digest!r} is not a lower-case hex SHA-256")
-        return self.root / digest[:2] / digest[2:4] / digest
+        return self.root / digest[:2] / digest
 
     def put(self, data: bytes) -> str:
         """Store ``data`` durably and return its SHA-256; a blob already present is not rewritten."""
@@ -40,7 +47,6 @@ class BlobStore:
         final = self.path(digest)
         if final.exists() and final.stat().st_size == len(data):
             return digest
-        final.parent.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -52,7 +58,6 @@ class BlobStore:
             Path(temporary).unlink(missing_ok=True)
             raise
         _fsync_directory(final.parent)
-        _fsync_directory(final.parent.parent)
         return digest
 
     def get(self, digest: str) -> bytes:
@@ -72,7 +77,7 @@ class BlobStore:
     def sweep(self) -> int:
         """Remove temporary files a crash left behind; return how many."""
         removed = 0
-        for leftover in self.root.glob("*/*/.tmp-*"):
+        for leftover in self.root.glob("*/.tmp-*"):
             leftover.unlink(missing_ok=True)
             removed += 1
         return removed

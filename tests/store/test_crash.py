@@ -83,7 +83,7 @@ def test_sigkill_loses_nothing_reported_committed(tmp_path: Path) -> None:
             assert 0 < counts.get(next(iter(counts)), 0) <= 3
             report = store.verify_chain()
             assert report.events >= len(counts)
-            assert not list(store.blobs.root.glob("*/*/.tmp-*"))
+            assert not list(store.blobs.root.glob("*/.tmp-*"))
             db.close()
         finally:
             store.close()
