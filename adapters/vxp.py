@@ -35,16 +35,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from axis import edxml, keystore
 from axis.checking import Checked
 from axis.errors import AxisError, RequestRefused, RoutingRefused
-from axis.server.app import AXIS, SELF_AUTHENTICATED, submit_package, visible_message
+from axis.server.app import AXIS, SELF_AUTHENTICATED, read_body, submit_package, visible_message
 from axis.server.runtime import Axis
 from axis.store import Endpoint, InboxItem
 
 H = "XroadVnpt-"
+BOX: web.AppKey[keystore.SecretBox] = web.AppKey("vxp_secrets", keystore.SecretBox)
 VIETNAM = timezone(timedelta(hours=7))
 TIMESTAMP = re.compile(r"^(\d{2})(\d{2})(\d{4})T(\d{2})(\d{2})(\d{2})(?:\+\d+)?$")
 KINDS = {"document": "edoc", "status": "status"}
@@ -79,6 +80,14 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: bytes that were not UTF-8
+        return False
+    return True
+
+
 def parse_timestamp(text: str) -> datetime:
     """``ddMMyyyy'T'HHmmss`` in Vietnam's local time; the ``+NNNN`` after it is a counter, ignored."""
     match = TIMESTAMP.match(text)
@@ -95,7 +104,7 @@ async def authenticate(request: web.Request, axis: Axis) -> Caller:
     headers = request.headers
     system_id = headers.get(H + "systemid")
     names_text, signed, digest = (headers.get(H + n) for n in ("sign-header-key", "sign-header", "hash-header"))
-    if not system_id or not names_text or signed is None or not digest:
+    if not system_id or not names_text or signed is None or not digest or not (system_id + digest).isascii():
         raise RequestRefused(
             "auth.vxp_unsigned",
             f"send {H}systemid, {H}sign-header-key, {H}sign-header and {H}hash-header (the SDK does)",
@@ -104,16 +113,16 @@ async def authenticate(request: web.Request, axis: Axis) -> Caller:
     if found is None:
         raise RequestRefused("auth.vxp_unknown_system", f"system id {system_id!r} is not registered with this axis")
     endpoint, credential = found
-    box = keystore.SecretBox.at(keystore.KeyStore(axis.settings.keys).secrets)
-    secret = box.open(credential.sealed_secret, system_id)
-    expected = hmac.new(secret, signed.encode(), hashlib.sha256).hexdigest()
+    secret = request.app[BOX].open(credential.sealed_secret, system_id)
+    # aiohttp decodes header bytes as UTF-8 with surrogateescape: encoding back gives the bytes sent.
+    expected = hmac.new(secret, signed.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, digest.strip().lower()):
         raise RequestRefused("auth.vxp_bad_signature", "the HMAC of the signed header does not match this system's secret")
     try:
         values = json.loads(signed)
     except ValueError:
         values = None
-    if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+    if not isinstance(values, dict) or not all(isinstance(v, str) and _utf8(v) for v in values.values()):
         raise RequestRefused("auth.vxp_header_mismatch", "the signed header is not a JSON object of strings")
     names = [n.strip() for n in names_text.split(";") if n.strip()]
     if set(values) != {H + n for n in names}:
@@ -163,21 +172,19 @@ def _hash_renderings(data: bytes) -> set[str]:
 
 
 async def _package(request: web.Request, limit: int) -> bytes:
-    if request.content_type.startswith("multipart/"):  # older SDKs: part `file_doc`
-        reader = await request.multipart()
-        async for part in reader:
-            if getattr(part, "name", None) == "file_doc":
-                data = await part.read()  # type: ignore[union-attr]
-                if len(data) > limit:
+    if not request.content_type.startswith("multipart/"):
+        return await read_body(request, limit)
+    reader = await request.multipart()  # older SDKs: part `file_doc`
+    async for part in reader:
+        if isinstance(part, BodyPartReader) and part.name == "file_doc":
+            chunks, size = [], 0
+            while chunk := await part.read_chunk(1 << 20):
+                size += len(chunk)
+                if size > limit:
                     raise RequestRefused("request.too_large", f"the package exceeds the limit of {limit} bytes")
-                return bytes(data)
-        raise RequestRefused("request.invalid", "the multipart body has no part named file_doc")
-    if request.content_length is not None and request.content_length > limit:
-        raise RequestRefused("request.too_large", f"the package is {request.content_length} bytes; the limit is {limit}")
-    data = await request.content.read(limit + 1)
-    if len(data) > limit:
-        raise RequestRefused("request.too_large", f"the package exceeds the limit of {limit} bytes")
-    return data
+                chunks.append(chunk)
+            return b"".join(chunks)
+    raise RequestRefused("request.invalid", "the multipart body has no part named file_doc")
 
 
 @method
@@ -200,16 +207,16 @@ async def send_edoc(request: web.Request, axis: Axis, caller: Caller) -> web.Res
     return ok(DocId=body["message_id"])
 
 
-async def _inbox(axis: Axis, caller: Caller) -> list[InboxItem]:
-    items = await asyncio.to_thread(axis.store.inbox, caller.endpoint.agencies, 10_000)
-    return [i for i in items if i.message.kind in KINDS]  # receipts are for axis-native clients
+async def _inbox(axis: Axis, caller: Caller, kinds: tuple[str, ...] = tuple(KINDS), limit: int = 10_000) -> list[InboxItem]:
+    """Documents and statuses waiting (the axis's receipts are for its own API's clients)."""
+    return await asyncio.to_thread(axis.store.inbox, caller.endpoint.agencies, limit, kinds)
 
 
 @method
 async def received_list(request: web.Request, axis: Axis, caller: Caller) -> web.Response:
-    wanted = caller.param("messagetype")
-    items = [i for i in await _inbox(axis, caller) if wanted is None or KINDS[i.message.kind] == wanted.lower()]
-    page = items[: axis.settings.server.inbox_page]
+    wanted = (caller.param("messagetype") or "").lower()
+    kinds = tuple(k for k, name in KINDS.items() if not wanted or name == wanted)
+    page = await _inbox(axis, caller, kinds, axis.settings.server.inbox_page)
     return ok(
         data=[
             {
@@ -229,7 +236,7 @@ async def received_list(request: web.Request, axis: Axis, caller: Caller) -> web
 
 
 async def _count(axis: Axis, caller: Caller, kind: str) -> web.Response:
-    return ok(count=sum(1 for i in await _inbox(axis, caller) if i.message.kind == kind))
+    return ok(count=len(await _inbox(axis, caller, (kind,))))
 
 
 @method
@@ -249,7 +256,8 @@ async def _bytes_of(axis: Axis, caller: Caller) -> bytes:
 
 @method
 async def get_edoc(request: web.Request, axis: Axis, caller: Caller) -> web.Response:
-    return ok(data=(await _bytes_of(axis, caller)).decode("utf-8"))
+    data = await _bytes_of(axis, caller)
+    return ok(data=await asyncio.to_thread(data.decode, "utf-8"))
 
 
 @method
@@ -285,7 +293,7 @@ async def sent_list(request: web.Request, axis: Axis, caller: Caller) -> web.Res
         raise RoutingRefused("message.not_found", f"message {message.id} was not sent by this system's agencies")
     deliveries = await asyncio.to_thread(axis.store.deliveries_of, message.id)
     statuses = {s["recipient"]: s["status_code"] for s in await asyncio.to_thread(axis.store.statuses, message.document_id)}
-    package = edxml.parse(await asyncio.to_thread(axis.store.blobs.get, message.sha256))
+    package = await asyncio.to_thread(lambda: edxml.parse(axis.store.blobs.get(message.sha256)))
     title = package.subject if isinstance(package, edxml.DocumentPackage) else (package.description or "")
     code = package.code if isinstance(package, edxml.DocumentPackage) else None
     notation = f"{code.code_number or ''}/{code.code_notation or ''}".strip("/") if code else ""
@@ -411,9 +419,13 @@ METHODS: dict[str, tuple[tuple[str, ...], Callable[[web.Request], Awaitable[web.
 
 def mount(app: web.Application) -> None:
     """Add the facade to the API under ``[server] vxp_prefix`` (nothing when it is empty)."""
-    prefix = app[AXIS].settings.server.vxp_prefix.rstrip("/")
+    settings = app[AXIS].settings
+    prefix = settings.server.vxp_prefix.rstrip("/")
     if not prefix:
         return
+    # Loaded once: VXP calls do not read the file. Created when missing (no secret is sealed yet, so
+    # nothing is lost); a replaced key makes every call FAIL with keystore.secret_unreadable.
+    app[BOX] = keystore.SecretBox.at(keystore.KeyStore(settings.keys).secrets)
     app[SELF_AUTHENTICATED] = (*app[SELF_AUTHENTICATED], prefix + "/")
     for name, (verbs, handler) in METHODS.items():
         for verb in verbs:

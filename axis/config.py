@@ -61,9 +61,11 @@ class Delivery:
     backoff_initial: float = 1.0
     backoff_max: float = 15 * 60.0
     jitter: float = 0.2
-    lease: float = 30.0
+    lease: float = 60.0
+    """Seconds a leased delivery stays claimed; longer than ``push_timeout``, so a push in flight
+    never outlives its lease."""
     push_concurrency: int = 4
-    push_timeout: float = 30.0
+    push_timeout: float = 20.0
     housekeeping: float = 5.0
     """Seconds between sweeps for stale leases and expired deliveries."""
 
@@ -157,5 +159,13 @@ def load(explicit: Path | None = None) -> Config:
         data=base / section.get("data", "data"),
         keys=base / section.get("keys", "keys"),
         server=_section(Server, document.get("server", {}), base, path, "server"),
-        delivery=_section(Delivery, document.get("delivery", {}), base, path, "delivery"),
+        delivery=_delivery(path, _section(Delivery, document.get("delivery", {}), base, path, "delivery")),
     )
+
+
+def _delivery(path: Path, delivery: Delivery) -> Delivery:
+    if delivery.lease <= delivery.push_timeout:
+        raise ConfigError(
+            "config.invalid", f"{path}: [delivery] lease must be longer than push_timeout, or a push outlives its lease"
+        )
+    return delivery

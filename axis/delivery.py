@@ -20,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-from axis.errors import AxisError
+from axis.errors import AxisError, StoreError
 from axis.router import Router
 from axis.store import Delivery, Endpoint
 
@@ -96,13 +96,18 @@ class Dispatcher:
         except Exception as failure:  # an unexpected client error is one failed attempt, not a crash
             log.exception("push to %s failed", endpoint.name)
             error, body = f"{type(failure).__name__}: {failure}", b""
-        if error is None:
-            await asyncio.to_thread(self.router.delivered, delivery, body)
-            self.delivered += 1
-        else:
-            self.failed_attempts += 1
-            state = await asyncio.to_thread(self.router.attempt_failed, delivery, error)
-            log.info("delivery %s to %s failed (%s): %s", delivery.id, endpoint.name, state, error)
+        try:
+            if error is None:
+                await asyncio.to_thread(self.router.delivered, delivery, body)
+                self.delivered += 1
+            else:
+                self.failed_attempts += 1
+                state = await asyncio.to_thread(self.router.attempt_failed, delivery, error)
+                log.info("delivery %s to %s failed (%s): %s", delivery.id, endpoint.name, state, error)
+        except StoreError as changed:
+            # The delivery changed state while the push was in flight (acknowledged by a pull, given
+            # up by the recipient, or expired past its TTL): record nothing more, keep serving.
+            log.warning("delivery %s to %s: outcome not recorded: %s", delivery.id, endpoint.name, changed)
 
     async def stop(self) -> None:
         """Finish the attempts in flight (their outcome is recorded), then stop every task."""

@@ -51,6 +51,7 @@ class VerifierPool:
         self.replaced = 0
         """Pools replaced after a timeout or a crashed worker (exported as a metric)."""
         self._lock = threading.Lock()
+        self._slots: asyncio.Semaphore | None = None
         self._executor = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
@@ -79,6 +80,13 @@ class VerifierPool:
             future.result()
 
     async def check(self, data: bytes, at: datetime) -> checking.Checked:
+        """Verify in a worker. Waiting for a free worker is not timed; only the work is."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.workers)
+        async with self._slots:
+            return await self._check(data, at)
+
+    async def _check(self, data: bytes, at: datetime) -> checking.Checked:
         loop = asyncio.get_running_loop()
         for _ in range(2):
             executor = self._executor

@@ -82,6 +82,8 @@ async def _authenticate(request: web.Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise RequestRefused("auth.missing", "send `Authorization: Bearer TOKEN` (an endpoint or role token)")
+    if not token.isascii():
+        raise RequestRefused("auth.invalid", "the token is unknown or revoked")
     digest = token_hash(token.strip())
     store = _axis(request).store
     endpoint = await asyncio.to_thread(store.endpoint_by_token, digest)
@@ -154,7 +156,8 @@ def _http_refusal(error: web.HTTPException) -> RequestRefused:
 # ---------------------------------------------------------------- submission
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, refused (413) as soon as it exceeds ``limit`` bytes."""
     if request.content_length is not None and request.content_length > limit:
         raise RequestRefused("request.too_large", f"the body is {request.content_length} bytes; the limit is {limit}")
     chunks, size = [], 0
@@ -209,7 +212,7 @@ async def submit_package(
 async def submit(request: web.Request) -> web.Response:
     axis = _axis(request)
     _require_xml(request)
-    data = await _read_body(request, axis.settings.server.max_package)
+    data = await read_body(request, axis.settings.server.max_package)
     endpoint = _principal(request).endpoint
     assert endpoint is not None
     body, created = await submit_package(axis, endpoint, data)
@@ -323,30 +326,63 @@ async def ack(request: web.Request) -> web.Response:
     mine = [d for d in await asyncio.to_thread(axis.store.deliveries_of, message.id) if d.recipient in agencies]
     if not mine:
         raise RoutingRefused("message.not_found", f"message {message.id} is not addressed to {', '.join(sorted(agencies))}")
-    data = await _read_body(request, axis.settings.server.max_package)
-    status = None
-    if data:
-        _require_xml(request)
-        status, _ = await submit_package(axis, endpoint, data)
-    acknowledged = []
     for delivery in mine:
         if delivery.state == "expired":
             raise StoreError(
                 "store.invalid_transition",
                 f"the delivery of {message.id} to {delivery.recipient} expired; an administrator must requeue it",
             )
+    data = await read_body(request, axis.settings.server.max_package)
+    status = None
+    if data:
+        _require_xml(request)
+        recipients = {d.recipient for d in mine}
+
+        def arrived(checked: Checked) -> None:
+            if not (
+                checked.kind == "status"
+                and checked.status_code == "01"
+                and checked.document_id == message.document_id
+                and checked.sender in recipients
+            ):
+                raise RequestRefused(
+                    "request.invalid",
+                    "an acknowledgement's body must be the recipient's signed status 01 about this document",
+                )
+
+        status, _ = await submit_package(axis, endpoint, data, arrived)
+    acknowledged = []
+    for delivery in mine:
         await asyncio.to_thread(axis.router.delivered, delivery, data)
         acknowledged.append(delivery.recipient)
     axis.metrics.count("axis_deliveries_total", "Delivery outcomes.", len(acknowledged), outcome="delivered")
     return json_response({"message_id": message.id, "acknowledged": acknowledged, "status": status})
 
 
+def _own_view(request: web.Request, message: Message) -> set[str] | None:
+    """The agencies whose deliveries this caller may see: all (None) for the sender's endpoint,
+    admins and auditors; only its own for a recipient's endpoint (not the other recipients')."""
+    endpoint = _principal(request).endpoint
+    if endpoint is None or message.sender in endpoint.agencies:
+        return None
+    return set(endpoint.agencies)
+
+
 @require("endpoint", "admin", "auditor")
 async def message_receipts(request: web.Request) -> web.Response:
     axis = _axis(request)
     message = await _visible_message(request)
+    own = _own_view(request, message)
     rows = await asyncio.to_thread(axis.store.receipts, message.id)
-    return json_response({"items": [{"kind": k, "recipient": r, "xml": x.decode()} for k, r, x in rows]})
+    return json_response(
+        {
+            "items": [
+                {"kind": k, "recipient": r, "xml": x.decode()}
+                for k, r, x in rows
+                if own is None or (r is not None and r in own)
+            ]
+        }
+    )
 
 
 def _delivery_json(d: Any) -> dict[str, Any]:
@@ -361,9 +397,14 @@ def _delivery_json(d: Any) -> dict[str, Any]:
 async def trail(request: web.Request) -> web.Response:
     axis = _axis(request)
     message = await _visible_message(request)
-    deliveries = await asyncio.to_thread(axis.store.deliveries_of, message.id)
-    events = await asyncio.to_thread(axis.store.trail, message.id)
+    own = _own_view(request, message)
+    deliveries = [
+        d for d in await asyncio.to_thread(axis.store.deliveries_of, message.id) if own is None or d.recipient in own
+    ]
+    subjects = {message.id, *(str(d.id) for d in deliveries)}
+    events = [e for e in await asyncio.to_thread(axis.store.trail, message.id) if e.get("subject") in subjects]
     statuses = await asyncio.to_thread(axis.store.statuses, message.document_id) if message.kind == "document" else []
+    statuses = [s for s in statuses if own is None or s["recipient"] in own]
     return json_response(
         {
             "message": asdict(message),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -122,10 +123,15 @@ class Axis:
             log.info("recovered %d leased deliveries, issued %d owed receipts", len(released), issued)
 
     async def housekeeping(self) -> None:
-        while True:
+        """Stale leases, expiries; and about once a minute, receipts still owed (an ack committed
+        but its receipt not stored: a full disk, a cancelled request)."""
+        every = max(1, round(60 / self.settings.delivery.housekeeping))
+        for sweep in itertools.count(1):
             await asyncio.sleep(self.settings.delivery.housekeeping)
             try:
                 released, expired = await asyncio.to_thread(self.router.housekeeping)
+                if sweep % every == 0:
+                    await asyncio.to_thread(self.router.issue_missing_receipts)
             except Exception:
                 log.exception("housekeeping failed")
                 continue
@@ -201,17 +207,23 @@ async def start(
     loop.set_default_executor(ThreadPoolExecutor(64, "axis-io"))  # store calls block; let commits group
     axis = await asyncio.to_thread(Axis.open, settings)
     axis._loop = loop
-    await asyncio.to_thread(axis.pool.warm_up)
-    await asyncio.to_thread(axis.recover)
     session, post = push_client(settings.delivery.push_timeout)
-    axis.dispatcher = Dispatcher(axis.router, post, concurrency=settings.delivery.push_concurrency)  # type: ignore[arg-type]
     runner = web.AppRunner(build_app(axis, extensions), shutdown_timeout=settings.server.shutdown_grace, access_log=None)
-    await runner.setup()
-    context = _ssl_context(settings.server)
-    site = web.TCPSite(
-        runner, host or settings.server.host, settings.server.port if port is None else port, ssl_context=context
-    )
-    await site.start()
+    try:
+        await asyncio.to_thread(axis.pool.warm_up)
+        await asyncio.to_thread(axis.recover)
+        axis.dispatcher = Dispatcher(axis.router, post, concurrency=settings.delivery.push_concurrency)  # type: ignore[arg-type]
+        await runner.setup()
+        context = _ssl_context(settings.server)
+        site = web.TCPSite(
+            runner, host or settings.server.host, settings.server.port if port is None else port, ssl_context=context
+        )
+        await site.start()
+    except BaseException:  # the port is taken, TLS files are missing, ...: release what was opened
+        await runner.cleanup()
+        await session.close()
+        await asyncio.to_thread(axis.close)
+        raise
     address = runner.addresses[0]
     background = [
         asyncio.create_task(axis.dispatcher.run(), name="dispatcher"),

@@ -35,6 +35,13 @@ from axis.store.model import (
 
 MESSAGE_ONLY = ("kind", "sender", "document_id", "sha256", "size", "accepted_at", "signed_digest", "due_date")
 MESSAGE_COLUMNS = "id, priority, " + ", ".join(MESSAGE_ONLY)
+INBOX_SQL = (
+    "SELECT d.*, m.kind, m.sender, m.document_id, m.sha256, m.size, m.accepted_at,"
+    " m.signed_digest, m.due_date FROM deliveries d JOIN messages m ON m.id = d.message_id"
+    " WHERE d.recipient = ? AND d.state IN ('queued', 'leased') AND m.kind IN ({kinds})"
+    " ORDER BY d.priority DESC, d.due_at, d.id LIMIT ?"
+)
+"""``{kinds}`` takes placeholders only (``?, ?``)."""
 
 
 def append_event(
@@ -440,18 +447,16 @@ class SQLiteStore:
             rows = self._rows("SELECT * FROM deliveries WHERE state = ? ORDER BY id LIMIT ?", (state, limit))
         return [Delivery(**dict(r)) for r in rows]
 
-    def inbox(self, recipients: Sequence[str], limit: int) -> list[InboxItem]:
-        """Queued and leased deliveries for these agencies with their messages, best first (an index
-        range per agency)."""
+    def inbox(
+        self, recipients: Sequence[str], limit: int, kinds: Sequence[str] = ("document", "status", "receipt")
+    ) -> list[InboxItem]:
+        """Queued and leased deliveries of these kinds for these agencies with their messages, best
+        first (an index range per agency)."""
         found: list[InboxItem] = []
+        kind_list = ", ".join("?" * len(kinds))
+        sql = INBOX_SQL.format(kinds=kind_list)
         for recipient in recipients:
-            rows = self._rows(
-                "SELECT d.*, m.kind, m.sender, m.document_id, m.sha256, m.size, m.accepted_at,"
-                " m.signed_digest, m.due_date FROM deliveries d JOIN messages m ON m.id = d.message_id"
-                " WHERE d.recipient = ? AND d.state IN ('queued', 'leased')"
-                " ORDER BY d.priority DESC, d.due_at, d.id LIMIT ?",
-                (recipient, limit),
-            )
+            rows = self._rows(sql, (recipient, *kinds, limit))
             for r in rows:
                 values = dict(r)
                 message = Message(

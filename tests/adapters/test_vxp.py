@@ -280,3 +280,19 @@ def test_endpoint_add_shows_the_vxp_secret_once(tmp_path: Path) -> None:
     assert (tmp_path / "keys" / "secrets.key").stat().st_mode & 0o777 == 0o600
     result = axis("endpoint", "add", "push-one", "--agency", G22, "--push-url", "http://127.0.0.1:9/x", "--vxp-system-id", "X")
     assert result.returncode != 0 and "--pull" in result.stderr
+
+
+async def test_hostile_bytes_and_a_large_raw_upload(world: dict[str, Any]) -> None:
+    network: Network = world["network"]
+    sender: VxpClient = world["sender"]
+    headers = sender.headers({"servicetype": "eDoc"})
+    for name, value in (("XroadVnpt-hash-header", "\u00e9" * 64), ("XroadVnpt-sign-header", headers["XroadVnpt-sign-header"][:-1] + "\u00e9}")):
+        answer = await sender.call("getReceivedEdocList", headers={**headers, name: value})
+        assert answer["status"] == "FAIL" and answer["ErrorCode"].startswith("auth.vxp_"), answer
+    # a 4 MB package arrives in many chunks: the whole of it is read, hashed and verified
+    big = replace(
+        network.document(recipients=(NGHE_AN,)),
+        attachments=(replace(network.document().attachments[0], data=b"\x00" * 3_000_000),),
+    )
+    sent = await sender.send(network.sign(big))
+    assert sent["status"] == "OK", sent

@@ -114,3 +114,29 @@ async def test_receipts_verify_with_xmlsec(network: Network, session: aiohttp.Cl
             assert response.status == 200 and b"BEGIN CERTIFICATE" in await response.read()
     finally:
         await axis.stop()
+
+
+async def test_a_pull_ack_during_a_push_leaves_the_dispatcher_serving(network: Network, session: aiohttp.ClientSession) -> None:
+    """An agency reached both by a slow push endpoint and a pull endpoint: the pull acknowledges
+    while the push is in flight. The push's outcome is not recorded twice and its task goes on."""
+    receiver = Receiver(free_port(), answer=503, delay=1.0)  # the push in flight will fail
+    await receiver.start()
+    sender_token = network.endpoint("vpcp", [G22])
+    network.endpoint("cao-bang-push", [H14], receiver.url)
+    pull_token = network.endpoint("cao-bang-pull", [H14])
+    axis = await start(network.settings)
+    try:
+        sender, puller = Client(session, axis.url, sender_token), Client(session, axis.url, pull_token)
+        status, first = await sender.submit(network.sign(network.document(recipients=(CAO_BANG,))))
+        assert status == 202
+        await eventually(lambda: receiver.in_flight)
+        assert (await puller.request("POST", f"/v1/messages/{first['message_id']}/ack"))[0] == 200
+        await eventually(lambda: not receiver.in_flight)  # its failure arrives after the ack
+        receiver.answer, receiver.delay = 200, 0.0
+        status, second = await sender.submit(network.sign(network.document(recipients=(CAO_BANG,))))
+        # delivered by the same push task, well before the dispatcher would replace a dead one (5 s)
+        await eventually(lambda: second["message_id"] in receiver.message_ids(), timeout=3)
+        assert [k for k, _, _ in axis.axis.store.receipts(first["message_id"])] == ["accepted", "delivered"]
+    finally:
+        await axis.stop()
+        await receiver.stop()

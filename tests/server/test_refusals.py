@@ -208,3 +208,41 @@ async def test_every_attack_is_refused_over_http_with_its_code(network: Network,
         assert axis.axis.store.delivery_counts() == {}
     finally:
         await axis.stop()
+
+
+async def test_hostile_headers_and_ack_bodies(network: Network, session: aiohttp.ClientSession) -> None:
+    """Bytes that are not ASCII in a token, and an ack body that is not the recipient's status 01."""
+    sender_token = network.endpoint("vpcp", [G22])
+    nghe_an_token = network.endpoint("nghe-an", [H41])
+    cao_bang_token = network.endpoint("cao-bang", [H14])
+    axis = await start(network.settings)
+    try:
+        raw = aiohttp.ClientSession(skip_auto_headers=["User-Agent"])
+        async with raw, raw.get(axis.url + "/v1/inbox", headers={"Authorization": "Bearer t\u00e9st"}) as response:
+            assert response.status == 401 and (await response.json())["code"] == "auth.invalid"
+        sender, nghe_an = Client(session, axis.url, sender_token), Client(session, axis.url, nghe_an_token)
+        document = network.document()
+        status, accepted = await sender.submit(network.sign(document))
+        assert status == 202
+        message = accepted["message_id"]
+        # a new document is not an acknowledgement, nor is a status of the wrong code or by another agency
+        for body in (
+            network.sign(network.document(sender=NGHE_AN, recipients=(CAO_BANG,))),
+            network.sign(network.status(document, NGHE_AN, "03")),
+            network.sign(network.status(document, CAO_BANG, "01")),
+        ):
+            status, problem, _ = await nghe_an.request("POST", f"/v1/messages/{message}/ack", data=body)
+            assert (status, problem["code"]) == (400, "request.invalid")
+        assert {d.state for d in axis.axis.store.deliveries_of(message)} == {"queued"}
+        # each recipient sees its own delivery in the trail and receipts, not the other recipient's
+        assert (await nghe_an.request("POST", f"/v1/messages/{message}/ack"))[0] == 200
+        cao_bang = Client(session, axis.url, cao_bang_token)
+        _, trail, _ = await cao_bang.request("GET", f"/v1/messages/{message}/trail")
+        assert [d["recipient"] for d in trail["deliveries"]] == [H14]
+        assert all(e["kind"] != "delivery.delivered" for e in trail["events"])
+        _, listed, _ = await cao_bang.request("GET", f"/v1/messages/{message}/receipts")
+        assert listed["items"] == []
+        _, listed, _ = await sender.request("GET", f"/v1/messages/{message}/receipts")
+        assert [r["recipient"] for r in listed["items"]] == [None, H41]
+    finally:
+        await axis.stop()
