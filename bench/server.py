@@ -1,4 +1,9 @@
-"""Accept throughput of a real ``axis serve`` over loopback HTTP, against the floor.
+"""The axis server measured as a real ``axis serve`` process over loopback HTTP.
+
+1. Accept throughput for 10 KB, 100 KB and 2 MB packages, against the floor (below).
+2. End-to-end latency at a fixed offered 200/s: submit → the push endpoint has it.
+3. Fan-out: 100 KB packages to 100 recipients behind 10 push endpoints, deliveries/s.
+4. Peak RSS (VmHWM) of the server and its largest verification worker for one 50 MB package.
 
 The axis runs as its own process (``axis serve``, one verification worker per core); this
 process is the load: 64 concurrent clients POST distinct signed packages (RSA-2048) to
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import os
 import statistics
@@ -29,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 from lxml import etree
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +53,11 @@ CLIENTS = 64
 RESULTS = ROOT / "bench" / "results"
 
 
-def setup(root: Path, now: datetime) -> tuple[Path, str, keystore.KeyStore]:
+def setup(
+    root: Path, now: datetime, push: dict[str, list[str]] | None = None, extra: list[str] | None = None
+) -> tuple[Path, str, keystore.KeyStore]:
+    """An axis directory: VPCP sends (pull endpoint `bench`), Nghệ An receives (pull), plus
+    ``extra`` agencies and push endpoints {url: agencies}."""
     config = root / "axis.toml"
     config.write_text(
         '[axis]\ndata = "data"\nkeys = "keys"\n[server]\nport = 0\nrecipient_backlog = 100000000\nshutdown_grace = 5\n'
@@ -58,15 +69,21 @@ def setup(root: Path, now: datetime) -> tuple[Path, str, keystore.KeyStore]:
     try:
         for organ in (VPCP, NGHE_AN):
             registry.add_agency(organ.organ_id, organ.organ_name or organ.organ_id)
+        for organ_id in extra or []:
+            registry.add_agency(organ_id, f"Sở {organ_id}")
         _, cert = keys.issue(VPCP.organ_id, root / "agencies", now)
         registry.add_certificate(VPCP.organ_id, cert.read_bytes())
         _, token = registry.add_endpoint("bench", [VPCP.organ_id])
+        for n, (url, agencies) in enumerate((push or {}).items()):
+            registry.add_endpoint(f"push-{n}", agencies, url)
     finally:
         store.close()
     return config, token, keys
 
 
-def packages(root: Path, now: datetime, size: int, count: int, label: str) -> list[bytes]:
+def packages(
+    root: Path, now: datetime, size: int, count: int, label: str, recipients: tuple[edxml.Organization, ...] = (NGHE_AN,)
+) -> list[bytes]:
     key = keystore.read_private_key(root / "agencies" / f"{VPCP.organ_id}.key")
     cert = keystore.read_certificates(root / "agencies" / f"{VPCP.organ_id}.pem")[0]
     base = example_document(now)
@@ -76,7 +93,7 @@ def packages(root: Path, now: datetime, size: int, count: int, label: str) -> li
     for n in range(count):
         document = replace(
             base,
-            recipients=(NGHE_AN,),
+            recipients=recipients,
             document_id=f"{VPCP.organ_id},{now:%Y/%m/%d},{n}/{label.replace(' ', '')}-{uuid.uuid4().hex[:6]}",
             attachments=(attachment,),
         )
@@ -140,6 +157,146 @@ def insert_floor(root: Path, callers: int = 32, total: int = 3200) -> float:
     return elapsed / total
 
 
+class Receiver:
+    """A push endpoint in this process: notes when each package (by SHA-256) arrives."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+        self.count = 0
+        self.done = asyncio.Event()
+        self.expected = 0
+
+    async def start(self) -> tuple[web.AppRunner, str]:
+        async def handle(request: web.Request) -> web.Response:
+            await request.read()
+            self.arrived.setdefault(request.headers["X-Axis-Sha256"], time.perf_counter())
+            self.count += 1
+            if self.expected and self.count >= self.expected:
+                self.done.set()
+            return web.Response(text="ok")
+
+        app = web.Application(client_max_size=80 * 1024 * 1024)
+        app.router.add_post("/in", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        return runner, f"http://127.0.0.1:{port}/in"
+
+
+def free_url() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/in"
+
+
+async def latency(now: datetime, rate: float = 200.0, seconds: float = 10.0) -> dict[str, float]:
+    """Offered load ``rate``/s of 10 KB packages; submit → the push endpoint has it."""
+    with tempfile.TemporaryDirectory() as temporary:
+        root = Path(temporary)
+        receiver = Receiver()
+        runner, url = await receiver.start()
+        config, token, _ = setup(root, now, push={url: [NGHE_AN.organ_id]})
+        bodies = await asyncio.to_thread(packages, root, now, 10_000, int(rate * seconds), "lat")
+        process, axis_url = await asyncio.to_thread(start_server, config)
+        sent: dict[str, float] = {}
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/xml"}
+        try:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
+
+                async def one(body: bytes) -> None:
+                    sent[hashlib.sha256(body).hexdigest()] = time.perf_counter()
+                    async with session.post(axis_url + "/v1/messages", data=body, headers=headers) as response:
+                        await response.read()
+
+                started = time.perf_counter()
+                tasks = []
+                for n, body in enumerate(bodies):
+                    await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+                    tasks.append(asyncio.create_task(one(body)))
+                await asyncio.gather(*tasks)
+                deadline = time.perf_counter() + 60
+                while len(receiver.arrived) < len(bodies) and time.perf_counter() < deadline:
+                    await asyncio.sleep(0.05)
+        finally:
+            process.terminate()
+            await asyncio.to_thread(process.wait, 30)
+            await runner.cleanup()
+        waits = sorted(receiver.arrived[d] - sent[d] for d in sent if d in receiver.arrived)
+        return {
+            "offered_per_s": rate,
+            "packages": len(bodies),
+            "arrived": len(waits),
+            "p50_ms": statistics.median(waits) * 1e3,
+            "p99_ms": waits[int(len(waits) * 0.99) - 1] * 1e3,
+        }
+
+
+async def fan_out(now: datetime, recipients: int = 100, count: int = 10) -> dict[str, float]:
+    """One 100 KB package to 100 recipients (served by 10 push endpoints of 10 agencies each)."""
+    agencies = [f"{n + 1:03d}.00.00.H40" for n in range(recipients)]  # units of Hà Tĩnh province
+    with tempfile.TemporaryDirectory() as temporary:
+        root = Path(temporary)
+        receiver = Receiver()
+        receiver.expected = recipients * count
+        runner, url = await receiver.start()
+        push = {f"{url}?p={n}": agencies[n * 10 : n * 10 + 10] for n in range(recipients // 10)}
+        config, token, _ = setup(root, now, push=push, extra=agencies)
+        organs = tuple(edxml.Organization(organ_id=a) for a in agencies)
+        bodies = await asyncio.to_thread(packages, root, now, 100_000, count, "fan", organs)
+        process, axis_url = await asyncio.to_thread(start_server, config)
+        try:
+            started = time.perf_counter()
+            await load(axis_url, token, bodies)
+            await asyncio.wait_for(receiver.done.wait(), 300)
+            elapsed = time.perf_counter() - started
+        finally:
+            process.terminate()
+            await asyncio.to_thread(process.wait, 30)
+            await runner.cleanup()
+        return {"recipients": recipients, "packages": count, "deliveries": receiver.count, "deliveries_per_s": receiver.count / elapsed}
+
+
+def peak_rss(now: datetime, size: int = 50_000_000) -> dict[str, float]:
+    """Peak RSS (VmHWM) of the server process and its largest worker while accepting one package."""
+    with tempfile.TemporaryDirectory() as temporary:
+        root = Path(temporary)
+        config, token, _ = setup(root, now)
+        (body,) = packages(root, now, size, 1, "rss")
+        process, url = start_server(config)
+        try:
+            before = _hwm(process.pid)
+            elapsed, _ = asyncio.run(load(url, token, [body]))
+            server = _hwm(process.pid)
+            workers = [_hwm(int(p)) for p in _children(process.pid)]
+        finally:
+            process.terminate()
+            process.wait(30)
+        return {
+            "package_mb": len(body) / 1e6,
+            "server_idle_mb": before / 1e6,
+            "server_peak_mb": server / 1e6,
+            "worker_peak_mb": max(workers, default=0) / 1e6,
+            "seconds": elapsed,
+            "budget_mb": (4 * len(body) + 150e6) / 1e6,
+        }
+
+
+def _hwm(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return float(line.split()[1]) * 1024
+    return 0.0
+
+
+def _children(pid: int) -> list[str]:
+    """Child processes started by any thread of ``pid`` (the pool spawns from its own thread)."""
+    return [child for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()]
+
+
 def main() -> None:
     now = datetime.now(UTC)
     cores = os.cpu_count() or 1
@@ -191,8 +348,20 @@ def main() -> None:
     for r in rows:
         print(f"{r['package']:>8} {r['accepted_per_s']:8.0f} {r['mb_per_s']:7.1f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f}"
               f" {r['floor_per_s']:8.0f} {r['ours_over_floor']:10.0%}")
+    timing = asyncio.run(latency(now))
+    print(f"\nend to end, offered {timing['offered_per_s']:.0f}/s of 10 KB to a push endpoint:"
+          f" p50 {timing['p50_ms']:.1f} ms, p99 {timing['p99_ms']:.1f} ms ({timing['arrived']:.0f}/{timing['packages']:.0f} arrived)")
+    spread = asyncio.run(fan_out(now))
+    print(f"fan-out, {spread['packages']:.0f} x 100 KB to {spread['recipients']:.0f} recipients:"
+          f" {spread['deliveries_per_s']:.0f} deliveries/s")
+    memory = peak_rss(now)
+    print(f"peak RSS accepting one {memory['package_mb']:.0f} MB package: server {memory['server_peak_mb']:.0f} MB"
+          f" (idle {memory['server_idle_mb']:.0f}), largest worker {memory['worker_peak_mb']:.0f} MB;"
+          f" budget 4 x package + 150 MB = {memory['budget_mb']:.0f} MB")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "server.json").write_text(json.dumps(rows, indent=2))
+    (RESULTS / "server.json").write_text(
+        json.dumps({"accept": rows, "latency": timing, "fan_out": spread, "peak_rss": memory}, indent=2)
+    )
 
 
 if __name__ == "__main__":
