@@ -40,7 +40,7 @@ from aiohttp import BodyPartReader, web
 from axis import edxml, keystore
 from axis.checking import Checked
 from axis.errors import AxisError, RequestRefused, RoutingRefused
-from axis.server.app import AXIS, SELF_AUTHENTICATED, read_body, submit_package, visible_message
+from axis.server.app import AXIS, SELF_AUTHENTICATED, addressed_to, read_body, submit_package, visible_message
 from axis.server.runtime import Axis
 from axis.store import Endpoint, InboxItem
 
@@ -250,7 +250,7 @@ async def count_status(request: web.Request, axis: Axis, caller: Caller) -> web.
 
 
 async def _bytes_of(axis: Axis, caller: Caller) -> bytes:
-    message = await visible_message(axis, caller.param("docId", required=True) or "", caller.endpoint)
+    message, _ = await visible_message(axis, caller.param("docId", required=True) or "", caller.endpoint)
     return await asyncio.to_thread(axis.store.blobs.get, message.sha256)
 
 
@@ -271,11 +271,7 @@ async def update_status(request: web.Request, axis: Axis, caller: Caller) -> web
     status = (caller.param("status", required=True) or "").lower()
     if status not in ("done", "fail", "processing"):
         raise RequestRefused("request.invalid", f"status must be done, fail or processing, not {status!r}")
-    message = await visible_message(axis, doc_id, caller.endpoint)
-    agencies = set(caller.endpoint.agencies)
-    mine = [d for d in await asyncio.to_thread(axis.store.deliveries_of, message.id) if d.recipient in agencies]
-    if not mine:
-        raise RoutingRefused("message.not_found", f"message {doc_id} is not addressed to this system's agencies")
+    _, mine = await addressed_to(axis, doc_id, caller.endpoint, set(caller.endpoint.agencies))
     for delivery in mine:
         if status == "done":
             await asyncio.to_thread(axis.router.delivered, delivery, b"done")
@@ -288,10 +284,9 @@ async def update_status(request: web.Request, axis: Axis, caller: Caller) -> web
 
 @method
 async def sent_list(request: web.Request, axis: Axis, caller: Caller) -> web.Response:
-    message = await visible_message(axis, caller.param("docId", required=True) or "", caller.endpoint)
+    message, deliveries = await visible_message(axis, caller.param("docId", required=True) or "", caller.endpoint)
     if message.sender not in caller.endpoint.agencies:
         raise RoutingRefused("message.not_found", f"message {message.id} was not sent by this system's agencies")
-    deliveries = await asyncio.to_thread(axis.store.deliveries_of, message.id)
     statuses = {s["recipient"]: s["status_code"] for s in await asyncio.to_thread(axis.store.statuses, message.document_id)}
     package = await asyncio.to_thread(lambda: edxml.parse(axis.store.blobs.get(message.sha256)))
     title = package.subject if isinstance(package, edxml.DocumentPackage) else (package.description or "")

@@ -87,7 +87,8 @@ _trust: dict[Path, tuple[tuple[tuple[str, int, int], ...], pki.Trust]] = {}
 
 def _stamp(directory: Path) -> tuple[tuple[str, int, int], ...]:
     with os.scandir(directory) as entries:
-        return tuple(sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in entries if e.is_file()))
+        stats = [(e.name, e.stat()) for e in entries if e.is_file()]
+    return tuple(sorted((name, stat.st_mtime_ns, stat.st_size) for name, stat in stats))
 
 
 def trust_of(directory: Path) -> pki.Trust:

@@ -185,14 +185,6 @@ class Receiver:
         return runner, f"http://127.0.0.1:{port}/in"
 
 
-def free_url() -> str:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/in"
-
-
 async def latency(now: datetime, rate: float = 200.0, seconds: float = 10.0) -> dict[str, float]:
     """Offered load ``rate``/s of 10 KB packages; submit → the push endpoint has it."""
     with tempfile.TemporaryDirectory() as temporary:

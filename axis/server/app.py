@@ -32,7 +32,7 @@ from axis.registry import token_hash
 from axis.server.metrics import Labels
 from axis.server.problems import problem
 from axis.server.runtime import Axis
-from axis.store import Endpoint, Message
+from axis.store import Delivery, Endpoint, Message
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 XML_TYPES = ("application/xml", "text/xml")
@@ -260,7 +260,7 @@ async def inbox(request: web.Request) -> web.Response:
         remaining = deadline - time.monotonic()
         if items or remaining <= 0 or axis.draining:
             break
-        waits = [asyncio.ensure_future(e.wait()) for e in {id(e): e for e in events}.values()]
+        waits = [asyncio.ensure_future(e.wait()) for e in events]
         waits.append(asyncio.ensure_future(axis.waiters.closing.wait()))
         _, pending = await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
         for future in pending:
@@ -284,28 +284,41 @@ async def inbox(request: web.Request) -> web.Response:
     )
 
 
-async def visible_message(axis: Axis, message_id: str, endpoint: Endpoint | None) -> Message:
-    """The message, if this caller may see it (else ``message.not_found``, as if it did not exist):
-    an endpoint sees what its agencies sent or received; admins and auditors (None) see all."""
+async def visible_message(axis: Axis, message_id: str, endpoint: Endpoint | None) -> tuple[Message, list[Delivery]]:
+    """The message and its deliveries, if this caller may see it (else ``message.not_found``, as if
+    it did not exist): an endpoint sees what its agencies sent or received; admins and auditors
+    (None) see all."""
     message = await asyncio.to_thread(axis.store.message, message_id)
+    deliveries = await asyncio.to_thread(axis.store.deliveries_of, message_id) if message is not None else []
     if message is not None and endpoint is not None:
         agencies = set(endpoint.agencies)
-        recipients = {d.recipient for d in await asyncio.to_thread(axis.store.deliveries_of, message_id)}
-        if message.sender not in agencies and not recipients & agencies:
+        if message.sender not in agencies and not {d.recipient for d in deliveries} & agencies:
             message = None
     if message is None:
         raise RoutingRefused("message.not_found", f"no message {message_id} is visible to this token")
-    return message
+    return message, deliveries
 
 
-async def _visible_message(request: web.Request) -> Message:
+async def addressed_to(
+    axis: Axis, message_id: str, endpoint: Endpoint, agencies: set[str]
+) -> tuple[Message, list[Delivery]]:
+    """A visible message and its deliveries to ``agencies`` (what a recipient acknowledges);
+    ``message.not_found`` when none is addressed to them."""
+    message, deliveries = await visible_message(axis, message_id, endpoint)
+    mine = [d for d in deliveries if d.recipient in agencies]
+    if not mine:
+        raise RoutingRefused("message.not_found", f"message {message_id} is not addressed to {', '.join(sorted(agencies))}")
+    return message, mine
+
+
+async def _visible_message(request: web.Request) -> tuple[Message, list[Delivery]]:
     return await visible_message(_axis(request), request.match_info["message_id"], _principal(request).endpoint)
 
 
 @require("endpoint", "admin", "auditor")
 async def fetch(request: web.Request) -> web.Response:
     axis = _axis(request)
-    message = await _visible_message(request)
+    message, _ = await _visible_message(request)
     data = await asyncio.to_thread(axis.store.blobs.get, message.sha256)
     return web.Response(
         body=data,
@@ -321,11 +334,7 @@ async def ack(request: web.Request) -> web.Response:
     axis = _axis(request)
     endpoint = _principal(request).endpoint
     assert endpoint is not None
-    message = await _visible_message(request)
-    agencies = set(_agencies(request, endpoint))
-    mine = [d for d in await asyncio.to_thread(axis.store.deliveries_of, message.id) if d.recipient in agencies]
-    if not mine:
-        raise RoutingRefused("message.not_found", f"message {message.id} is not addressed to {', '.join(sorted(agencies))}")
+    message, mine = await addressed_to(axis, request.match_info["message_id"], endpoint, set(_agencies(request, endpoint)))
     for delivery in mine:
         if delivery.state == "expired":
             raise StoreError(
@@ -371,7 +380,7 @@ def _own_view(request: web.Request, message: Message) -> set[str] | None:
 @require("endpoint", "admin", "auditor")
 async def message_receipts(request: web.Request) -> web.Response:
     axis = _axis(request)
-    message = await _visible_message(request)
+    message, _ = await _visible_message(request)
     own = _own_view(request, message)
     rows = await asyncio.to_thread(axis.store.receipts, message.id)
     return json_response(
@@ -396,11 +405,9 @@ def _delivery_json(d: Any) -> dict[str, Any]:
 @require("endpoint", "admin", "auditor")
 async def trail(request: web.Request) -> web.Response:
     axis = _axis(request)
-    message = await _visible_message(request)
+    message, deliveries = await _visible_message(request)
     own = _own_view(request, message)
-    deliveries = [
-        d for d in await asyncio.to_thread(axis.store.deliveries_of, message.id) if own is None or d.recipient in own
-    ]
+    deliveries = [d for d in deliveries if own is None or d.recipient in own]
     subjects = {message.id, *(str(d.id) for d in deliveries)}
     events = [e for e in await asyncio.to_thread(axis.store.trail, message.id) if e.get("subject") in subjects]
     statuses = await asyncio.to_thread(axis.store.statuses, message.document_id) if message.kind == "document" else []

@@ -18,7 +18,6 @@ from aiohttp import web
 from adapters.demo import CAO_BANG, NGHE_AN, VPCP, example_document
 from axis import config, edxml, keystore, pki, signing
 from axis.registry import Registry
-from axis.server.runtime import Running, start
 from axis.store import SQLiteStore
 
 G22, H41, H14 = VPCP.organ_id, NGHE_AN.organ_id, CAO_BANG.organ_id
@@ -227,7 +226,3 @@ async def network(tmp_path: Path) -> Network:
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as s:
         yield s
-
-
-async def running(network: Network) -> Running:
-    return await start(network.settings)
