@@ -89,38 +89,38 @@ class Router:
         else:
             recipients, status_of = self._route_document(checked), ()
         self._check_backlog(recipients)
-        at = self._now()
+        message_id, accepted_at = str(uuid.uuid4()), self._now().isoformat()
+        receipt = receipts.sign(
+            receipts.Receipt(
+                kind="accepted",
+                message_id=message_id,
+                package_kind=checked.kind,
+                document_id=checked.document_id,
+                package_sha256=checked.sha256,
+                sender=checked.sender,
+                recipients=recipients,
+                time=accepted_at,
+            ),
+            self.key,
+            self.certificate,
+        )
         message = NewMessage(
-            id=str(uuid.uuid4()),
+            id=message_id,
             kind=checked.kind,
             sender=checked.sender,
             document_id=checked.document_id,
             sha256=checked.sha256,
             size=checked.size,
             recipients=recipients,
-            accepted_at=at.isoformat(),
+            accepted_at=accepted_at,
             priority=max(0, min(4, checked.priority)),
             signed_digest=checked.signed_digest,
             due_date=checked.due_date,
             revision=checked.revision_of is not None,
+            receipt=receipt,
             status_code=checked.status_code,
             status_of=status_of,
         )
-        receipt = receipts.sign(
-            receipts.Receipt(
-                kind="accepted",
-                message_id=message.id,
-                package_kind=checked.kind,
-                document_id=checked.document_id,
-                package_sha256=checked.sha256,
-                sender=checked.sender,
-                recipients=recipients,
-                time=message.accepted_at,
-            ),
-            self.key,
-            self.certificate,
-        )
-        message = NewMessage(**{**message.__dict__, "receipt": receipt})
         try:
             self.queue.enqueue(message, data)
         except StoreError as error:
