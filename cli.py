@@ -679,6 +679,360 @@ def serve_command(ctx: click.Context, host: str | None, port: int | None) -> Non
     asyncio.run(serve(config.load(ctx.find_root().obj), host, port, [vxp.mount]))
 
 
+# ---------------------------------------------------------------- the people's CLI (an endpoint's side)
+
+
+def client_options(function: F) -> F:
+    """How to reach the axis as an endpoint. The token is best given as $AXIS_TOKEN: a command
+    line is visible to every user of the machine."""
+    for option in reversed(
+        [
+            click.option("--url", envvar="AXIS_URL", required=True, help="The axis [env AXIS_URL]."),
+            click.option("--token", envvar="AXIS_TOKEN", required=True, help="The endpoint's token [env AXIS_TOKEN]."),
+            click.option(
+                "--trust",
+                envvar="AXIS_TRUST",
+                type=click.Path(exists=True, file_okay=False, path_type=Path),
+                help="Trust directory of the state CA: verify what arrives and every receipt [env AXIS_TRUST].",
+            ),
+            click.option("--key", "key_path", envvar="AXIS_KEY", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="The agency's signing key [env AXIS_KEY]."),
+            click.option("--cert", "cert_path", envvar="AXIS_CERT", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Its certificate [env AXIS_CERT]."),
+        ]
+    ):
+        function = option(function)
+    return function
+
+
+def _client(url: str, token: str, trust: Path | None, key_path: Path | None, cert_path: Path | None, **options: Any) -> Any:
+    from adapters.client import Client, Signer
+
+    signer = None
+    if key_path is not None and cert_path is not None:
+        signer = _with_passphrase(
+            lambda passphrase: Signer.from_files(key_path, cert_path, passphrase), KEY_PASSPHRASE_ENV, str(key_path)
+        )
+    elif key_path is not None or cert_path is not None:
+        raise click.UsageError("--key and --cert go together")
+    return Client(url, token, trust=trust, signer=signer, **options)
+
+
+class _Bar:
+    """A progress bar on stderr for packages over a megabyte, when stderr is a terminal."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.bar: Any = None
+        self.done = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if total < 1 << 20 or not sys.stderr.isatty():
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+        if done >= total:
+            self.bar.__exit__(None, None, None)
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+@cli.command("send")
+@client_options
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--describe", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A JSON description of the document (docs/adapters.md).")
+@click.option("--to", "recipients", multiple=True, help="A recipient OrganId (repeat for several).")
+@click.option("--subject", help="Trích yếu: what the document is about.")
+@click.option("--code", help="Số/ký hiệu, e.g. 1234/VPCP-KSTT (makes the DocumentId with today's date).")
+@click.option("--content", help="The text of the document.")
+@click.option("--attach", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A file to attach (repeat).")
+@click.option("--from", "sender", help="The sending agency [default: the OrganId in the certificate].")
+@click.option("--receipt", "receipt_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the signed receipt here.")
+@json_option
+def send_command(
+    url: str, token: str, trust: Path | None, key_path: Path | None, cert_path: Path | None, file: Path | None,
+    describe: Path | None, recipients: tuple[str, ...], subject: str | None, code: str | None, content: str | None,
+    attach: tuple[Path, ...], sender: str | None, receipt_out: Path | None, as_json: bool,
+) -> None:
+    """Send a document: an edXML FILE (signed, or signed here with --key/--cert), a --describe JSON
+    file, or --to/--subject/--attach options. Prints the message id and the checked receipt."""
+    from adapters.description import Description
+    from adapters.folder import is_signed
+
+    if sum(x is not None and x != () for x in (file, describe, recipients or None)) != 1:
+        raise click.UsageError("give one of: FILE, --describe JSON, or --to with --subject")
+    with _client(url, token, trust, key_path, cert_path) as client:
+        if file is not None:
+            data = file.read_bytes()
+            if not is_signed(data):
+                if client.signer is None:
+                    raise click.UsageError(f"{file} is not signed: give --key and --cert to sign it")
+                data = client.signer.sign(data)
+        else:
+            if describe is not None:
+                description = Description.load(describe)
+            else:
+                values = {"to": list(recipients), "subject": subject, "code": code, "content": content,
+                          "attachments": [str(p.resolve()) for p in attach]}
+                description = Description({k: v for k, v in values.items() if v}, Path("/"))
+            if client.signer is None:
+                raise click.UsageError("building a document needs --key and --cert")
+            organ = sender or client.signer.organ_id
+            if organ is None:
+                raise click.UsageError("give --from ORGANID (the certificate names no agency)")
+            data = client.signer.sign(edxml.build(description.package(organ, _now().astimezone())))
+        sent = client.send(data, progress=_Bar("sending"))
+    if receipt_out is not None:
+        keystore.write_public(receipt_out, sent.receipt)
+    answer = {
+        "message_id": sent.message_id,
+        "document_id": sent.document_id,
+        "recipients": list(sent.recipients),
+        "resubmitted": sent.resubmitted,
+        "receipt_verified": trust is not None,
+    }
+    if as_json:
+        _echo_json({**answer, "receipt": sent.receipt.decode()})
+        return
+    click.echo(f"{'already accepted' if sent.resubmitted else 'accepted'}  {sent.message_id}")
+    click.echo(f"document     {sent.document_id}")
+    click.echo(f"recipients   {', '.join(sent.recipients)}")
+    click.echo(f"receipt      {'signed by the axis, verified' if trust else 'not verified (give --trust)'}")
+
+
+@cli.command("inbox")
+@client_options
+@click.option("--agency", help="Only this agency's inbox [default: every agency of the endpoint].")
+@click.option("--wait", type=float, default=0, show_default=True, help="Wait up to this many seconds for something to arrive.")
+@click.option("--limit", type=int, help="At most this many items.")
+@json_option
+def inbox_command(
+    url: str, token: str, trust: Path | None, key_path: Path | None, cert_path: Path | None,
+    agency: str | None, wait: float, limit: int | None, as_json: bool,
+) -> None:
+    """List what waits for the endpoint's agencies (documents, statuses, receipts)."""
+    from dataclasses import asdict
+
+    with _client(url, token, trust, key_path, cert_path) as client:
+        entries = client.inbox(agency, wait=wait, limit=limit)
+    _show([asdict(e) for e in entries], ["message_id", "kind", "sender", "recipient", "document_id", "size", "accepted_at"], as_json)
+
+
+@cli.command("fetch")
+@client_options
+@click.argument("message_id")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the package here [default: MESSAGE_ID.edxml].")
+@click.option("--ack", is_flag=True, help="Acknowledge it once it is written (and verified, with --trust).")
+@json_option
+def fetch_command(
+    url: str, token: str, trust: Path | None, key_path: Path | None, cert_path: Path | None,
+    message_id: str, out: Path | None, ack: bool, as_json: bool,
+) -> None:
+    """Download a package (verified here with --trust) and optionally acknowledge it."""
+    from adapters.client import Entry
+
+    target = out or Path(f"{message_id}.edxml")
+    report: dict[str, Any] = {"message_id": message_id, "file": str(target)}
+    with _client(url, token, trust, key_path, cert_path) as client:
+        data = client.fetch(message_id, progress=_Bar("fetching"))
+        if trust is not None:
+            entries = [e for e in client.inbox() if e.message_id == message_id]
+            entry = entries[0] if entries else Entry(message_id, "document", "", "", "", "", len(data), _now().isoformat())
+            received = client.verify(entry, data)
+            if received.package is not None:
+                report["signer"] = received.package.signature.organ_id
+                report["fingerprint"] = received.package.signature.fingerprint
+            report["verified"] = True
+        keystore.write_public(target, data)
+        if ack:
+            report["acknowledged"] = client.ack(message_id)["acknowledged"]
+    if as_json:
+        _echo_json(report)
+        return
+    for label, value in report.items():
+        click.echo(f"{label:<13}{', '.join(value) if isinstance(value, list) else value}")
+
+
+@cli.command("status")
+@client_options
+@click.argument("message_id")
+@click.argument("code", type=click.Choice(sorted(edxml.STATUS_CODES)))
+@click.option("--description", help="What the status says, for the people reading it.")
+@click.option("--from", "sender", help="The agency reporting [default: the OrganId in the certificate].")
+@json_option
+def status_command(
+    url: str, token: str, trust: Path | None, key_path: Path | None, cert_path: Path | None,
+    message_id: str, code: str, description: str | None, sender: str | None, as_json: bool,
+) -> None:
+    """Report a processing status about a received document (03 accepted, 04 assigned, 05 in
+    progress, 06 completed, ...; 13 from its sender to take it back)."""
+    with _client(url, token, trust, key_path, cert_path) as client:
+        if client.signer is None:
+            raise click.UsageError("a status is signed: give --key and --cert")
+        organ = sender or client.signer.organ_id
+        if organ is None:
+            raise click.UsageError("give --from ORGANID (the certificate names no agency)")
+        document = edxml.parse(client.fetch(message_id))
+        if not isinstance(document, edxml.DocumentPackage):
+            raise click.UsageError(f"{message_id} is a {document.kind}, not a document")
+        sent = client.send_status(document, edxml.Organization(organ_id=organ), code, description)
+    if as_json:
+        _echo_json({"message_id": sent.message_id, "status": code, "document_id": document.document_id})
+        return
+    click.echo(f"status {code} sent as {sent.message_id} about {document.document_id}")
+
+
+@cli.command("receipts")
+@client_options
+@click.argument("message_id")
+@json_option
+def receipts_command(
+    url: str, token: str, trust: Path | None, key_path: Path | None, cert_path: Path | None,
+    message_id: str, as_json: bool,
+) -> None:
+    """The signed receipts of a message, each verified here with --trust."""
+    rows = []
+    with _client(url, token, trust, key_path, cert_path) as client:
+        for item in client.receipts(message_id):
+            row = {"kind": item["kind"], "recipient": item["recipient"], "xml": item["xml"]}
+            if trust is not None:
+                receipt = client.verify_receipt(item["xml"].encode()).receipt
+                row.update(time=receipt.time, verified="yes", sha256=receipt.package_sha256)
+            rows.append(row)
+    if not as_json:
+        for row in rows:
+            row.pop("xml")
+    _show(rows, ["kind", "recipient", "time", "verified", "sha256"], as_json)
+
+
+@cli.command("trail")
+@client_options
+@click.argument("message_id")
+@json_option
+def trail_command(
+    url: str, token: str, trust: Path | None, key_path: Path | None, cert_path: Path | None,
+    message_id: str, as_json: bool,
+) -> None:
+    """What happened to a message: its deliveries, the latest statuses, its events."""
+    with _client(url, token, trust, key_path, cert_path) as client:
+        trail = client.trail(message_id)
+    if as_json:
+        _echo_json(trail)
+        return
+    message = trail["message"]
+    click.echo(f"{message['kind']} {message['id']}  {message['document_id']}  from {message['sender']}  accepted {message['accepted_at']}")
+    _show(trail["deliveries"], ["recipient", "state", "attempts", "delivered_at", "last_error"], False)
+    if trail["statuses"]:
+        click.echo("")
+        _show(trail["statuses"], ["recipient", "status_code", "at"], False)
+    click.echo("")
+    _show([{"seq": e.get("seq"), "at": e.get("at"), "type": e.get("type")} for e in trail["events"]], ["seq", "at", "type"], False)
+
+
+# ---------------------------------------------------------------- adapters for agency software
+
+
+@cli.group("adapter")
+def adapter() -> None:
+    """Connect agency software that cannot call the API itself."""
+
+
+def adapter_options(function: F) -> F:
+    for option in reversed(
+        [
+            click.option("--dir", "directory", required=True, type=click.Path(file_okay=False, path_type=Path), help="The folder tree (docs/adapters.md)."),
+            click.option("--agency", "agencies", multiple=True, required=True, help="An agency served (repeat: a platform serves several)."),
+            click.option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="ORGANID.key + ORGANID.pem for signing what is dropped unsigned."),
+            click.option("--url", envvar="AXIS_URL", required=True, help="The axis [env AXIS_URL]."),
+            click.option("--token", envvar="AXIS_TOKEN", required=True, help="The endpoint's token [env AXIS_TOKEN]."),
+            click.option("--trust", envvar="AXIS_TRUST", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Trust directory of the state CA [env AXIS_TRUST]."),
+            click.option("--settle", type=float, default=1.0, show_default=True, help="Seconds a dropped file must stay unchanged before it is sent."),
+            click.option("--poll", type=float, default=1.0, show_default=True, help="Seconds between looks at the outboxes."),
+        ]
+    ):
+        function = option(function)
+    return function
+
+
+def _run_until_signalled(main: Callable[[Any], Any]) -> None:
+    """Run ``main(stop)`` until SIGTERM or Ctrl-C sets ``stop``."""
+    import asyncio
+    import signal
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await main(stop)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(runner())
+
+
+def _bridge(directory: Path, agencies: tuple[str, ...], keys_dir: Path | None, url: str, token: str, trust: Path, settle: float, poll: float) -> Any:
+    from adapters.client import AxisClient
+    from adapters.folder import FolderBridge, signers_in
+    from adapters.layout import Layout
+
+    layout = Layout(directory, agencies)
+    signers = _with_passphrase(lambda p: signers_in(keys_dir, agencies, p), KEY_PASSPHRASE_ENV, "the agency keys")
+    client = AxisClient(url, token, trust=trust, seen=layout.seen)
+    return FolderBridge(layout, client, signers, settle=settle, poll=poll)
+
+
+@adapter.command("folder")
+@adapter_options
+def adapter_folder(directory: Path, agencies: tuple[str, ...], keys_dir: Path | None, url: str, token: str, trust: Path, settle: float, poll: float) -> None:
+    """The drop-folder bridge for a pull endpoint: sends what is dropped in each agency's outbox/,
+    writes what arrives to inbox/, status/ and receipts/. Runs until SIGTERM."""
+    bridge = _bridge(directory, agencies, keys_dir, url, token, trust, settle, poll)
+
+    async def main(stop: Any) -> None:
+        click.echo(json.dumps({"event": "running", "dir": str(directory), "agencies": list(agencies)}), err=False)
+        try:
+            await bridge.run(stop)
+        finally:
+            await bridge.client.close()
+
+    _run_until_signalled(main)
+
+
+@adapter.command("webhook")
+@click.option("--listen", required=True, help="HOST:PORT to receive the axis's pushes on.")
+@adapter_options
+def adapter_webhook(listen: str, directory: Path, agencies: tuple[str, ...], keys_dir: Path | None, url: str, token: str, trust: Path, settle: float, poll: float) -> None:
+    """The push receiver for a push endpoint: verifies each pushed package and writes it to the
+    folder tree (inbox/, status/, receipts/); sends what is dropped in outbox/. Runs until SIGTERM."""
+    from aiohttp import web
+
+    from adapters.webhook import Webhook
+
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.UsageError("--listen must be HOST:PORT, e.g. 127.0.0.1:8090")
+    bridge = _bridge(directory, agencies, keys_dir, url, token, trust, settle, poll)
+
+    async def main(stop: Any) -> None:
+        webhook = Webhook(bridge.client, tuple(agencies), layout=bridge.layout)
+        runner = web.AppRunner(webhook.app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, int(port))
+        await site.start()
+        bound = runner.addresses[0]
+        click.echo(json.dumps({"event": "listening", "url": f"http://{bound[0]}:{bound[1]}/"}))
+        try:
+            await bridge.run(stop, receive=False)
+        finally:
+            await runner.cleanup()
+            await bridge.client.close()
+
+    _run_until_signalled(main)
+
+
 @cli.command("demo")
 @click.option(
     "--samples",

@@ -86,6 +86,7 @@ class Dispatcher:
             "X-Axis-Sender": message.sender,
             "X-Axis-Recipient": delivery.recipient,
             "X-Axis-Sha256": message.sha256,
+            "X-Axis-Accepted-At": message.accepted_at,
         }
         try:
             data = await asyncio.to_thread(store.blobs.get, message.sha256)

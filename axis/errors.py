@@ -10,7 +10,9 @@
     ├── StoreError             store.*        the durable store cannot do what was asked, or found damage
     ├── RoutingRefused         sender.* recipient.* message.* status.*
     │                                         a verified package the registry does not let through
-    └── RequestRefused         auth.* request.*   an HTTP request refused before or beside the package checks
+    ├── RequestRefused         auth.* request.*   an HTTP request refused before or beside the package checks
+    ├── AdapterError           adapter.*      agency-side software (client, folder bridge, webhook) cannot go on
+    └── Refused                any code       the axis refused a request: its code, as the axis gave it
 
 The ``code`` is stable and machine-readable: the HTTP API, the CLI and the logs all use the same
 string. The ``message`` is a sentence a person can act on. Extra ``fields`` (line, column, the
@@ -92,3 +94,37 @@ class RequestRefused(AxisError):
 
     prefix = "request"
     prefixes = ("auth",)
+
+
+class AdapterError(AxisError):
+    """Agency-side trouble: the axis unreachable, a description that does not make a package,
+    a package the adapter does not serve."""
+
+    prefix = "adapter"
+
+
+class Refused(AxisError):
+    """What the axis answered to a request it refused, read back from its problem+json: the same
+    stable code the axis gave, the HTTP status, and how long it asked to wait (``Retry-After``)."""
+
+    def __init__(self, code: str, message: str, *, status: int, retry_after: float | None = None) -> None:
+        if "." not in code:
+            code = f"request.{code}"
+        Exception.__init__(self, message)
+        self.code = code
+        self.message = message
+        self.fields = {"status": status}
+        self.status = status
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_refused, (self.code, self.message, self.status, self.retry_after))
+
+    @property
+    def transient(self) -> bool:
+        """Worth sending again later: the axis is busy, draining or short of disk."""
+        return self.status == 429 or self.status >= 500
+
+
+def _refused(code: str, message: str, status: int, retry_after: float | None) -> Refused:
+    return Refused(code, message, status=status, retry_after=retry_after)

@@ -1,0 +1,137 @@
+"""The folder layout that legacy agency software reads and writes, one tree per agency served:
+
+    DIR/<OrganId>/outbox/     the software drops *.edxml (signed or not) or *.json + attachments
+    DIR/<OrganId>/sent/       what went, each with <name>.receipt.xml (the axis's signed receipt)
+    DIR/<OrganId>/error/      what the axis (or the bridge) refused, each with <name>.reason
+    DIR/<OrganId>/inbox/      documents received and verified: <message id>.edxml
+    DIR/<OrganId>/status/     statuses received and verified: <message id>.edxml
+    DIR/<OrganId>/receipts/   delivered/failed receipts: <message id>.<kind>.<recipient>.xml
+    DIR/.axis/                the adapter's own state (dedupe, files in flight); not for the software
+
+A platform serving many agencies (a province's platform and its departments) gets one tree per
+OrganId, so each department's software reads only its own folders.
+
+A file appears in a folder the software reads only by a rename of a complete, fsync'd file, and
+each received package appears exactly once: it is written under ``.axis/incoming/``, remembered in
+the dedupe, then renamed into place; ``recover`` finishes or discards what a crash left halfway.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from adapters.client import Received
+from adapters.seen import Seen
+from axis.errors import AdapterError, AxisError
+
+FOLDERS = ("outbox", "sent", "error", "inbox", "status", "receipts")
+RECEIVED_INTO = {"document": "inbox", "status": "status", "receipt": "receipts"}
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """``path`` holds ``data`` completely or not at all, durably, whatever happens meanwhile."""
+    temporary = path.with_name(f".{path.name}.part")
+    with open(temporary, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+    fsync_dir(path.parent)
+
+
+def move(source: Path, folder: Path, suffix: str) -> Path:
+    """Rename ``source`` into ``folder`` under its own name, or ``name~suffix`` when that is taken."""
+    target = folder / source.name
+    if target.exists():
+        target = folder / f"{source.stem}~{suffix}{source.suffix}"
+    os.replace(source, target)
+    fsync_dir(folder)
+    return target
+
+
+def place(folder: Path, name: str, data: bytes, suffix: str) -> Path:
+    """Write ``data`` as ``folder/name``, or ``name~suffix`` when another file has that name; a
+    file already there with these very bytes is left as it is (the step ran before a crash)."""
+    path = folder / name
+    if path.exists() and path.read_bytes() != data:
+        stem, dot, extension = name.partition(".")
+        path = folder / f"{stem}~{suffix}{dot}{extension}"
+    if not path.exists() or path.read_bytes() != data:
+        write_atomic(path, data)
+    return path
+
+
+class Layout:
+    def __init__(self, root: Path, agencies: Iterable[str]) -> None:
+        self.root = root
+        self.agencies = tuple(agencies)
+        if not self.agencies:
+            raise AdapterError("adapter.no_agency", "name at least one agency to serve (--agency ORGANID)")
+        self.state = root / ".axis"
+        self.incoming = self.state / "incoming"
+        self.sending = self.state / "sending"
+        for agency in self.agencies:
+            for name in FOLDERS:
+                (root / agency / name).mkdir(parents=True, exist_ok=True)
+            (self.incoming / agency).mkdir(parents=True, exist_ok=True)
+            (self.sending / agency).mkdir(parents=True, exist_ok=True)
+        self.seen = Seen(self.state / "seen.sqlite3")
+
+    def folder(self, agency: str, name: str) -> Path:
+        if agency not in self.agencies:
+            raise AdapterError("adapter.not_served", f"this adapter does not serve {agency}")
+        return self.root / agency / name
+
+    def _target(self, received: Received) -> Path:
+        entry = received.entry
+        if received.receipt is not None:
+            r = received.receipt.receipt
+            name = f"{r.message_id}.{r.kind}.{'+'.join(r.recipients) or 'all'}.xml"
+        else:
+            name = f"{entry.message_id}.edxml"
+        return self.folder(entry.recipient, RECEIVED_INTO[entry.kind]) / name
+
+    def hand(self, received: Received) -> Path | None:
+        """Put a verified package where the agency's software reads it, once. Returns its path,
+        or None when it was handed before."""
+        entry = received.entry
+        target = self._target(received)
+        if self.seen.has(entry.message_id, entry.recipient):
+            return None
+        staged = self.incoming / target.relative_to(self.root)
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(staged, received.data)
+        self.seen.add(entry.message_id, entry.recipient, entry.kind, str(target.relative_to(self.root)))
+        os.replace(staged, target)
+        fsync_dir(target.parent)
+        return target
+
+    def reject(self, agency: str, message_id: str, data: bytes, error: AxisError) -> None:
+        """A package that failed verification here: kept in ``error/`` with the reason, for a person."""
+        folder = self.folder(agency, "error")
+        write_atomic(folder / f"{message_id}.edxml", data)
+        write_atomic(folder / f"{message_id}.edxml.reason", f"{error.code}\n{error.message}\n".encode())
+
+    def recover(self) -> None:
+        """Finish what a crash interrupted: a staged file the dedupe remembers goes into place, any
+        other is discarded (the axis has not been acknowledged, so it will come again)."""
+        handed = set(self.seen.outcomes().values())
+        for staged in sorted(self.incoming.rglob("*")):
+            if not staged.is_file():
+                continue
+            relative = staged.relative_to(self.incoming)
+            if staged.name.startswith(".") or str(relative) not in handed:
+                staged.unlink()
+            else:
+                os.replace(staged, self.root / relative)
+                fsync_dir((self.root / relative).parent)
