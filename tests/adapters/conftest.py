@@ -20,6 +20,7 @@ from tests.server.conftest import Network, make_network
 
 @pytest.fixture
 async def network(tmp_path: Path) -> Network:
+    (tmp_path / "axis").mkdir()
     return make_network(tmp_path / "axis")
 
 
