@@ -1034,17 +1034,13 @@ def adapter_webhook(listen: str, directory: Path, agencies: tuple[str, ...], key
 
 
 @cli.command("demo")
-@click.option(
-    "--samples",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="Directory of real agency packages to check as well [default: ../shared/samples/edxml-vdxp if present].",
-)
-def demo_command(samples: Path | None) -> None:
-    """Run the axis's main job end to end in a temporary directory and tell it as a story."""
+@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), help="Copy the demo's directory (folders, logs, data) here.")
+def demo_command(keep: Path | None) -> None:
+    """Run the axis's main job end to end: an axis, nine agencies, five endpoints and their adapters
+    as separate processes on 127.0.0.1; tell it as a story; exit 0 only if every outcome happened."""
     from adapters import demo
 
-    sys.exit(demo.run(samples, click.echo))
+    sys.exit(demo.run(click.echo, keep))
 
 
 def main() -> None:

@@ -10,8 +10,8 @@ import sqlite3
 from pathlib import Path
 
 from axis import edxml, keystore, receipts
-from axis.store import SQLiteStore
 from axis.server.runtime import Running
+from axis.store import SQLiteStore
 from tests.adapters.conftest import Adapter, environment
 from tests.server.conftest import G22, H14, H41, NGHE_AN, Network, eventually
 
@@ -114,7 +114,7 @@ async def test_sigkill_mid_transfer_loses_and_duplicates_nothing(network: Networ
     try:
         for _ in range(4):
             before = len(files(sent, "*.receipt.xml")), len(files(inbox41))
-            await eventually(lambda: (len(files(sent, "*.receipt.xml")), len(files(inbox41))) != before, timeout=60)
+            await eventually(lambda before=before: (len(files(sent, "*.receipt.xml")), len(files(inbox41))) != before, timeout=60)
             await asyncio.sleep(0.15 * kills)
             assert await sender.stop(signal.SIGKILL) == -signal.SIGKILL
             assert await platform.stop(signal.SIGKILL) == -signal.SIGKILL
