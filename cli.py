@@ -664,6 +664,55 @@ def verify_command(file: Path, trust: Path | None, at_text: str | None, as_json:
     sys.exit(0 if result is not None else 1)
 
 
+@cli.command("verify-receipt")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--trust", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("keys/trust"), show_default=True, help="Trust directory.")
+@click.option("--axis-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="The axis certificate (GET /v1/axis/certificate): the receipt must be signed by it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+def verify_receipt_command(file: Path, trust: Path, axis_cert: Path | None, as_json: bool) -> None:
+    """Verify an axis receipt offline: the axis's signature at the receipt's own time, and what it
+    says (kind, message, package SHA-256, sender, recipients). Exit 0 valid, 1 invalid."""
+    from axis import receipts
+
+    anchors = keystore.read_trust(trust)
+    pinned = frozenset(pki.fingerprint(c) for c in keystore.read_certificates(axis_cert)) if axis_cert else None
+    try:
+        verified = receipts.verify(file.read_bytes(), anchors, pinned)
+    except AxisError as error:
+        report: dict[str, Any] = {"file": str(file), "valid": False, "code": error.code, "detail": error.message}
+    else:
+        r = verified.receipt
+        report = {"file": str(file), "valid": True, "kind": r.kind, "message_id": r.message_id, "document_id": r.document_id,
+                  "package_sha256": r.package_sha256, "sender": r.sender, "recipients": list(r.recipients), "time": r.time,
+                  "acknowledgement_sha256": r.acknowledgement_sha256, "reason": r.reason,
+                  "signed_by": verified.signature.fingerprint, "axis_certificate_checked": pinned is not None}
+    if as_json:
+        _echo_json(report)
+    else:
+        for label, value in report.items():
+            if value is not None:
+                click.echo(f"{label:<24}{', '.join(value) if isinstance(value, list) else value}")
+    sys.exit(0 if report["valid"] else 1)
+
+
+@cli.group()
+def audit() -> None:
+    """The axis's audit log (on the axis's machine)."""
+
+
+@audit.command("verify")
+@click.pass_context
+def audit_verify(ctx: click.Context) -> None:
+    """Recompute the whole hash chain of events; exit 1 naming the first event that does not fit."""
+    settings = config.load(ctx.find_root().obj)
+    store = SQLiteStore(settings.data)
+    try:
+        report = store.verify_chain()
+    finally:
+        store.close()
+    click.echo(f"{report.events} events, chain intact; head {report.head}")
+
+
 @cli.command("serve")
 @click.option("--host", help="Address to listen on [default: [server] host of axis.toml].")
 @click.option("--port", type=int, help="Port to listen on; 0 picks a free one [default: [server] port].")
@@ -928,8 +977,8 @@ def trail_command(
     if trail["statuses"]:
         click.echo("")
         _show(trail["statuses"], ["recipient", "status_code", "at"], False)
-    click.echo("")
-    _show([{"seq": e.get("seq"), "at": e.get("at"), "type": e.get("type")} for e in trail["events"]], ["seq", "at", "type"], False)
+    click.echo(f"\n{len(trail['events'])} audit events, each hash recomputed and matching:")
+    _show([{"seq": e["seq"], "kind": e.get("kind"), "at": e.get("at"), "hash": e["hash"][:16]} for e in trail["events"]], ["seq", "kind", "at", "hash"], False)
 
 
 # ---------------------------------------------------------------- adapters for agency software

@@ -30,6 +30,7 @@ from adapters.seen import Seen
 from axis import edxml, keystore, pki, signing
 from axis import receipts as receipt_xml
 from axis.errors import AdapterError, AxisError, Refused
+from axis.store.events import canonical, chain_hash
 from axis.verification import VerifiedPackage, verify_package
 
 Progress = Callable[[int, int], None]
@@ -114,6 +115,19 @@ async def _refusal(response: aiohttp.ClientResponse) -> Refused:
     except (ValueError, KeyError, TypeError):
         code, detail = f"request.http_{response.status}", text[:300] or response.reason or ""
     return Refused(code, detail, status=response.status, retry_after=_retry_after(response))
+
+
+def check_events(events: list[dict[str, Any]]) -> None:
+    """Recompute each audit event's place in the hash chain: SHA-256(previous + "\\n" + its
+    canonical JSON). The events of one message are not contiguous in the chain, so each is checked
+    against the hash before it that it names; ``axis audit verify`` checks the whole chain."""
+    for event in events:
+        content = {k: v for k, v in event.items() if k not in ("seq", "previous", "hash")}
+        if chain_hash(event["previous"], canonical(content)) != event["hash"]:
+            raise AdapterError(
+                "adapter.trail_altered",
+                f"audit event {event['seq']} does not match its hash: the trail was altered; report it to the operator",
+            )
 
 
 class AxisClient:
@@ -315,7 +329,10 @@ class AxisClient:
         return items
 
     async def trail(self, message_id: str) -> dict[str, Any]:
+        """The message's deliveries, statuses and audit events; every event's hash is recomputed
+        here (``check_events``), so an event altered after it was chained is noticed."""
         answer: dict[str, Any] = await self._json("GET", f"/v1/messages/{message_id}/trail")
+        check_events(answer["events"])
         return answer
 
     # ------------------------------------------------------------ local verification

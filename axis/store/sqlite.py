@@ -740,9 +740,9 @@ class SQLiteStore:
         """Every event about a message and its deliveries, in chain order, with its place in the chain."""
         subjects = [message_id, *(str(d.id) for d in self.deliveries_of(message_id))]
         placeholders = ", ".join("?" * len(subjects))
-        sql = f"SELECT seq, content, hash FROM events WHERE json_extract(content, '$.subject') IN ({placeholders})"  # noqa: S608
+        sql = f"SELECT seq, content, previous, hash FROM events WHERE json_extract(content, '$.subject') IN ({placeholders})"  # noqa: S608
         rows = self._rows(sql + " ORDER BY seq", subjects)
-        return [{"seq": r["seq"], "hash": r["hash"], **json.loads(r["content"])} for r in rows]
+        return [{"seq": r["seq"], "previous": r["previous"], "hash": r["hash"], **json.loads(r["content"])} for r in rows]
 
     def stats(self, start: str, end: str, period: int, today: str) -> list[dict[str, Any]]:
         """Per agency and period (the first ``period`` characters of the acceptance time, 0 = the

@@ -73,6 +73,19 @@ async def test_send_inbox_fetch_status_receipts_trail(network: Network, axis: Ru
     trail = json.loads(out)
     assert {s["status_code"] for s in trail["statuses"]} == {"06"}
 
+    # The auditor's offline checks: the receipt against the axis certificate, the whole event chain.
+    axis_cert = str(network.keys.axis_certificate)
+    code, out, err = await axis_command("verify-receipt", str(tmp_path / "r.xml"), "--trust", trust, "--axis-cert", axis_cert, "--json", env=vpcp)
+    assert code == 0 and json.loads(out)["message_id"] == first["message_id"] and json.loads(out)["axis_certificate_checked"], err
+    agency_cert = str(network.root / "agencies" / f"{G22}.pem")
+    code, out, err = await axis_command("verify-receipt", str(tmp_path / "r.xml"), "--trust", trust, "--axis-cert", agency_cert, env=vpcp)
+    assert code == 1 and "signature.not_axis" in out
+    (tmp_path / "r-altered.xml").write_bytes((tmp_path / "r.xml").read_bytes().replace(G22.encode(), b"000.00.00.G01", 1))
+    code, out, err = await axis_command("verify-receipt", str(tmp_path / "r-altered.xml"), "--trust", trust, env=vpcp)
+    assert code == 1 and "signature.digest_mismatch" in out
+    code, out, err = await axis_command("--config", str(network.root / "axis.toml"), "audit", "verify")
+    assert code == 0 and "chain intact" in out, err
+
     # Someone else's message is not found; a wrong token is refused with its code.
     code, out, err = await axis_command("trail", first["message_id"], env={**nghean, "AXIS_TOKEN": "wrong"})
     assert code == 1 and "auth.invalid" in err and "wrong" not in err
