@@ -43,7 +43,7 @@ HEADERS = {
 Handler = Callable[[Received], Awaitable[None]]
 
 
-def _problem(status: int, code: str, detail: str) -> web.Response:
+def _problem(code: str, status: int, detail: str) -> web.Response:
     return web.json_response({"code": code, "title": code, "detail": detail}, status=status, content_type="application/problem+json")
 
 
@@ -88,14 +88,14 @@ class Webhook:
         for name, header in HEADERS.items():
             value = request.headers.get(header)
             if not value:
-                return _problem(400, "adapter.bad_push", f"the request has no {header} header: is this the axis?")
+                return _problem("adapter.bad_push", 400, f"the request has no {header} header: is this the axis?")
             values[name] = value
         if values["kind"] not in KINDS:
-            return _problem(400, "adapter.bad_push", f"unknown {HEADERS['kind']} {values['kind']!r}")
+            return _problem("adapter.bad_push", 400, f"unknown {HEADERS['kind']} {values['kind']!r}")
         if values["recipient"] not in self.agencies:
-            return _problem(403, "adapter.not_served", f"this receiver does not serve {values['recipient']}")
+            return _problem("adapter.not_served", 403, f"this receiver does not serve {values['recipient']}")
         if hashlib.sha256(data).hexdigest() != values["sha256"]:
-            return _problem(400, "adapter.corrupt_download", "the body's SHA-256 differs from X-Axis-Sha256")
+            return _problem("adapter.corrupt_download", 400, "the body's SHA-256 differs from X-Axis-Sha256")
         return Entry(document_id="", size=len(data), **values)
 
     async def receive(self, request: web.Request) -> web.Response:

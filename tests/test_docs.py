@@ -7,7 +7,7 @@ import re
 from tests.conftest import REPO
 
 # A refusal code is the first argument of an error constructor or helper: ``Refused("xml.malformed", ...``.
-CODE = re.compile(r"\(\s*\"((?:xml|edxml|identifier|signature|certificate|keystore|store|config|sender|recipient|message|status|request|auth)\.[a-z_]+)\"")
+CODE = re.compile(r"\(\s*\"((?:xml|edxml|identifier|signature|certificate|keystore|store|config|sender|recipient|message|status|request|auth|adapter)\.[a-z_]+)\"")
 
 
 def test_refusal_codes_are_documented() -> None:
@@ -15,7 +15,7 @@ def test_refusal_codes_are_documented() -> None:
     raised = {m for path in sources for m in CODE.findall(path.read_text())} - {"edxml.xsd"}  # a file name
     documented = set(
         re.findall(
-            r"`((?:xml|edxml|identifier|signature|certificate|keystore|store|config|sender|recipient|message|status|request|auth)\.[a-z_]+)`",
+            r"`((?:xml|edxml|identifier|signature|certificate|keystore|store|config|sender|recipient|message|status|request|auth|adapter)\.[a-z_]+)`",
             (REPO / "docs" / "refusals.md").read_text(),
         )
     )
