@@ -1066,6 +1066,7 @@ def adapter_webhook(listen: str, directory: Path, agencies: tuple[str, ...], key
     bridge = _bridge(directory, agencies, keys_dir, url, token, trust, settle, poll)
 
     async def main(stop: Any) -> None:
+        await bridge.client.axis_fingerprints()  # receipts are checked against it: fail now, not at the first push
         webhook = Webhook(bridge.client, tuple(agencies), layout=bridge.layout)
         runner = web.AppRunner(webhook.app(), access_log=None)
         await runner.setup()

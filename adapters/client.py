@@ -399,6 +399,8 @@ class AxisClient:
                     data = await self.fetch(entry.message_id)
                     try:
                         received = await self.verify(entry, data)
+                    except (AdapterError, Refused):
+                        raise  # the axis certificate or trust could not be read: not the package's fault
                     except AxisError as error:
                         if rejected is not None:
                             await rejected(entry, data, error)

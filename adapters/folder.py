@@ -207,7 +207,15 @@ class FolderBridge:
             await asyncio.to_thread(self.layout.reject, entry.recipient, entry.message_id, data, error)
             log.warning("rejected %s for %s: %s", entry.message_id, entry.recipient, error)
 
-        await self.client.receive(hand, wait=wait, stop=stop, rejected=rejected)
+        while not stop.is_set():
+            try:
+                await self.client.receive(hand, wait=wait, stop=stop, rejected=rejected)
+            except (AdapterError, Refused) as error:
+                if not (error.code == "adapter.unreachable" or isinstance(error, Refused) and error.transient):
+                    raise  # a revoked token, say: stop loudly rather than spin
+                log.warning("will retry receiving: %s", error)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.poll * 5)
 
     async def run(self, stop: asyncio.Event, *, receive: bool = True) -> None:
         """Send and (for a pull endpoint) receive until ``stop`` is set."""

@@ -19,14 +19,17 @@ the dedupe, then renamed into place; ``recover`` finishes or discards what a cra
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from adapters.client import Received
 from adapters.seen import Seen
 from axis.errors import AdapterError, AxisError
+from axis.identifiers import organ_id
 
 FOLDERS = ("outbox", "sent", "error", "inbox", "status", "receipts")
+SAFE_NAME = re.compile(r"[A-Za-z0-9._+-]{1,200}")
 RECEIVED_INTO = {"document": "inbox", "status": "status", "receipt": "receipts"}
 
 
@@ -71,12 +74,22 @@ def place(folder: Path, name: str, data: bytes, suffix: str) -> Path:
     return path
 
 
+def safe_name(name: str) -> str:
+    """A name that comes from outside (a message id, an OrganId) used as a file name: it must stay
+    one file name in its folder."""
+    if not SAFE_NAME.fullmatch(name) or name.startswith("."):
+        raise AdapterError("adapter.bad_push", f"{name[:80]!r} cannot name a file")
+    return name
+
+
 class Layout:
     def __init__(self, root: Path, agencies: Iterable[str]) -> None:
         self.root = root
         self.agencies = tuple(agencies)
         if not self.agencies:
             raise AdapterError("adapter.no_agency", "name at least one agency to serve (--agency ORGANID)")
+        for agency in self.agencies:
+            organ_id(agency)  # a folder name: only a valid OrganId
         self.state = root / ".axis"
         self.incoming = self.state / "incoming"
         self.sending = self.state / "sending"
@@ -99,7 +112,7 @@ class Layout:
             name = f"{r.message_id}.{r.kind}.{'+'.join(r.recipients) or 'all'}.xml"
         else:
             name = f"{entry.message_id}.edxml"
-        return self.folder(entry.recipient, RECEIVED_INTO[entry.kind]) / name
+        return self.folder(entry.recipient, RECEIVED_INTO[entry.kind]) / safe_name(name)
 
     def hand(self, received: Received) -> Path | None:
         """Put a verified package where the agency's software reads it, once. Returns its path,
@@ -119,6 +132,7 @@ class Layout:
     def reject(self, agency: str, message_id: str, data: bytes, error: AxisError) -> None:
         """A package that failed verification here: kept in ``error/`` with the reason, for a person."""
         folder = self.folder(agency, "error")
+        message_id = safe_name(message_id)
         write_atomic(folder / f"{message_id}.edxml", data)
         write_atomic(folder / f"{message_id}.edxml.reason", f"{error.code}\n{error.message}\n".encode())
 

@@ -20,7 +20,9 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -28,7 +30,7 @@ from aiohttp import web
 from adapters.client import AxisClient, Entry, Received
 from adapters.layout import Layout
 from adapters.seen import Seen
-from axis.errors import AxisError
+from axis.errors import AdapterError, AxisError, Refused
 
 log = logging.getLogger("axis.adapter.webhook")
 KINDS = ("document", "status", "receipt")
@@ -40,6 +42,8 @@ HEADERS = {
     "sha256": "X-Axis-Sha256",
     "accepted_at": "X-Axis-Accepted-At",
 }
+MESSAGE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+"""The axis names messages with UUIDs; a header that is anything else never becomes a file name."""
 Handler = Callable[[Received], Awaitable[None]]
 
 
@@ -90,6 +94,14 @@ class Webhook:
             if not value:
                 return _problem("adapter.bad_push", 400, f"the request has no {header} header: is this the axis?")
             values[name] = value
+        if not MESSAGE_ID.fullmatch(values["message_id"]):
+            return _problem("adapter.bad_push", 400, f"{HEADERS['message_id']} is not a message id of the axis")
+        try:
+            accepted = datetime.fromisoformat(values["accepted_at"])
+        except ValueError:
+            accepted = None
+        if accepted is None or accepted.tzinfo is None:
+            return _problem("adapter.bad_push", 400, f"{HEADERS['accepted_at']} must be an ISO 8601 time with its offset")
         if values["kind"] not in KINDS:
             return _problem("adapter.bad_push", 400, f"unknown {HEADERS['kind']} {values['kind']!r}")
         if values["recipient"] not in self.agencies:
@@ -117,6 +129,9 @@ class Webhook:
             return "duplicate", None
         try:
             received = await self.client.verify(entry, data)
+        except (AdapterError, Refused) as error:  # the axis certificate could not be fetched: not the package's fault
+            log.warning("cannot verify %s now: %s", entry.message_id, error)
+            raise web.HTTPServiceUnavailable(headers={"Retry-After": "30"}) from None
         except AxisError as error:
             log.warning("rejected %s for %s: %s", entry.message_id, entry.recipient, error)
             if self.layout is not None:

@@ -16,6 +16,9 @@ from tests.adapters.conftest import Adapter, environment
 from tests.server.conftest import G22, H14, H41, NGHE_AN, Network, eventually, free_port
 
 
+FORGED_ID = "11111111-1111-4111-8111-111111111111"
+
+
 def files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
@@ -67,15 +70,21 @@ async def test_pushed_packages_are_verified_and_written_once(network: Network, a
                     return response.status, await response.json(content_type=None)
 
             assert await push(data) == (200, {"message_id": sent.message_id, "recipient": H41, "outcome": "duplicate"})
-            status, body = await push(forged, **{"X-Axis-Sha256": hashlib.sha256(forged).hexdigest(), "X-Axis-Message-Id": "forged-1"})
+            status, body = await push(forged, **{"X-Axis-Sha256": hashlib.sha256(forged).hexdigest(), "X-Axis-Message-Id": FORGED_ID})
             assert (status, body["outcome"], body["code"]) == (200, "rejected", "signature.digest_mismatch")
-            assert (directory / H41 / "error" / "forged-1.edxml.reason").read_text().startswith("signature.digest_mismatch")
-            status, body = await push(forged, **{"X-Axis-Message-Id": "forged-2"})
+            assert (directory / H41 / "error" / f"{FORGED_ID}.edxml.reason").read_text().startswith("signature.digest_mismatch")
+            status, body = await push(forged, **{"X-Axis-Message-Id": FORGED_ID.replace("1", "2")})
             assert (status, body["code"]) == (400, "adapter.corrupt_download")
-            status, body = await push(data, **{"X-Axis-Recipient": "000.00.00.G01", "X-Axis-Message-Id": "m-3"})
+            status, body = await push(data, **{"X-Axis-Recipient": "000.00.00.G01", "X-Axis-Message-Id": FORGED_ID.replace("1", "3")})
             assert (status, body["code"]) == (403, "adapter.not_served")
             status, body = await push(data, **{"X-Axis-Kind": ""})
             assert (status, body["code"]) == (400, "adapter.bad_push")
+            # A replayed genuine package under a message id that would climb out of the folders.
+            status, body = await push(forged, **{"X-Axis-Sha256": hashlib.sha256(forged).hexdigest(), "X-Axis-Message-Id": "../../../escaped"})
+            assert (status, body["code"]) == (400, "adapter.bad_push")
+            status, body = await push(data, **{"X-Axis-Accepted-At": "2026-11-21T09:00:00", "X-Axis-Message-Id": "0" * 8 + "-0000-0000-0000-" + "0" * 12})
+            assert (status, body["code"]) == (400, "adapter.bad_push")  # a time without its offset
+        assert not list(tmp_path.rglob("escaped*"))
         assert len(files(directory / H41 / "inbox")) == 1  # nothing handed twice, nothing forged handed
 
         # The platform answers through the same process: its outbox goes to the axis.
