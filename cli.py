@@ -880,16 +880,12 @@ def fetch_command(
     url: str, token: str, trust: Path | None, key_path: Path | None, cert_path: Path | None,
     message_id: str, out: Path | None, ack: bool, as_json: bool,
 ) -> None:
-    """Download a package (verified here with --trust) and optionally acknowledge it."""
-    from adapters.client import Entry
-
+    """Download a package (verified here with --trust, at its acceptance time) and optionally acknowledge it."""
     target = out or Path(f"{message_id}.edxml")
     report: dict[str, Any] = {"message_id": message_id, "file": str(target)}
     with _client(url, token, trust, key_path, cert_path) as client:
-        data = client.fetch(message_id, progress=_Bar("fetching"))
+        entry, data = client.download(message_id, progress=_Bar("fetching"))
         if trust is not None:
-            entries = [e for e in client.inbox() if e.message_id == message_id]
-            entry = entries[0] if entries else Entry(message_id, "document", "", "", "", "", len(data), _now().isoformat())
             received = client.verify(entry, data)
             if received.package is not None:
                 report["signer"] = received.package.signature.organ_id

@@ -293,8 +293,12 @@ class AxisClient:
 
     async def fetch(self, message_id: str, progress: Progress | None = None) -> bytes:
         """The package's original bytes, checked against the SHA-256 the axis stored."""
+        return (await self.download(message_id, progress))[1]
 
-        async def attempt() -> bytes:
+    async def download(self, message_id: str, progress: Progress | None = None) -> tuple[Entry, bytes]:
+        """``fetch``, with what the axis says of the package (kind, sender, acceptance time)."""
+
+        async def attempt() -> tuple[Entry, bytes]:
             async with self._http().get(f"{self.url}/v1/messages/{message_id}") as response:
                 if response.status >= 400:
                     raise await _refusal(response)
@@ -306,10 +310,12 @@ class AxisClient:
                     if progress is not None:
                         progress(done, max(total, done))
                 data = b"".join(parts)
-                expected = response.headers.get("X-Axis-Sha256")
-                if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+                sha256 = hashlib.sha256(data).hexdigest()
+                if sha256 != response.headers.get("X-Axis-Sha256"):
                     raise AdapterError("adapter.corrupt_download", f"{message_id} arrived with other bytes than the axis stored; fetch it again")
-                return data
+                h = response.headers
+                entry = Entry(message_id, h["X-Axis-Kind"], h["X-Axis-Sender"], "", "", sha256, len(data), h["X-Axis-Accepted-At"])
+                return entry, data
 
         return await self._retrying(attempt)
 

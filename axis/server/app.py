@@ -323,7 +323,12 @@ async def fetch(request: web.Request) -> web.Response:
     return web.Response(
         body=data,
         content_type="application/xml",
-        headers={"X-Axis-Sha256": message.sha256, "X-Axis-Kind": message.kind, "X-Axis-Sender": message.sender},
+        headers={
+            "X-Axis-Sha256": message.sha256,
+            "X-Axis-Kind": message.kind,
+            "X-Axis-Sender": message.sender,
+            "X-Axis-Accepted-At": message.accepted_at,
+        },
     )
 
 

@@ -15,7 +15,6 @@ from axis.server.runtime import Running
 from tests.adapters.conftest import Adapter, environment
 from tests.server.conftest import G22, H14, H41, NGHE_AN, Network, eventually, free_port
 
-
 FORGED_ID = "11111111-1111-4111-8111-111111111111"
 
 
