@@ -17,7 +17,7 @@ import hashlib
 import json
 import random
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,6 +117,11 @@ async def _refusal(response: aiohttp.ClientResponse) -> Refused:
     return Refused(code, detail, status=response.status, retry_after=_retry_after(response))
 
 
+def _described(message_id: str, response: aiohttp.ClientResponse, size: int) -> Entry:
+    h = response.headers
+    return Entry(message_id, h["X-Axis-Kind"], h["X-Axis-Sender"], "", "", h["X-Axis-Sha256"], size, h["X-Axis-Accepted-At"])
+
+
 def check_events(events: list[dict[str, Any]]) -> None:
     """Recompute each audit event's place in the hash chain: SHA-256(previous + "\\n" + its
     canonical JSON). The events of one message are not contiguous in the chain, so each is checked
@@ -197,7 +202,7 @@ class AxisClient:
                 if not refused.transient or number == self.attempts:
                     raise
                 wait = refused.retry_after if refused.retry_after is not None else delay
-            except (TimeoutError, aiohttp.ClientConnectionError) as error:
+            except (TimeoutError, aiohttp.ClientError) as error:  # refused, reset, cut short, not JSON
                 if number == self.attempts:
                     raise AdapterError(
                         "adapter.unreachable",
@@ -246,7 +251,15 @@ class AxisClient:
             resubmitted=status == 200,
         )
         if self.trust_dir is not None:
-            checked = (await self.verify_receipt(receipt)).receipt
+            try:
+                checked = (await self.verify_receipt(receipt)).receipt
+            except (AdapterError, Refused):
+                raise
+            except AxisError as error:
+                raise AdapterError(
+                    "adapter.receipt_mismatch",
+                    f"the axis accepted {sent.message_id} but its receipt does not verify ({error}); keep the package and report it to the operator",
+                ) from None
             if checked.kind != "accepted" or checked.message_id != sent.message_id or checked.package_sha256 != hashlib.sha256(data).hexdigest():
                 raise AdapterError(
                     "adapter.receipt_mismatch",
@@ -282,12 +295,12 @@ class AxisClient:
 
     # ------------------------------------------------------------ receiving
 
-    async def inbox(self, agency: str | None = None, wait: float = 0, limit: int | None = None) -> list[Entry]:
-        params: dict[str, str] = {"wait": f"{wait:g}"}
-        if agency is not None:
-            params["agency"] = agency
+    async def inbox(self, agency: str | Sequence[str] | None = None, wait: float = 0, limit: int | None = None) -> list[Entry]:
+        """What waits for ``agency`` (one OrganId or several; default every agency of the endpoint)."""
+        params: list[tuple[str, str]] = [("wait", f"{wait:g}")]
+        params += [("agency", a) for a in ([agency] if isinstance(agency, str) else agency or [])]
         if limit is not None:
-            params["limit"] = str(limit)
+            params.append(("limit", str(limit)))
         answer = await self._json("GET", "/v1/inbox", params=params)
         return [Entry.from_json(item) for item in answer["items"]]
 
@@ -310,12 +323,22 @@ class AxisClient:
                     if progress is not None:
                         progress(done, max(total, done))
                 data = b"".join(parts)
-                sha256 = hashlib.sha256(data).hexdigest()
-                if sha256 != response.headers.get("X-Axis-Sha256"):
+                if hashlib.sha256(data).hexdigest() != response.headers.get("X-Axis-Sha256"):
                     raise AdapterError("adapter.corrupt_download", f"{message_id} arrived with other bytes than the axis stored; fetch it again")
-                h = response.headers
-                entry = Entry(message_id, h["X-Axis-Kind"], h["X-Axis-Sender"], "", "", sha256, len(data), h["X-Axis-Accepted-At"])
-                return entry, data
+                return _described(message_id, response, len(data)), data
+
+        return await self._retrying(attempt)
+
+    async def describe(self, message_id: str) -> Entry:
+        """What the axis holds under ``message_id`` for this endpoint (kind, sender, SHA-256,
+        acceptance time), from the headers of a fetch whose body is left unread. The push receiver
+        confirms each push with it."""
+
+        async def attempt() -> Entry:
+            async with self._http().get(f"{self.url}/v1/messages/{message_id}") as response:
+                if response.status >= 400:
+                    raise await _refusal(response)
+                return _described(message_id, response, response.content_length or 0)
 
         return await self._retrying(attempt)
 
@@ -344,9 +367,14 @@ class AxisClient:
     # ------------------------------------------------------------ local verification
 
     def _trust(self) -> pki.Trust:
+        """The trust directory, read now (CRLs are replaced while adapters run). A directory that
+        cannot be read is this side's trouble (``adapter.no_trust``, retried), never a package's."""
         if self.trust_dir is None:
             raise AdapterError("adapter.no_trust", "verifying needs the trust directory of the state CA (--trust)")
-        return keystore.read_trust(self.trust_dir)
+        try:
+            return keystore.read_trust(self.trust_dir)
+        except AxisError as error:
+            raise AdapterError("adapter.no_trust", f"the trust directory {self.trust_dir} cannot be read now: {error}") from None
 
     async def axis_fingerprints(self) -> frozenset[str]:
         """The axis's receipt-signing certificate, fetched once and checked against the trust
@@ -365,16 +393,23 @@ class AxisClient:
         return self._axis_fingerprints
 
     async def verify_receipt(self, data: bytes) -> receipt_xml.VerifiedReceipt:
-        fingerprints = await self.axis_fingerprints()
+        """A receipt signed by the axis certificate; when it names another, the certificate is
+        fetched again once (the axis may have rolled its key over) before the receipt is refused."""
         trust = self._trust()
-        return await asyncio.to_thread(receipt_xml.verify, data, trust, fingerprints)
+        try:
+            return await asyncio.to_thread(receipt_xml.verify, data, trust, await self.axis_fingerprints())
+        except AxisError as error:
+            if error.code != "signature.not_axis":
+                raise
+            self._axis_fingerprints = None
+            return await asyncio.to_thread(receipt_xml.verify, data, trust, await self.axis_fingerprints())
 
     async def verify(self, entry: Entry, data: bytes) -> Received:
         """Check a fetched package here: an agency's signature at its acceptance time, or the
         axis's signature on a receipt."""
+        trust = self._trust()  # raises adapter.no_trust: the caller retries, the package is not judged
         if entry.kind == "receipt":
             return Received(entry, data, receipt=await self.verify_receipt(data))
-        trust = self._trust()
         at = datetime.fromisoformat(entry.accepted_at)
         return Received(entry, data, package=await asyncio.to_thread(verify_package, data, trust, at))
 
@@ -382,7 +417,7 @@ class AxisClient:
         self,
         handler: Callable[[Received], Awaitable[None]],
         *,
-        agency: str | None = None,
+        agency: str | Sequence[str] | None = None,
         wait: float = 30,
         stop: asyncio.Event | None = None,
         rejected: Callable[[Entry, bytes, AxisError], Awaitable[None]] | None = None,

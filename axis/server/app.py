@@ -223,12 +223,13 @@ async def submit(request: web.Request) -> web.Response:
 
 
 def _agencies(request: web.Request, endpoint: Endpoint) -> tuple[str, ...]:
-    wanted = request.query.get("agency")
-    if wanted is None:
+    wanted = request.query.getall("agency", [])
+    if not wanted:
         return endpoint.agencies
-    if wanted not in endpoint.agencies:
-        raise RequestRefused("auth.forbidden", f"endpoint {endpoint.name!r} does not act for {wanted}")
-    return (wanted,)
+    for agency in wanted:
+        if agency not in endpoint.agencies:
+            raise RequestRefused("auth.forbidden", f"endpoint {endpoint.name!r} does not act for {agency}")
+    return tuple(dict.fromkeys(wanted))
 
 
 def _number(request: web.Request, name: str, default: float, low: float, high: float) -> float:
