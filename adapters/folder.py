@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import stat
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,6 +51,10 @@ def signers_in(directory: Path | None, agencies: tuple[str, ...], passphrase: by
     return found
 
 
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def is_signed(data: bytes) -> bool:
     root = xmlguard.parse(data)
     return bool(root.findall(f".//{signing.ds('Signature')}"))
@@ -64,6 +70,11 @@ class Outgoing:
     def name(self) -> str:
         return self.source.name
 
+    @property
+    def recorded(self) -> Path:
+        """The SHA-256 of the source when it was prepared."""
+        return self.prepared.with_suffix(".source")
+
 
 class FolderBridge:
     def __init__(
@@ -75,6 +86,8 @@ class FolderBridge:
         self.settle = settle
         self.poll = poll
         self.retry_at: dict[Path, float] = {}
+        self.last_seen: dict[Path, tuple[tuple[int, int], ...]] = {}
+        """What each outbox file (and its attachments) looked like at the last look."""
 
     # ------------------------------------------------------------ sending
 
@@ -89,15 +102,24 @@ class FolderBridge:
             for name in sorted(prepared):
                 found.append(Outgoing(agency, outbox / name, sending / f"{name}.edxml"))
             for source in sorted(outbox.iterdir()):
-                if (
-                    source.suffix in PACKAGE_SUFFIXES
-                    and not source.name.startswith(".")
-                    and source.name not in prepared
-                    and source.is_file()
-                    and now - source.stat().st_mtime >= self.settle
-                ):
+                wanted = source.suffix in PACKAGE_SUFFIXES and not source.name.startswith(".")
+                if wanted and source.name not in prepared and self._settled(source, now):
                     found.append(Outgoing(agency, source, sending / f"{source.name}.edxml"))
         return [o for o in found if self.retry_at.get(o.prepared, 0) <= time.monotonic()]
+
+    def _settled(self, source: Path, now: float) -> bool:
+        """Unchanged (size and modification time, its attachments' too) since the last look and
+        for ``settle`` seconds: software that copies without renaming has finished writing."""
+        try:
+            paths = [source, *self._companions(source)]
+            stats = [p.lstat() for p in paths]
+        except OSError:
+            return False
+        if not all(stat.S_ISREG(s.st_mode) for s in stats):  # symlinks and devices are not sent
+            return False
+        shape = tuple((s.st_size, s.st_mtime_ns) for s in stats)
+        previous, self.last_seen[source] = self.last_seen.get(source), shape
+        return previous == shape and now - max(s.st_mtime for s in stats) >= self.settle
 
     def _prepare(self, outgoing: Outgoing) -> bytes:
         if outgoing.prepared.exists():
@@ -121,63 +143,88 @@ class FolderBridge:
             raise AdapterError(
                 "adapter.sender_mismatch", f"{outgoing.name} is sent by {sender}, but it was dropped in the outbox of {agency}"
             )
-        write_atomic(outgoing.prepared, package)
+        write_atomic(outgoing.recorded, _digest(outgoing.source).encode())
+        write_atomic(outgoing.prepared, package)  # its existence is the commit point
         return package
 
-    def _companions(self, outgoing: Outgoing) -> list[Path]:
+    @staticmethod
+    def _companions(source: Path) -> list[Path]:
         """The attachments a description names (they travel with it to sent/ or error/)."""
-        if outgoing.source.suffix != ".json" or not outgoing.source.exists():
+        if source.suffix != ".json" or not source.exists():
             return []
         try:
-            return Description.load(outgoing.source).attachment_paths()
+            return Description.load(source).attachment_paths()
         except AxisError:
             return []
+
+    @staticmethod
+    def _ours(outgoing: Outgoing) -> bool:
+        """The file in the outbox is the one that was prepared, not a new one under the same name."""
+        try:
+            return _digest(outgoing.source) == outgoing.recorded.read_text()
+        except OSError:
+            return False
 
     def _finish(self, outgoing: Outgoing, sent: Sent) -> None:
         """Every step can run again after a crash and leaves the same result."""
         folder = self.layout.folder(outgoing.agency, "sent")
         suffix = sent.message_id[:8]
         prepared = outgoing.prepared.read_bytes()
-        if outgoing.source.suffix == ".json" or (outgoing.source.exists() and outgoing.source.read_bytes() != prepared):
+        ours = self._ours(outgoing)
+        if outgoing.source.suffix == ".json" or (ours and outgoing.source.read_bytes() != prepared):
             place(folder, f"{outgoing.source.stem}.signed.edxml", prepared, suffix)
-        for path in [*self._companions(outgoing), outgoing.source]:
-            if path.exists():
-                move(path, folder, suffix)
+        if ours:
+            for path in [*self._companions(outgoing.source), outgoing.source]:
+                if path.exists():
+                    move(path, folder, suffix)
         place(folder, f"{outgoing.name}.receipt.xml", sent.receipt, suffix)
         outgoing.prepared.unlink()
+        outgoing.recorded.unlink(missing_ok=True)
         log.info("sent %s/%s as %s to %s", outgoing.agency, outgoing.name, sent.message_id, ", ".join(sent.recipients))
 
     def _fail(self, outgoing: Outgoing, error: AxisError) -> None:
         folder = self.layout.folder(outgoing.agency, "error")
         suffix = time.strftime("%Y%m%d%H%M%S")
-        for path in self._companions(outgoing):
-            move(path, folder, suffix)
-        target = move(outgoing.source, folder, suffix) if outgoing.source.exists() else folder / outgoing.name
+        target = folder / outgoing.name
+        if outgoing.source.exists() and (self._ours(outgoing) or not outgoing.prepared.exists()):
+            for path in self._companions(outgoing.source):
+                move(path, folder, suffix)
+            target = move(outgoing.source, folder, suffix)
         write_atomic(target.with_name(f"{target.name}.reason"), f"{error.code}\n{error.message}\n".encode())
         outgoing.prepared.unlink(missing_ok=True)
+        outgoing.recorded.unlink(missing_ok=True)
         log.warning("refused %s/%s: %s", outgoing.agency, outgoing.name, error)
 
     async def send_one(self, outgoing: Outgoing) -> Sent | None:
+        """Send one file; a refusal of the package moves it to error/, trouble on this side or
+        at the axis (down, busy, a revoked token, a missing attachment not yet copied) leaves it
+        to be tried again."""
         try:
             data = await asyncio.to_thread(self._prepare, outgoing)
             sent = await self.client.send(data)
-        except Refused as refused:
-            if refused.transient:
-                self._later(outgoing, refused)
-                return None
-            await asyncio.to_thread(self._fail, outgoing, refused)
-            return None
-        except AdapterError as error:
-            if error.code == "adapter.unreachable":
+        except AxisError as error:
+            if self._not_the_package(outgoing, error):
                 self._later(outgoing, error)
-                return None
-            await asyncio.to_thread(self._fail, outgoing, error)
+            else:
+                await asyncio.to_thread(self._fail, outgoing, error)
             return None
-        except AxisError as error:  # the file itself is not a package we can send
-            await asyncio.to_thread(self._fail, outgoing, error)
+        except (ValueError, TypeError) as error:  # a description with values of the wrong type or characters
+            refusal = AdapterError("adapter.invalid_description", f"{outgoing.name} does not make a package: {error}")
+            await asyncio.to_thread(self._fail, outgoing, refusal)
+            return None
+        except OSError as error:  # the file went away, the disk is full: try again later
+            self._later(outgoing, AdapterError("adapter.unreachable", f"{outgoing.name}: {error}"))
             return None
         await asyncio.to_thread(self._finish, outgoing, sent)
         return sent
+
+    @staticmethod
+    def _not_the_package(outgoing: Outgoing, error: AxisError) -> bool:
+        if isinstance(error, Refused):
+            return error.transient or error.code.startswith("auth.") or error.status in (404, 405, 407, 408)
+        if error.code == "adapter.attachment_missing":  # still being copied, perhaps: give it 5 minutes
+            return outgoing.source.exists() and time.time() - outgoing.source.stat().st_mtime < 300
+        return error.code in ("adapter.unreachable", "adapter.no_trust", "adapter.receipt_mismatch")
 
     def _later(self, outgoing: Outgoing, error: AxisError) -> None:
         log.warning("will retry %s/%s: %s", outgoing.agency, outgoing.name, error)
@@ -209,9 +256,9 @@ class FolderBridge:
 
         while not stop.is_set():
             try:
-                await self.client.receive(hand, wait=wait, stop=stop, rejected=rejected)
-            except (AdapterError, Refused) as error:
-                if not (error.code == "adapter.unreachable" or isinstance(error, Refused) and error.transient):
+                await self.client.receive(hand, agency=self.layout.agencies, wait=wait, stop=stop, rejected=rejected)
+            except (AdapterError, Refused, OSError) as error:
+                if isinstance(error, Refused) and not error.transient:
                     raise  # a revoked token, say: stop loudly rather than spin
                 log.warning("will retry receiving: %s", error)
                 with contextlib.suppress(TimeoutError):

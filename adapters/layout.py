@@ -18,6 +18,7 @@ the dedupe, then renamed into place; ``recover`` finishes or discards what a cra
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 from collections.abc import Iterable
@@ -44,7 +45,10 @@ def fsync_dir(path: Path) -> None:
 def write_atomic(path: Path, data: bytes) -> None:
     """``path`` holds ``data`` completely or not at all, durably, whatever happens meanwhile."""
     temporary = path.with_name(f".{path.name}.part")
-    with open(temporary, "wb") as file:
+    temporary.unlink(missing_ok=True)
+    # O_EXCL|O_NOFOLLOW: a symlink planted under the temporary name is never written through.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as file:
         file.write(data)
         file.flush()
         os.fsync(file.fileno())
@@ -53,10 +57,12 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def move(source: Path, folder: Path, suffix: str) -> Path:
-    """Rename ``source`` into ``folder`` under its own name, or ``name~suffix`` when that is taken."""
-    target = folder / source.name
-    if target.exists():
-        target = folder / f"{source.stem}~{suffix}{source.suffix}"
+    """Rename ``source`` into ``folder`` under its own name, or ``name~suffix`` (``~suffix-2``, ...)
+    when that is taken: nothing already there is overwritten."""
+    target, n = folder / source.name, 1
+    while target.exists() or target.is_symlink():
+        target = folder / f"{source.stem}~{suffix}{f'-{n}' if n > 1 else ''}{source.suffix}"
+        n += 1
     os.replace(source, target)
     fsync_dir(folder)
     return target
@@ -91,6 +97,13 @@ class Layout:
         for agency in self.agencies:
             organ_id(agency)  # a folder name: only a valid OrganId
         self.state = root / ".axis"
+        self.state.mkdir(parents=True, exist_ok=True)
+        self._lock = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock)
+            raise AdapterError("adapter.folder_in_use", f"another adapter is already running on {root}; run one per folder tree") from None
         self.incoming = self.state / "incoming"
         self.sending = self.state / "sending"
         for agency in self.agencies:

@@ -12,7 +12,7 @@ from pathlib import Path
 from axis import edxml, keystore, receipts
 from axis.server.runtime import Running
 from axis.store import SQLiteStore
-from tests.adapters.conftest import Adapter, environment
+from tests.adapters.conftest import Adapter, axis_command, environment
 from tests.server.conftest import G22, H14, H41, NGHE_AN, Network, eventually
 
 
@@ -38,7 +38,7 @@ def drop(folder: Path, name: str, data: bytes) -> None:
 
 async def test_documents_statuses_and_refusals_through_two_bridges(network: Network, axis: Running, tmp_path: Path) -> None:
     sender_dir, platform_dir = tmp_path / "vpcp", tmp_path / "platform"
-    sender, _, _ = await bridge(network, axis, sender_dir, "vpcp-folder", [G22])
+    sender, sender_env, _ = await bridge(network, axis, sender_dir, "vpcp-folder", [G22])
     platform, _, _ = await bridge(network, axis, platform_dir, "province-platform", [H41, H14])
     try:
         outbox = sender_dir / G22 / "outbox"
@@ -91,6 +91,9 @@ async def test_documents_statuses_and_refusals_through_two_bridges(network: Netw
         reported = edxml.parse(files(sender_dir / G22 / "status")[0].read_bytes())
         assert isinstance(reported, edxml.StatusPackage) and reported.status_code == "03"
         assert reported.response_for.document_id == letter.document_id
+        # A second bridge on the same tree would race the first: it refuses to start.
+        code, _, err = await axis_command("adapter", "folder", "--dir", str(sender_dir), "--agency", G22, env=sender_env)
+        assert code == 1 and "adapter.folder_in_use" in err
     finally:
         assert await sender.stop() == 0
         assert await platform.stop() == 0
