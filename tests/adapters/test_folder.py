@@ -115,14 +115,15 @@ async def test_sigkill_mid_transfer_loses_and_duplicates_nothing(network: Networ
     sent, inbox41, inbox14 = sender_dir / G22 / "sent", platform_dir / H41 / "inbox", platform_dir / H14 / "inbox"
     kills = in_flight = 0
     try:
+        sending = sender_dir / ".axis" / "sending"
         for _ in range(4):
-            before = len(files(sent, "*.receipt.xml")), len(files(inbox41))
-            await eventually(lambda before=before: (len(files(sent, "*.receipt.xml")), len(files(inbox41))) != before, timeout=60)
-            await asyncio.sleep(0.15 * kills)
+            # Kill while a package is prepared and not yet finished (or once everything is sent).
+            await eventually(lambda: list(sending.rglob("*.edxml")) or len(files(sent, "*.receipt.xml")) == total, timeout=60)
+            await asyncio.sleep(0.05 * kills)
             assert await sender.stop(signal.SIGKILL) == -signal.SIGKILL
             assert await platform.stop(signal.SIGKILL) == -signal.SIGKILL
             kills += 1
-            in_flight += len(list((sender_dir / ".axis" / "sending").rglob("*.edxml")))
+            in_flight += len(list(sending.rglob("*.edxml")))
             sender = await Adapter.spawn(sender_dir.parent / "vpcp-folder.log", *sender_args, env=sender_env)
             platform = await Adapter.spawn(platform_dir.parent / "province-platform.log", *platform_args, env=platform_env)
         await eventually(lambda: len(files(sent, "*.receipt.xml")) == total and len(files(inbox41)) == total and len(files(inbox14)) == total, timeout=120)
