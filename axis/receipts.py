@@ -48,6 +48,10 @@ class Receipt:
 
 def build(receipt: Receipt) -> bytes:
     """The unsigned receipt XML, children in schema order."""
+    return bytes(etree.tostring(_tree(receipt), xml_declaration=True, encoding="UTF-8"))
+
+
+def _tree(receipt: Receipt) -> etree._Element:
     if receipt.kind not in KINDS:
         raise ValueError(f"unknown receipt kind {receipt.kind!r}")
     root = etree.Element(q("Receipt"), nsmap={None: NS}, version="1")  # type: ignore[dict-item]
@@ -67,11 +71,12 @@ def build(receipt: Receipt) -> bytes:
         etree.SubElement(root, q("AcknowledgementSHA256")).text = receipt.acknowledgement_sha256
     if receipt.reason is not None:
         etree.SubElement(root, q("Reason")).text = receipt.reason[:1000]
-    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+    return root
 
 
 def sign(receipt: Receipt, key: pki.PrivateKey, certificate: x509.Certificate) -> bytes:
-    return signing.sign(build(receipt), key, certificate, policy=POLICY)
+    """The signed receipt; the tree is signed as built, without serialising and parsing it first."""
+    return signing.sign_tree(_tree(receipt), key, certificate, policy=POLICY)
 
 
 @cache

@@ -20,18 +20,21 @@ are what the axis stores and forwards; they are never re-serialised or "repaired
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from lxml import etree
-from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, SignatureMethod
+from signxml.algorithms import DigestAlgorithm, SignatureMethod
 from signxml.exceptions import InvalidDigest, InvalidInput, InvalidSignature, SignXMLException
-from signxml.signer import XMLSigner
 from signxml.verifier import SignatureConfiguration, XMLVerifier
 
 from axis import pki, xmlguard
@@ -142,8 +145,6 @@ def sign(
     A document that already carries a ``Signature`` element (an XMLDSig one, or a legacy
     placeholder in another namespace) is refused unless ``replace`` is set, which removes them.
     """
-    if _spki(key.public_key()) != _spki(certificate.public_key()):
-        raise SignatureRefused("signature.key_mismatch", "the private key does not belong to the certificate")
     root = xmlguard.parse(data, policy.limits)
     existing = _signature_like(root)
     if existing and not replace:
@@ -153,22 +154,61 @@ def sign(
         )
     for element in existing:
         _remove_keeping_tail(element)
+    return sign_tree(root, key, certificate, intermediates, policy=policy)
+
+
+def sign_tree(
+    root: etree._Element,
+    key: pki.PrivateKey,
+    certificate: x509.Certificate,
+    intermediates: tuple[x509.Certificate, ...] = (),
+    *,
+    policy: SignaturePolicy = EDXML_POLICY,
+) -> bytes:
+    """Sign a tree the caller built itself (no ``Signature`` in it) and return the signed bytes.
+
+    The one signature shape the policy accepts, made directly: the digest is taken over the
+    exclusive canonical form of the document before the signature is added (what the
+    enveloped-signature transform gives back), SignedInfo is canonicalised and signed once.
+    ``root`` is changed: the signature is appended where the policy places it.
+    """
+    if _spki(key.public_key()) != _spki(certificate.public_key()):
+        raise SignatureRefused("signature.key_mismatch", "the private key does not belong to the certificate")
     parent = _signature_parent(root, policy)
-    etree.SubElement(parent, ds("Signature"), Id="placeholder", nsmap={"ds": DS})
+    digest = hashlib.sha256(_c14n(root.getroottree())).digest()
+    method = RSA_SHA256 if isinstance(key, rsa.RSAPrivateKey) else ECDSA_SHA256
+    signature = etree.SubElement(parent, ds("Signature"), nsmap={"ds": DS})
+    signed_info = etree.SubElement(signature, ds("SignedInfo"))
+    etree.SubElement(signed_info, ds("CanonicalizationMethod"), Algorithm=EXC_C14N)
+    etree.SubElement(signed_info, ds("SignatureMethod"), Algorithm=method)
+    reference = etree.SubElement(signed_info, ds("Reference"), URI="")
+    transforms = etree.SubElement(reference, ds("Transforms"))
+    for algorithm in TRANSFORMS:
+        etree.SubElement(transforms, ds("Transform"), Algorithm=algorithm)
+    etree.SubElement(reference, ds("DigestMethod"), Algorithm=SHA256)
+    etree.SubElement(reference, ds("DigestValue")).text = base64.b64encode(digest).decode()
+    value = _signature_value(key, _c14n(signed_info))
+    etree.SubElement(signature, ds("SignatureValue")).text = base64.b64encode(value).decode()
+    x509_data = etree.SubElement(etree.SubElement(signature, ds("KeyInfo")), ds("X509Data"))
+    for cert in (certificate, *intermediates):
+        etree.SubElement(x509_data, ds("X509Certificate")).text = base64.b64encode(
+            cert.public_bytes(Encoding.DER)
+        ).decode()
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+
+def _c14n(node: etree._Element | etree._ElementTree) -> bytes:
+    """Exclusive c14n 1.0 without comments: the one canonical form the policy allows."""
+    return bytes(etree.tostring(node, method="c14n", exclusive=True, with_comments=False))
+
+
+def _signature_value(key: pki.PrivateKey, signed_info: bytes) -> bytes:
+    """RSA PKCS#1 v1.5 or ECDSA over SHA-256; an ECDSA value is r || s (XMLDSig), not DER."""
     if isinstance(key, rsa.RSAPrivateKey):
-        method = SignatureMethod.RSA_SHA256
-    else:
-        method = SignatureMethod.ECDSA_SHA256
-    signer = XMLSigner(
-        signature_algorithm=method,
-        digest_algorithm=DigestAlgorithm.SHA256,
-        c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,
-    )
-    # signxml re-parses the tree with its own parser, which caps text nodes at 10 MB; ours does not
-    # (the pre-check has already bounded the document).
-    signer._parser = xmlguard.parser()  # type: ignore[assignment]
-    signed = signer.sign(root, key=key, cert=[certificate, *intermediates])
-    return bytes(etree.tostring(signed, xml_declaration=True, encoding="UTF-8"))
+        return key.sign(signed_info, padding.PKCS1v15(), hashes.SHA256())
+    r, s = decode_dss_signature(key.sign(signed_info, ec.ECDSA(hashes.SHA256())))
+    size = (key.curve.key_size + 7) // 8
+    return r.to_bytes(size, "big") + s.to_bytes(size, "big")
 
 
 def _spki(public: CertificatePublicKeyTypes) -> bytes:
