@@ -232,7 +232,7 @@ def _refuse(code: str, element: etree._Element | None, fault: str) -> PackageRef
 
 
 def _child(parent: etree._Element, name: str) -> etree._Element | None:
-    return parent.find(q(name))
+    return next(parent.iterchildren(q(name)), None)  # the first such child, like find(), without a path parse
 
 
 def _children(parent: etree._Element, name: str) -> list[etree._Element]:

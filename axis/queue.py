@@ -9,13 +9,15 @@ and the random source are injected so every schedule is reproducible in tests.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from axis.errors import StoreError
 from axis.store import Delivery, NewMessage, Store
+from axis.store.blobs import INLINE_MAX
 
 Clock = Callable[[], float]
 
@@ -44,13 +46,15 @@ class Queue:
     rng: random.Random = field(default_factory=random.Random)
 
     def enqueue(self, message: NewMessage, data: bytes) -> list[int]:
-        """Store the package bytes (fsync'd), then the message for all its recipients in one durable
-        transaction; returns delivery ids. The order is the guarantee: a committed message always
-        has its bytes on disk."""
-        if self.store.blobs.put(data) != message.sha256:
-            raise StoreError(
-                "store.bad_digest", f"message {message.id} names a SHA-256 its bytes do not have"
-            )
+        """Store the package bytes and the message for all its recipients durably; returns delivery
+        ids. Small packages are written in the message's own transaction; larger ones are written
+        and fsync'd as a blob first. Either way a committed message always has its bytes on disk."""
+        if len(data) <= INLINE_MAX:
+            if hashlib.sha256(data).hexdigest() != message.sha256:
+                raise StoreError("store.bad_digest", f"message {message.id} names a SHA-256 its bytes do not have")
+            message = replace(message, data=data)
+        elif self.store.blobs.put(data) != message.sha256:
+            raise StoreError("store.bad_digest", f"message {message.id} names a SHA-256 its bytes do not have")
         now = self.clock()
         return self.store.enqueue(message, now, now + self.policy.ttl)
 

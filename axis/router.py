@@ -297,16 +297,16 @@ class Router:
             self.key,
             self.certificate,
         )
-        digest = self.store.blobs.put(xml)
         forward = NewMessage(
             id=str(uuid.uuid4()),
             kind="receipt",
             sender=AXIS_SENDER,
             document_id=message.document_id,
-            sha256=digest,
+            sha256=hashlib.sha256(xml).hexdigest(),
             size=len(xml),
             recipients=(message.sender,),
             accepted_at=at.isoformat(),
+            data=xml,
         )
         now = self.queue.clock()
         self.store.add_receipt(

@@ -3,6 +3,12 @@
 Reads use one read-only connection per thread (WAL lets them run beside the writer). Times are
 passed in by the caller: registry times as ISO 8601 text, queue times as Unix seconds (floats),
 so nothing here reads a clock.
+
+The registry reads of the request path (an endpoint by its token, an agency, a certificate) are
+served from memory. Each read first compares one counter, ``registry_version``, which triggers
+bump on every registry write, whoever makes it (this process or the ``axis`` CLI writing the
+database directly); any change empties the cache. So the cache is never staler than the read of
+the counter that preceded it: a revoked certificate or suspended agency is refused at once.
 """
 
 from __future__ import annotations
@@ -11,9 +17,9 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
@@ -42,6 +48,9 @@ INBOX_SQL = (
     " ORDER BY d.priority DESC, d.due_at, d.id LIMIT ?"
 )
 """``{kinds}`` takes placeholders only (``?, ?``)."""
+REGISTRY_CACHE_MAX = 100_000
+"""Registry entries kept in memory at most (misses are never cached, so unknown tokens cannot grow it)."""
+T = TypeVar("T")
 
 
 def append_event(
@@ -64,7 +73,7 @@ class SQLiteStore:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "axis.sqlite3"
-        self.blobs = BlobStore(directory / "blobs")
+        self.blobs = BlobStore(directory / "blobs", inline=self._inline_package)
         self.blobs.sweep()
         setup = connect(self.path)
         try:
@@ -75,6 +84,9 @@ class SQLiteStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._registry_lock = threading.Lock()
+        self._registry_cache: dict[tuple[str, str], Any] = {}
+        self._registry_version = -1
 
     def close(self) -> None:
         """Finish queued writes, then close the writer and every reader connection."""
@@ -95,6 +107,26 @@ class SQLiteStore:
 
     def _rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[sqlite3.Row]:
         return self._reader().execute(sql, parameters).fetchall()
+
+    def _registry(self, key: tuple[str, str], load: Callable[[], T | None]) -> T | None:
+        """``load()``, or what it returned before if no registry write was committed since."""
+        version = self._rows("SELECT version FROM registry_version")[0][0]
+        with self._registry_lock:
+            if version != self._registry_version or len(self._registry_cache) >= REGISTRY_CACHE_MAX:
+                self._registry_cache.clear()
+                self._registry_version = version
+            if key in self._registry_cache:
+                return self._registry_cache[key]  # type: ignore[no-any-return]
+        value = load()  # read after the counter: never older than the version it is filed under
+        if value is not None:
+            with self._registry_lock:
+                if self._registry_version == version:
+                    self._registry_cache[key] = value
+        return value
+
+    def _inline_package(self, digest: str) -> bytes | None:
+        rows = self._rows("SELECT data FROM packages WHERE sha256 = ?", (digest,))
+        return bytes(rows[0][0]) if rows else None
 
     # ------------------------------------------------------------ agencies
 
@@ -128,8 +160,11 @@ class SQLiteStore:
         self.committer.run(operation)
 
     def agency(self, organ_id: str) -> Agency | None:
-        rows = self._rows("SELECT * FROM agencies WHERE organ_id = ?", (organ_id,))
-        return Agency(**dict(rows[0])) if rows else None
+        def load() -> Agency | None:
+            rows = self._rows("SELECT * FROM agencies WHERE organ_id = ?", (organ_id,))
+            return Agency(**dict(rows[0])) if rows else None
+
+        return self._registry(("agency", organ_id), load)
 
     def agencies(self) -> list[Agency]:
         return [Agency(**dict(r)) for r in self._rows("SELECT * FROM agencies ORDER BY organ_id")]
@@ -177,8 +212,11 @@ class SQLiteStore:
         self.committer.run(operation)
 
     def certificate(self, fingerprint: str) -> CertificateRecord | None:
-        rows = self._rows("SELECT * FROM certificates WHERE fingerprint = ?", (fingerprint,))
-        return CertificateRecord(**dict(rows[0])) if rows else None
+        def load() -> CertificateRecord | None:
+            rows = self._rows("SELECT * FROM certificates WHERE fingerprint = ?", (fingerprint,))
+            return CertificateRecord(**dict(rows[0])) if rows else None
+
+        return self._registry(("certificate", fingerprint), load)
 
     def certificates(self, organ_id: str | None = None) -> list[CertificateRecord]:
         if organ_id is None:
@@ -266,8 +304,11 @@ class SQLiteStore:
         return self._endpoint(rows[0]) if rows else None
 
     def endpoint_by_token(self, token_hash: str) -> Endpoint | None:
-        rows = self._rows("SELECT * FROM endpoints WHERE token_hash = ? AND status = 'active'", (token_hash,))
-        return self._endpoint(rows[0]) if rows else None
+        def load() -> Endpoint | None:
+            rows = self._rows("SELECT * FROM endpoints WHERE token_hash = ? AND status = 'active'", (token_hash,))
+            return self._endpoint(rows[0]) if rows else None
+
+        return self._registry(("endpoint", token_hash), load)
 
     def endpoints(self) -> list[Endpoint]:
         return [self._endpoint(r) for r in self._rows("SELECT * FROM endpoints ORDER BY name")]
@@ -316,10 +357,13 @@ class SQLiteStore:
         self.committer.run(operation)
 
     def role_by_token(self, token_hash: str) -> str | None:
-        rows = self._rows(
-            "SELECT role FROM role_tokens WHERE token_hash = ? AND revoked_at IS NULL", (token_hash,)
-        )
-        return str(rows[0][0]) if rows else None
+        def load() -> str | None:
+            rows = self._rows(
+                "SELECT role FROM role_tokens WHERE token_hash = ? AND revoked_at IS NULL", (token_hash,)
+            )
+            return str(rows[0][0]) if rows else None
+
+        return self._registry(("role", token_hash), load)
 
     # ------------------------------------------------------------ messages and deliveries
 
@@ -357,6 +401,8 @@ class SQLiteStore:
                 message.due_date,
             ),
         )
+        if message.data is not None:
+            c.execute("INSERT OR IGNORE INTO packages (sha256, data) VALUES (?, ?)", (message.sha256, message.data))
         ids = []
         for recipient in message.recipients:
             cursor = c.execute(
@@ -655,7 +701,7 @@ class SQLiteStore:
         expires_at: float = 0.0,
     ) -> None:
         """Store a receipt about ``message_id``; with ``forward``, also queue it (as a message of kind
-        ``receipt``, bytes already in the blob store) for the sender, in the same transaction."""
+        ``receipt``, its bytes in ``forward.data``) for the sender, in the same transaction."""
 
         def operation(c: sqlite3.Connection) -> None:
             if kind != "accepted" and c.execute(
