@@ -448,7 +448,7 @@ async def metrics(request: web.Request) -> web.Response:
     counts = await asyncio.to_thread(axis.store.delivery_counts)
     gauges: dict[str, tuple[str, dict[Labels, float]]] = {
         "axis_deliveries": ("Deliveries by state.", {(("state", s),): float(n) for s, n in counts.items()}),
-        "axis_verifier_pools_replaced": ("Verification pools replaced after a timeout or crash.", {(): float(axis.pool.replaced)}),
+        "axis_verifier_pools_replaced": ("Verification workers replaced after a timeout or crash.", {(): float(axis.pool.replaced)}),
         "axis_draining": ("1 while the axis shuts down.", {(): float(axis.draining)}),
     }
     if axis.dispatcher is not None:
