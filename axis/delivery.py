@@ -15,6 +15,7 @@ Store calls block, so they run in threads; the event loop only waits on the netw
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -22,10 +23,12 @@ from dataclasses import dataclass, field
 
 from axis.errors import AxisError, StoreError
 from axis.router import Router
-from axis.store import Delivery, Endpoint
+from axis.store import Delivery, Endpoint, Message
 
 log = logging.getLogger("axis.delivery")
 
+RECENT_BYTES = 32 * 1024 * 1024
+"""Package bytes kept in memory for repeated sends (a package to many recipients)."""
 Post = Callable[[str, bytes, dict[str, str]], Awaitable[tuple[int, bytes]]]
 """POST (url, body, headers) and return (status, response body); raises OSError/TimeoutError."""
 
@@ -41,6 +44,7 @@ class Dispatcher:
     failed_attempts: int = 0
     _wake: dict[str, asyncio.Event] = field(default_factory=dict)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _recent: collections.OrderedDict[str, bytes] = field(default_factory=collections.OrderedDict)
     _stopping: bool = False
 
     def wake(self, agencies: Iterable[str] = ()) -> None:
@@ -63,32 +67,58 @@ class Dispatcher:
             await asyncio.sleep(self.poll * 5)
 
     async def _serve(self, endpoint: Endpoint) -> None:
+        """Keep up to ``concurrency`` POSTs in flight: a slot that frees is refilled at once, rather
+        than waiting for the slowest POST of a batch."""
         assert endpoint.id is not None and endpoint.push_url is not None
         queue = self.router.queue
         wake = self._wake.setdefault(endpoint.name, asyncio.Event())
+        sending: set[asyncio.Task[None]] = set()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            sending.discard(task)
+            wake.set()
+
         while not self._stopping:
             wake.clear()
-            leased = await asyncio.to_thread(queue.lease, endpoint.agencies, endpoint.id, self.concurrency)
-            if not leased:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self.poll)
-                continue
-            await asyncio.gather(*(self._send(endpoint, d) for d in leased))
+            free = self.concurrency - len(sending)
+            leased = await asyncio.to_thread(queue.lease, endpoint.agencies, endpoint.id, free) if free else []
+            for delivery in leased:
+                task = asyncio.create_task(self._send(endpoint, delivery))
+                sending.add(task)
+                task.add_done_callback(finished)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self.poll)
+        if sending:
+            await asyncio.gather(*sending, return_exceptions=True)
+
+    def _package(self, delivery: Delivery) -> tuple[Message, bytes]:
+        """The delivery's message and bytes; the bytes of the last few packages are kept, since a
+        package to many recipients is sent many times over."""
+        message = self.router.store.message(delivery.message_id)
+        assert message is not None
+        data = self._recent.get(message.sha256)
+        if data is None:
+            data = self.router.store.blobs.get(message.sha256)
+            if len(data) <= RECENT_BYTES // 8:
+                self._recent[message.sha256] = data
+                while sum(len(d) for d in self._recent.values()) > RECENT_BYTES:
+                    self._recent.popitem(last=False)
+        return message, data
 
     async def _send(self, endpoint: Endpoint, delivery: Delivery) -> None:
-        store = self.router.store
-        message = await asyncio.to_thread(store.message, delivery.message_id)
-        assert message is not None and endpoint.push_url is not None
-        headers = {
-            "Content-Type": "application/xml",
-            "X-Axis-Message-Id": message.id,
-            "X-Axis-Kind": message.kind,
-            "X-Axis-Sender": message.sender,
-            "X-Axis-Recipient": delivery.recipient,
-            "X-Axis-Sha256": message.sha256,
-        }
+        assert endpoint.push_url is not None
+        message: Message | None = None
         try:
-            data = await asyncio.to_thread(store.blobs.get, message.sha256)
+            package, data = await asyncio.to_thread(self._package, delivery)
+            message = package
+            headers = {
+                "Content-Type": "application/xml",
+                "X-Axis-Message-Id": package.id,
+                "X-Axis-Kind": package.kind,
+                "X-Axis-Sender": package.sender,
+                "X-Axis-Recipient": delivery.recipient,
+                "X-Axis-Sha256": package.sha256,
+            }
             status, body = await self.post(endpoint.push_url, data, headers)
             error = None if 200 <= status < 300 else f"the endpoint answered HTTP {status}: {body[:200]!r}"
         except (OSError, TimeoutError, AxisError) as failure:
@@ -98,7 +128,7 @@ class Dispatcher:
             error, body = f"{type(failure).__name__}: {failure}", b""
         try:
             if error is None:
-                await asyncio.to_thread(self.router.delivered, delivery, body)
+                await asyncio.to_thread(self.router.delivered, delivery, body, message)
                 self.delivered += 1
             else:
                 self.failed_attempts += 1

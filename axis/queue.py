@@ -13,10 +13,11 @@ import hashlib
 import random
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 
 from axis.errors import StoreError
-from axis.store import Delivery, NewMessage, Store
+from axis.store import Delivery, IssuedReceipt, NewMessage, Store
 from axis.store.blobs import INLINE_MAX
 
 Clock = Callable[[], float]
@@ -46,9 +47,13 @@ class Queue:
     rng: random.Random = field(default_factory=random.Random)
 
     def enqueue(self, message: NewMessage, data: bytes) -> list[int]:
-        """Store the package bytes and the message for all its recipients durably; returns delivery
-        ids. Small packages are written in the message's own transaction; larger ones are written
-        and fsync'd as a blob first. Either way a committed message always has its bytes on disk."""
+        """Store the package bytes and the message for all its recipients durably; returns delivery ids."""
+        return self.submit(message, data).result()
+
+    def submit(self, message: NewMessage, data: bytes) -> Future[list[int]]:
+        """``enqueue`` without waiting: the future resolves once the commit is durable. Small packages
+        are written in the message's own transaction; larger ones are written and fsync'd as a blob
+        first (before this returns). Either way a committed message always has its bytes on disk."""
         if len(data) <= INLINE_MAX:
             if hashlib.sha256(data).hexdigest() != message.sha256:
                 raise StoreError("store.bad_digest", f"message {message.id} names a SHA-256 its bytes do not have")
@@ -56,16 +61,17 @@ class Queue:
         elif self.store.blobs.put(data) != message.sha256:
             raise StoreError("store.bad_digest", f"message {message.id} names a SHA-256 its bytes do not have")
         now = self.clock()
-        return self.store.enqueue(message, now, now + self.policy.ttl)
+        return self.store.submit(message, now, now + self.policy.ttl)
 
     def lease(self, recipients: Sequence[str], endpoint_id: int, limit: int = 100) -> list[Delivery]:
         """Claim due deliveries for these agencies, highest priority first, then oldest."""
         now = self.clock()
         return self.store.lease(recipients, now, now + self.policy.lease, limit, endpoint_id)
 
-    def ack(self, delivery_id: int, ack_sha256: str | None = None) -> bool:
-        """``delivered`` exactly once: True the first time, False for a repeated acknowledgement."""
-        return self.store.ack(delivery_id, self.clock(), ack_sha256)
+    def ack(self, delivery_id: int, ack_sha256: str | None = None, receipt: IssuedReceipt | None = None) -> bool:
+        """``delivered`` exactly once: True the first time, False for a repeated acknowledgement.
+        ``receipt`` is stored with the first one, in the same transaction."""
+        return self.store.ack(delivery_id, self.clock(), ack_sha256, receipt)
 
     def backoff(self, attempts: int) -> float:
         """Delay before the next attempt after ``attempts`` failures: doubling, capped, with jitter."""

@@ -29,10 +29,12 @@ from aiohttp import web
 from axis.checking import Checked
 from axis.errors import AxisError, RequestRefused, RoutingRefused, StoreError
 from axis.registry import token_hash
+from axis.router import Admission
 from axis.server.metrics import Labels
 from axis.server.problems import problem
 from axis.server.runtime import Axis
 from axis.store import Delivery, Endpoint, Message
+from axis.store.blobs import INLINE_MAX
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 XML_TYPES = ("application/xml", "text/xml")
@@ -199,7 +201,15 @@ async def submit_package(
     if expect is not None:
         expect(checked)
     try:
-        acceptance = await asyncio.to_thread(axis.router.accept, checked, data, endpoint)
+        admitted = axis.router.admit(checked, endpoint)
+        if isinstance(admitted, Admission):
+            if len(data) > INLINE_MAX:  # its blob is written and fsync'd first: not on the loop
+                stored = await asyncio.to_thread(axis.router.persist, admitted, data)
+            else:
+                stored = axis.router.persist(admitted, data)
+            await asyncio.wait([asyncio.wrap_future(stored)])
+            admitted = axis.router.accepted(admitted, stored)
+        acceptance = admitted
     except (OSError, StoreError) as error:
         if isinstance(error, OSError) and error.errno == errno.ENOSPC or "disk is full" in str(error):
             raise RequestRefused("request.disk_full", "the axis ran out of disk space; nothing was stored") from None

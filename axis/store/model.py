@@ -71,6 +71,21 @@ class NewMessage:
 
 
 @dataclass(frozen=True)
+class IssuedReceipt:
+    """A signed ``delivered`` or ``failed`` receipt about ``message_id``, with (``forward``) its copy
+    queued for the sender as a message of kind ``receipt``."""
+
+    message_id: str
+    kind: str
+    recipient: str
+    xml: bytes
+    at: str
+    forward: NewMessage
+    expires_at: float
+    """When the forwarded copy's delivery expires."""
+
+
+@dataclass(frozen=True)
 class Message:
     """A stored package (document, status) or an axis receipt travelling to a sender."""
 

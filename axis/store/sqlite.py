@@ -18,6 +18,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +35,7 @@ from axis.store.model import (
     Delivery,
     Endpoint,
     InboxItem,
+    IssuedReceipt,
     Message,
     NewMessage,
     VxpCredential,
@@ -368,6 +370,10 @@ class SQLiteStore:
     # ------------------------------------------------------------ messages and deliveries
 
     def enqueue(self, message: NewMessage, now: float, expires_at: float) -> list[int]:
+        """``submit``, waiting until it is durable."""
+        return self.submit(message, now, expires_at).result()
+
+    def submit(self, message: NewMessage, now: float, expires_at: float) -> Future[list[int]]:
         """The message row, one queued delivery per recipient, the ``accepted`` receipt and the event,
         in one transaction; returns the delivery ids.
 
@@ -382,7 +388,7 @@ class SQLiteStore:
                 self._check_new(c, message)
             return self._insert_message(c, message, now, expires_at)
 
-        return self.committer.run(operation)
+        return self.committer.submit(operation)
 
     def _insert_message(self, c: sqlite3.Connection, message: NewMessage, now: float, expires_at: float) -> list[int]:
         c.execute(
@@ -557,8 +563,12 @@ class SQLiteStore:
             raise StoreError("store.unknown_delivery", f"delivery {delivery_id} does not exist")
         return row  # type: ignore[no-any-return]
 
-    def ack(self, delivery_id: int, now: float, ack_sha256: str | None = None) -> bool:
-        """Mark delivered; True the first time, False when it already was (acks are idempotent)."""
+    def ack(
+        self, delivery_id: int, now: float, ack_sha256: str | None = None, receipt: IssuedReceipt | None = None
+    ) -> bool:
+        """Mark delivered; True the first time, False when it already was (acks are idempotent).
+        With ``receipt``, the ``delivered`` receipt and its copy for the sender are stored in the same
+        transaction, and only by the first ack: one commit per delivery, not two."""
 
         def operation(c: sqlite3.Connection) -> bool:
             row = self._current(c, delivery_id)
@@ -575,6 +585,8 @@ class SQLiteStore:
                 (now, ack_sha256, delivery_id),
             )
             append_event(c, "delivery.delivered", str(delivery_id), now, ack_sha256=ack_sha256)
+            if receipt is not None:
+                self._store_receipt(c, receipt, now)
             return True
 
         return bool(self.committer.run(operation))
@@ -704,16 +716,28 @@ class SQLiteStore:
         ``receipt``, its bytes in ``forward.data``) for the sender, in the same transaction."""
 
         def operation(c: sqlite3.Connection) -> None:
-            if kind != "accepted" and c.execute(
-                "SELECT 1 FROM receipts WHERE message_id = ? AND recipient = ? AND kind = ?",
-                (message_id, recipient, kind),
-            ).fetchone():
+            if kind != "accepted" and self._has_receipt(c, message_id, kind, recipient):
                 return  # issued already (two paths raced): one receipt per delivery outcome
             self._insert_receipt(c, message_id, kind, recipient, xml, at)
             if forward is not None:
                 self._insert_message(c, forward, now, expires_at)
 
         self.committer.run(operation)
+
+    def _store_receipt(self, c: sqlite3.Connection, receipt: IssuedReceipt, now: float) -> None:
+        if self._has_receipt(c, receipt.message_id, receipt.kind, receipt.recipient):
+            return
+        self._insert_receipt(c, receipt.message_id, receipt.kind, receipt.recipient, receipt.xml, receipt.at)
+        self._insert_message(c, receipt.forward, now, receipt.expires_at)
+
+    @staticmethod
+    def _has_receipt(c: sqlite3.Connection, message_id: str, kind: str, recipient: str | None) -> bool:
+        return bool(
+            c.execute(
+                "SELECT 1 FROM receipts WHERE message_id = ? AND recipient = ? AND kind = ?",
+                (message_id, recipient, kind),
+            ).fetchone()
+        )
 
     @staticmethod
     def _insert_receipt(
