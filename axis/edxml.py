@@ -240,7 +240,10 @@ def _children(parent: etree._Element, name: str) -> list[etree._Element]:
 
 
 def _text(parent: etree._Element, name: str) -> str | None:
-    element = _child(parent, name)
+    return _value(_child(parent, name))
+
+
+def _value(element: etree._Element | None) -> str | None:
     if element is None:
         return None
     text = element.text
@@ -285,7 +288,10 @@ def _bool(parent: etree._Element, name: str) -> bool | None:
 def _record(cls: type[R], element: etree._Element | None) -> R | None:
     if element is None:
         return None
-    values = {f.name: _text(element, f.metadata["xml"]) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    first: dict[str, etree._Element] = {}
+    for child in element:  # one pass; the first child of each name counts, as with _child()
+        first.setdefault(child.tag, child)
+    values = {f.name: _value(first.get(q(f.metadata["xml"]))) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     return None if all(v is None for v in values.values()) else cls(**values)
 
 

@@ -30,7 +30,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 from cryptography import x509
@@ -133,7 +133,7 @@ def _signature_parent(root: etree._Element, policy: SignaturePolicy) -> etree._E
 
 
 def _signature_like(root: etree._Element) -> list[etree._Element]:
-    return [e for e in root.iter() if isinstance(e.tag, str) and etree.QName(e).localname == "Signature"]
+    return list(root.iter("{*}Signature"))  # any namespace or none, matched inside libxml2
 
 
 def sign(
@@ -170,36 +170,70 @@ def sign_tree(
     *,
     policy: SignaturePolicy = EDXML_POLICY,
 ) -> bytes:
-    """Sign a tree the caller built itself (no ``Signature`` in it) and return the signed bytes.
-
-    The one signature shape the policy accepts, made directly: the digest is taken over the
-    exclusive canonical form of the document before the signature is added (what the
-    enveloped-signature transform gives back), SignedInfo is canonicalised and signed once.
-    ``root`` is changed: the signature is appended where the policy places it.
-    """
-    if _spki(key.public_key()) != _spki(certificate.public_key()):
+    """Sign a tree (no ``Signature`` in it) and return the signed bytes; ``root`` gains the signature
+    where the policy places it. The digest is taken over the exclusive canonical form of the
+    document before the signature is added: what the enveloped-signature transform gives back."""
+    if not _belongs(key, certificate):
         raise SignatureRefused("signature.key_mismatch", "the private key does not belong to the certificate")
     parent = _signature_parent(root, policy)
-    digest = hashlib.sha256(_c14n(root.getroottree())).digest()
-    method = RSA_SHA256 if isinstance(key, rsa.RSAPrivateKey) else ECDSA_SHA256
-    signature = etree.SubElement(parent, ds("Signature"), nsmap={"ds": DS})
-    signed_info = etree.SubElement(signature, ds("SignedInfo"))
-    etree.SubElement(signed_info, ds("CanonicalizationMethod"), Algorithm=EXC_C14N)
-    etree.SubElement(signed_info, ds("SignatureMethod"), Algorithm=method)
-    reference = etree.SubElement(signed_info, ds("Reference"), URI="")
-    transforms = etree.SubElement(reference, ds("Transforms"))
-    for algorithm in TRANSFORMS:
-        etree.SubElement(transforms, ds("Transform"), Algorithm=algorithm)
-    etree.SubElement(reference, ds("DigestMethod"), Algorithm=SHA256)
-    etree.SubElement(reference, ds("DigestValue")).text = base64.b64encode(digest).decode()
-    value = _signature_value(key, _c14n(signed_info))
-    etree.SubElement(signature, ds("SignatureValue")).text = base64.b64encode(value).decode()
-    x509_data = etree.SubElement(etree.SubElement(signature, ds("KeyInfo")), ds("X509Data"))
-    for cert in (certificate, *intermediates):
-        etree.SubElement(x509_data, ds("X509Certificate")).text = base64.b64encode(
-            cert.public_bytes(Encoding.DER)
-        ).decode()
+    signature = _signature(_c14n(root), key, (certificate, *intermediates))
+    parent.append(etree.fromstring(signature, xmlguard.parser()))
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+
+def sign_canonical(
+    document: bytes, key: pki.PrivateKey, certificate: x509.Certificate, *, policy: SignaturePolicy
+) -> bytes:
+    """Sign a document the caller wrote in exclusive canonical form itself, for a policy that puts
+    the signature last in the root (receipts): nothing is parsed or canonicalised again. The caller
+    answers for ``document`` being canonical; a verifier would otherwise refuse the digest."""
+    if len(policy.location) != 1:
+        raise ValueError("sign_canonical places the signature in the root element only")
+    if not _belongs(key, certificate):
+        raise SignatureRefused("signature.key_mismatch", "the private key does not belong to the certificate")
+    close = document.rindex(b"</")
+    signature = _signature(document, key, (certificate,))
+    return b"<?xml version='1.0' encoding='UTF-8'?>\n" + document[:close] + signature + document[close:]
+
+
+SIGNED_INFO = (
+    "<ds:SignedInfo{declaration}>"
+    f'<ds:CanonicalizationMethod Algorithm="{EXC_C14N}"></ds:CanonicalizationMethod>'
+    '<ds:SignatureMethod Algorithm="{method}"></ds:SignatureMethod>'
+    '<ds:Reference URI=""><ds:Transforms>'
+    + "".join(f'<ds:Transform Algorithm="{t}"></ds:Transform>' for t in TRANSFORMS)
+    + f'</ds:Transforms><ds:DigestMethod Algorithm="{SHA256}"></ds:DigestMethod>'
+    "<ds:DigestValue>{digest}</ds:DigestValue></ds:Reference></ds:SignedInfo>"
+)
+"""The one SignedInfo the policy allows, written in its exclusive canonical form (with
+``declaration`` the ``xmlns:ds`` that canonicalisation puts on it)."""
+
+
+def _signature(signed: bytes, key: pki.PrivateKey, certificates: tuple[x509.Certificate, ...]) -> bytes:
+    """The ``ds:Signature`` element over ``signed`` (the exclusive c14n of the document without it).
+    SignedInfo is written directly in canonical form, so it is signed without being canonicalised."""
+    fields = {
+        "method": RSA_SHA256 if isinstance(key, rsa.RSAPrivateKey) else ECDSA_SHA256,
+        "digest": base64.b64encode(hashlib.sha256(signed).digest()).decode(),
+    }
+    value = _signature_value(key, SIGNED_INFO.format(declaration=f' xmlns:ds="{DS}"', **fields).encode())
+    x509_data = "".join(f"<ds:X509Certificate>{_certificate_text(c)}</ds:X509Certificate>" for c in certificates)
+    return (
+        f'<ds:Signature xmlns:ds="{DS}">{SIGNED_INFO.format(declaration="", **fields)}'
+        f"<ds:SignatureValue>{base64.b64encode(value).decode()}</ds:SignatureValue>"
+        f"<ds:KeyInfo><ds:X509Data>{x509_data}</ds:X509Data></ds:KeyInfo></ds:Signature>"
+    ).encode()
+
+
+@lru_cache(maxsize=16)
+def _belongs(key: pki.PrivateKey, certificate: x509.Certificate) -> bool:
+    """The key is the certificate's (remembered: the axis signs every receipt with the same pair)."""
+    return _spki(key.public_key()) == _spki(certificate.public_key())
+
+
+@lru_cache(maxsize=64)
+def _certificate_text(certificate: x509.Certificate) -> str:
+    return base64.b64encode(certificate.public_bytes(Encoding.DER)).decode()
 
 
 def _c14n(node: etree._Element | etree._ElementTree) -> bytes:
@@ -428,10 +462,28 @@ def _certificates(
     return certificates[0], certificates[1:], key_values[0] if key_values else None
 
 
+LOADED_MAX = 256
+"""Certificates remembered by ``_certificate`` (per process) before the memory is emptied."""
+_loaded: dict[str, x509.Certificate] = {}
+
+
 def _certificate(element: etree._Element) -> x509.Certificate:
-    """Load one X509Certificate and parse every part the policy reads, so a malformed one is refused here."""
+    """Load one X509Certificate and parse every part the policy reads, so a malformed one is refused
+    here. Agencies sign with the same few certificates: one loaded before is reused (by its text)."""
+    text = element.text or ""
+    known = _loaded.get(text)
+    if known is not None:
+        return known
+    certificate = _load_certificate(text)
+    if len(_loaded) >= LOADED_MAX:
+        _loaded.clear()
+    _loaded[text] = certificate
+    return certificate
+
+
+def _load_certificate(text: str) -> x509.Certificate:
     try:
-        certificate = x509.load_der_x509_certificate(xmlguard.base64_binary(element.text))
+        certificate = x509.load_der_x509_certificate(xmlguard.base64_binary(text))
         certificate.public_key()
         _ = (
             certificate.extensions,

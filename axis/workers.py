@@ -6,15 +6,15 @@ by default), which also keeps a hostile package from stalling the event loop.
 Each worker is one process and one pipe, driven from the event loop without helper threads:
 a check is two messages down the pipe (the acceptance time, then the raw bytes: nothing is
 pickled or copied on the way), and its small result comes back as one message that the loop
-reads when the pipe is readable. A worker does one check at a time, so a check's time is its
-own: the timer starts when the worker is given the package. As soon as a result arrives the
-worker is handed the next waiting package, before the result is passed on, so workers do not
-sit idle while the loop is busy.
+reads when the pipe is readable. A worker works on one check at a time while the next one
+already waits in its pipe, so it does not sit idle while the busy loop gets round to reading
+its result. A check's timer runs from when its worker starts on it (as far as the loop can tell:
+when it was given, or when the one before it came back), so it measures that check alone.
 
 A package that takes longer than the timeout is refused (``request.verify_timeout``) and its
 worker is killed and replaced (a stuck process cannot be interrupted any other way); the other
-workers and their checks are untouched. A worker that dies on its own has its check run once
-more by another worker.
+workers and their checks are untouched, and the check that waited behind it goes to another. A
+worker that dies on its own has its check run once more by another worker.
 
 Workers are started with ``spawn`` (a fresh interpreter): forking the server itself, which runs
 threads (the group committer, aiohttp's executor), could copy a held lock into the child. Each
@@ -43,7 +43,14 @@ from axis.errors import RequestRefused
 
 LARGE = 1 << 20
 """Packages above this size are written to a worker's pipe from a thread, not the event loop."""
+DEPTH = 2
+"""Packages given to one worker at once: the one it works on and the next, waiting in its pipe."""
 READY = b"ready"
+
+
+def _send(connection: Connection, header: bytes, data: bytes) -> None:
+    connection.send_bytes(header)
+    connection.send_bytes(data)
 
 
 def _watch_parent(pid: int, every: float = 1.0) -> None:
@@ -97,10 +104,14 @@ class _Check:
 class _Worker:
     process: multiprocessing.process.BaseProcess
     connection: Connection
-    check: _Check | None = None
+    checks: collections.deque[_Check] = field(default_factory=collections.deque)
+    """Given to it, oldest (the one it is working on) first; at most ``DEPTH``."""
     timer: asyncio.TimerHandle | None = None
+    """The timeout of ``checks[0]``."""
     ready: bool = False
     """It has started (imports done) and waits for packages."""
+    sending: bool = False
+    """A large package is being written to its pipe from a thread: give it nothing else meanwhile."""
     watched: bool = False
     gone: bool = False
 
@@ -159,31 +170,47 @@ class VerifierPool:
             self._loop.add_reader(worker.connection.fileno(), self._readable, worker)
 
     def _dispatch(self) -> None:
-        for worker in self._pool:
-            while worker.check is None and worker.ready and not worker.gone and self._waiting:
-                check = self._waiting.popleft()
-                if check.future.done():  # the request went away while it waited
-                    continue
-                self._give(worker, check)
+        """Give waiting packages to workers: first one to every idle worker, then a second one each,
+        queued in its pipe, so it starts on it without waiting for the loop to read its result."""
+        for depth in range(1, DEPTH + 1):
+            for worker in self._pool:
+                while (
+                    len(worker.checks) < depth and worker.ready and not worker.sending and not worker.gone and self._waiting
+                ):
+                    check = self._waiting.popleft()
+                    if not check.future.done():  # else the request went away while it waited
+                        self._give(worker, check)
 
     def _give(self, worker: _Worker, check: _Check) -> None:
         assert self._loop is not None
-        worker.check = check
-        check.attempts += 1
-        worker.timer = self._loop.call_later(self.timeout, self._timed_out, worker, check)
+        worker.checks.append(check)
+        if len(worker.checks) == 1:
+            self._start_timer(worker)
+        header = check.at.isoformat().encode()
+        if len(check.data) > LARGE:
+            worker.sending = True
+            sending = self._loop.run_in_executor(None, _send, worker.connection, header, check.data)
+            sending.add_done_callback(lambda done: self._sent(worker, done))
+            return
         try:
-            worker.connection.send_bytes(check.at.isoformat().encode())
-            if len(check.data) > LARGE:
-                sending = self._loop.run_in_executor(None, worker.connection.send_bytes, check.data)
-                sending.add_done_callback(lambda done: self._sent(worker, done))
-            else:
-                worker.connection.send_bytes(check.data)
+            _send(worker.connection, header, check.data)
         except OSError:
             self._lost(worker)
 
+    def _start_timer(self, worker: _Worker) -> None:
+        """The timeout of the check the worker works on now: started when it starts on it (as far as
+        the loop can tell: when it is given it, or when the one before it came back)."""
+        assert self._loop is not None
+        if worker.timer is not None:
+            worker.timer.cancel()
+        worker.timer = self._loop.call_later(self.timeout, self._timed_out, worker, worker.checks[0])
+
     def _sent(self, worker: _Worker, sending: asyncio.Future[None]) -> None:
+        worker.sending = False
         if sending.cancelled() or sending.exception() is not None:
             self._lost(worker)
+        else:
+            self._dispatch()
 
     def _readable(self, worker: _Worker) -> None:
         try:
@@ -195,11 +222,16 @@ class VerifierPool:
             worker.ready = True
             self._dispatch()
             return
-        check, worker.check = worker.check, None
+        if not worker.checks:
+            return
+        check = worker.checks.popleft()
         if worker.timer is not None:
             worker.timer.cancel()
-        self._dispatch()  # the next package first: the worker is not kept waiting for the loop
-        if check is None or check.future.done():
+            worker.timer = None
+        if worker.checks:
+            self._start_timer(worker)
+        self._dispatch()
+        if check.future.done():
             return
         ok, value = pickle.loads(message)  # noqa: S301 (our own worker, over our own pipe)
         if ok:
@@ -208,9 +240,12 @@ class VerifierPool:
             check.future.set_exception(value)
 
     def _timed_out(self, worker: _Worker, check: _Check) -> None:
-        if worker.check is not check:
+        if not worker.checks or worker.checks[0] is not check:
             return
-        worker.check = None
+        worker.checks.popleft()
+        queued = list(worker.checks)  # not started: they go to another worker, no attempt counted
+        worker.checks.clear()
+        self._waiting.extendleft(reversed([c for c in queued if not c.future.done()]))
         self._replace(worker)
         if not check.future.done():
             check.future.set_exception(
@@ -221,19 +256,23 @@ class VerifierPool:
             )
 
     def _lost(self, worker: _Worker) -> None:
-        """The worker died (or its pipe broke) on its own: its check runs once more elsewhere."""
-        check, worker.check = worker.check, None
+        """The worker died (or its pipe broke) on its own: its checks run once more elsewhere."""
         if worker.gone or self._closing:
             return
-        self._replace(worker)
-        if check is not None and not check.future.done():
+        lost = list(worker.checks)
+        worker.checks.clear()
+        if lost:
+            lost[0].attempts += 1  # the one it was working on; the others had not started
+        for check in reversed(lost):
+            if check.future.done():
+                continue
             if check.attempts < 2:
                 self._waiting.appendleft(check)
             else:
                 check.future.set_exception(
                     RequestRefused("request.unavailable", "the verification workers are restarting; send the package again")
                 )
-        self._dispatch()
+        self._replace(worker)
 
     def _replace(self, worker: _Worker) -> None:
         self._stop(worker)

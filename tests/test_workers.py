@@ -41,7 +41,7 @@ def test_a_worker_that_dies_is_replaced_and_its_check_runs_again(
         loop = asyncio.get_running_loop()
         first = loop.create_task(pool.check(signed_document, dev_pki.now))
         await asyncio.sleep(0)  # handed to a worker
-        busy = [w for w in pool._pool if w.check is not None]
+        busy = [w for w in pool._pool if w.checks]
         assert busy
         busy[0].process.kill()
         return await first

@@ -28,7 +28,7 @@ from axis.errors import RoutingRefused, StoreError
 from axis.store import events as chain
 from axis.store import schema
 from axis.store.blobs import BlobStore
-from axis.store.committer import GroupCommitter, connect
+from axis.store.committer import Connection, GroupCommitter, connect
 from axis.store.model import (
     Agency,
     CertificateRecord,
@@ -58,14 +58,21 @@ T = TypeVar("T")
 def append_event(
     connection: sqlite3.Connection, kind: str, subject: str, at: str | float, **details: Any
 ) -> str:
-    """Append one event to the chain inside the caller's transaction; return its hash."""
-    row = connection.execute("SELECT hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
-    previous = row[0] if row else chain.GENESIS
+    """Append one event to the chain inside the caller's transaction; return its hash.
+
+    On the group committer's connection the head is read once per transaction and then carried
+    along (``Connection.chain_head``; the committer forgets it at every BEGIN and rollback)."""
+    previous = connection.chain_head if isinstance(connection, Connection) else None
+    if previous is None:
+        row = connection.execute("SELECT hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        previous = row[0] if row else chain.GENESIS
     content = chain.canonical({"kind": kind, "subject": subject, "at": at, **details})
     digest = chain.chain_hash(previous, content)
     connection.execute(
         "INSERT INTO events (content, previous, hash) VALUES (?, ?, ?)", (content, previous, digest)
     )
+    if isinstance(connection, Connection):
+        connection.chain_head = digest
     return digest
 
 
