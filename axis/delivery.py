@@ -9,7 +9,9 @@ schedules a retry with capped exponential backoff and jitter, and past the time-
 delivery is a dead letter with a ``failed`` receipt.
 
 The HTTP client is handed in (``post``), so nothing here imports aiohttp: the server supplies it.
-Store calls block, so they run in threads; the event loop only waits on the network.
+The lease and the acknowledgement are group-committed writes whose futures the loop awaits;
+the message is one indexed read; package bytes not in memory and failed attempts (rare) are
+handled in threads.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -29,6 +32,8 @@ log = logging.getLogger("axis.delivery")
 
 RECENT_BYTES = 32 * 1024 * 1024
 """Package bytes kept in memory for repeated sends (a package to many recipients)."""
+RECENT_MESSAGES = 1024
+"""Messages (the rows, not the bytes) kept in memory for the same reason."""
 Post = Callable[[str, bytes, dict[str, str]], Awaitable[tuple[int, bytes]]]
 """POST (url, body, headers) and return (status, response body); raises OSError/TimeoutError."""
 
@@ -45,6 +50,9 @@ class Dispatcher:
     _wake: dict[str, asyncio.Event] = field(default_factory=dict)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _recent: collections.OrderedDict[str, bytes] = field(default_factory=collections.OrderedDict)
+    _recent_size: int = 0
+    _messages: dict[str, Message] = field(default_factory=dict)
+    _reading: dict[str, asyncio.Future[bytes]] = field(default_factory=dict)
     _stopping: bool = False
 
     def wake(self, agencies: Iterable[str] = ()) -> None:
@@ -67,49 +75,82 @@ class Dispatcher:
             await asyncio.sleep(self.poll * 5)
 
     async def _serve(self, endpoint: Endpoint) -> None:
-        """Keep up to ``concurrency`` POSTs in flight: a slot that frees is refilled at once, rather
-        than waiting for the slowest POST of a batch."""
+        """Keep ``concurrency`` POSTs in flight. A POST slot is refilled as soon as one frees: the
+        next deliveries are leased ahead (one round at most) and a finished POST's outcome is
+        committed after its slot is free, so neither commit holds up the endpoint."""
         assert endpoint.id is not None and endpoint.push_url is not None
         queue = self.router.queue
         wake = self._wake.setdefault(endpoint.name, asyncio.Event())
-        sending: set[asyncio.Task[None]] = set()
+        posting = asyncio.Semaphore(self.concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+        unposted = 0  # leased, POST not finished yet
 
-        def finished(task: asyncio.Task[None]) -> None:
-            sending.discard(task)
+        def posted() -> None:
+            nonlocal unposted
+            unposted -= 1
             wake.set()
 
         while not self._stopping:
             wake.clear()
-            free = self.concurrency - len(sending)
-            leased = await asyncio.to_thread(queue.lease, endpoint.agencies, endpoint.id, free) if free else []
+            # Lease a round at a time (a lease reads every agency's queue): when at most one round
+            # is left unposted, top up to two.
+            free = 2 * self.concurrency - unposted if unposted <= self.concurrency else 0
+            leased = await asyncio.wrap_future(queue.submit_lease(endpoint.agencies, endpoint.id, free)) if free > 0 else []
             for delivery in leased:
-                task = asyncio.create_task(self._send(endpoint, delivery))
-                sending.add(task)
-                task.add_done_callback(finished)
+                unposted += 1
+                task = asyncio.create_task(self._send(endpoint, delivery, posting, posted))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), self.poll)
-        if sending:
-            await asyncio.gather(*sending, return_exceptions=True)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _package(self, delivery: Delivery) -> tuple[Message, bytes]:
-        """The delivery's message and bytes; the bytes of the last few packages are kept, since a
-        package to many recipients is sent many times over."""
-        message = self.router.store.message(delivery.message_id)
+    async def _package(self, delivery: Delivery) -> tuple[Message, bytes]:
+        """The delivery's message (one indexed read) and bytes. The bytes of the last few packages are
+        kept, since a package to many recipients is sent many times over; others are read (and
+        checked against their SHA-256) in a thread."""
+        message = self._messages.get(delivery.message_id) or self.router.store.message(delivery.message_id)
         assert message is not None
+        self._messages[message.id] = message  # a stored message never changes
+        if len(self._messages) > RECENT_MESSAGES:
+            self._messages.pop(next(iter(self._messages)))
         data = self._recent.get(message.sha256)
         if data is None:
-            data = self.router.store.blobs.get(message.sha256)
-            if len(data) <= RECENT_BYTES // 8:
+            reading = self._reading.get(message.sha256)
+            if reading is None:  # one read, however many deliveries of it start at once
+                reading = asyncio.ensure_future(asyncio.to_thread(self.router.store.blobs.get, message.sha256))
+                self._reading[message.sha256] = reading
+                reading.add_done_callback(lambda _: self._reading.pop(message.sha256, None))
+            data = await asyncio.shield(reading)
+            if message.sha256 not in self._recent and len(data) <= RECENT_BYTES // 8:
                 self._recent[message.sha256] = data
-                while sum(len(d) for d in self._recent.values()) > RECENT_BYTES:
-                    self._recent.popitem(last=False)
+                self._recent_size += len(data)
+                while self._recent_size > RECENT_BYTES:
+                    self._recent_size -= len(self._recent.popitem(last=False)[1])
         return message, data
 
-    async def _send(self, endpoint: Endpoint, delivery: Delivery) -> None:
+    async def _send(
+        self, endpoint: Endpoint, delivery: Delivery, posting: asyncio.Semaphore, posted: Callable[[], None]
+    ) -> None:
+        """POST one leased delivery (in one of the endpoint's slots), then record its outcome. A
+        delivery leased ahead that finds the dispatcher stopping is not sent: its lease is released
+        at the next start (or by housekeeping at its deadline)."""
+        try:
+            async with posting:
+                if self._stopping:
+                    return
+                outcome = await self._post(endpoint, delivery)
+        finally:
+            posted()
+        await self._record(endpoint, delivery, *outcome)
+
+    async def _post(self, endpoint: Endpoint, delivery: Delivery) -> tuple[Message | None, str | None, bytes]:
+        """(the message, None or what went wrong, the endpoint's answer)."""
         assert endpoint.push_url is not None
         message: Message | None = None
         try:
-            package, data = await asyncio.to_thread(self._package, delivery)
+            package, data = await self._package(delivery)
             message = package
             headers = {
                 "Content-Type": "application/xml",
@@ -126,9 +167,12 @@ class Dispatcher:
         except Exception as failure:  # an unexpected client error is one failed attempt, not a crash
             log.exception("push to %s failed", endpoint.name)
             error, body = f"{type(failure).__name__}: {failure}", b""
+        return message, error, body
+
+    async def _record(self, endpoint: Endpoint, delivery: Delivery, message: Message | None, error: str | None, body: bytes) -> None:
         try:
             if error is None:
-                await asyncio.to_thread(self.router.delivered, delivery, body, message)
+                await asyncio.wrap_future(self.router.acknowledge(delivery, body, message))
                 self.delivered += 1
             else:
                 self.failed_attempts += 1
@@ -147,3 +191,6 @@ class Dispatcher:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+        # Deliveries leased ahead and not sent go back to the queue now, not at their deadline.
+        store, now = self.router.store, self.router.queue.clock()
+        await asyncio.to_thread(store.release_stale_leases, now, math.inf)

@@ -65,13 +65,23 @@ class Queue:
 
     def lease(self, recipients: Sequence[str], endpoint_id: int, limit: int = 100) -> list[Delivery]:
         """Claim due deliveries for these agencies, highest priority first, then oldest."""
+        return self.submit_lease(recipients, endpoint_id, limit).result()
+
+    def submit_lease(self, recipients: Sequence[str], endpoint_id: int, limit: int = 100) -> Future[list[Delivery]]:
+        """``lease``, resolved once the claim is committed (for callers on an event loop)."""
         now = self.clock()
-        return self.store.lease(recipients, now, now + self.policy.lease, limit, endpoint_id)
+        return self.store.submit_lease(recipients, now, now + self.policy.lease, limit, endpoint_id)
 
     def ack(self, delivery_id: int, ack_sha256: str | None = None, receipt: IssuedReceipt | None = None) -> bool:
         """``delivered`` exactly once: True the first time, False for a repeated acknowledgement.
         ``receipt`` is stored with the first one, in the same transaction."""
-        return self.store.ack(delivery_id, self.clock(), ack_sha256, receipt)
+        return self.submit_ack(delivery_id, ack_sha256, receipt).result()
+
+    def submit_ack(
+        self, delivery_id: int, ack_sha256: str | None = None, receipt: IssuedReceipt | None = None
+    ) -> Future[bool]:
+        """``ack``, resolved once it is committed (for callers on an event loop)."""
+        return self.store.submit_ack(delivery_id, self.clock(), ack_sha256, receipt)
 
     def backoff(self, attempts: int) -> float:
         """Delay before the next attempt after ``attempts`` failures: doubling, capped, with jitter."""

@@ -80,7 +80,7 @@ _C14N_TEXT = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#xD;
 
 
 def _text(value: str) -> str:
-    if _NOT_XML.search(value):
+    if not (value.isascii() and value.isprintable()) and _NOT_XML.search(value):
         raise ValueError("All strings must be XML compatible: Unicode or ASCII, no NULL bytes or control characters")
     return value.translate(_C14N_TEXT)
 

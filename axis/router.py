@@ -280,15 +280,27 @@ class Router:
         """The recipient has the package: ``delivered`` once, and in the same transaction the signed
         receipt for the sender (signed beforehand, dropped if the delivery was acknowledged already).
         ``message`` (the delivery's) saves reading it again when the caller has it."""
+        return self.acknowledge(delivery, acknowledgement, message).result()
+
+    def acknowledge(
+        self, delivery: Delivery, acknowledgement: bytes = b"", message: Message | None = None
+    ) -> Future[bool]:
+        """``delivered`` without waiting: resolves (True the first time) once it is committed. Does not
+        block when ``message`` is given: the push dispatcher calls it on its event loop."""
         ack_sha256 = hashlib.sha256(acknowledgement).hexdigest()
         message = message or self.store.message(delivery.message_id)
         outcome = replace(delivery, state="delivered", ack_sha256=ack_sha256)
         receipt = self._receipt(message, outcome) if message is not None else None
-        if not self.queue.ack(delivery.id, ack_sha256, receipt):
-            return False
+        stored = self.queue.submit_ack(delivery.id, ack_sha256, receipt)
         if receipt is not None:
-            self.on_queued(receipt.forward.recipients)
-        return True
+            sender = receipt.forward.recipients
+
+            def tell(done: Future[bool]) -> None:
+                if done.exception() is None and done.result():
+                    self.on_queued(sender)
+
+            stored.add_done_callback(tell)
+        return stored
 
     def attempt_failed(self, delivery: Delivery, error: str) -> str:
         """A push attempt failed: retry later, or (past the TTL) a dead letter with a ``failed`` receipt."""

@@ -531,6 +531,12 @@ class SQLiteStore:
         self, recipients: Sequence[str], now: float, deadline: float, limit: int, leased_by: int
     ) -> list[Delivery]:
         """Claim up to ``limit`` due, queued deliveries of these agencies, priority first then age."""
+        return self.submit_lease(recipients, now, deadline, limit, leased_by).result()
+
+    def submit_lease(
+        self, recipients: Sequence[str], now: float, deadline: float, limit: int, leased_by: int
+    ) -> Future[list[Delivery]]:
+        """``lease`` without waiting for the commit: for callers on an event loop."""
 
         def operation(c: sqlite3.Connection) -> list[Delivery]:
             candidates: list[sqlite3.Row] = []
@@ -562,7 +568,7 @@ class SQLiteStore:
                 )
             return leased
 
-        return self.committer.run(operation)
+        return self.committer.submit(operation)
 
     def _current(self, c: sqlite3.Connection, delivery_id: int) -> sqlite3.Row:
         row = c.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
@@ -576,6 +582,12 @@ class SQLiteStore:
         """Mark delivered; True the first time, False when it already was (acks are idempotent).
         With ``receipt``, the ``delivered`` receipt and its copy for the sender are stored in the same
         transaction, and only by the first ack: one commit per delivery, not two."""
+        return self.submit_ack(delivery_id, now, ack_sha256, receipt).result()
+
+    def submit_ack(
+        self, delivery_id: int, now: float, ack_sha256: str | None = None, receipt: IssuedReceipt | None = None
+    ) -> Future[bool]:
+        """``ack`` without waiting for the commit: for callers on an event loop."""
 
         def operation(c: sqlite3.Connection) -> bool:
             row = self._current(c, delivery_id)
@@ -596,7 +608,7 @@ class SQLiteStore:
                 self._store_receipt(c, receipt, now)
             return True
 
-        return bool(self.committer.run(operation))
+        return self.committer.submit(operation)
 
     def fail(self, delivery_id: int, now: float, retry_at: float, error: str) -> str:
         """A leased attempt failed: back to ``queued`` due at ``retry_at``, or ``expired`` past the TTL."""
