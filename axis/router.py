@@ -34,6 +34,7 @@ from axis.checking import Checked
 from axis.errors import RequestRefused, RoutingRefused, StoreError
 from axis.queue import Queue
 from axis.store import Delivery, Endpoint, IssuedReceipt, Message, NewMessage, Store
+from axis.store.blobs import INLINE_MAX
 
 AXIS_SENDER = "axis"
 BACKLOG_FRESH = 1.0
@@ -64,6 +65,8 @@ class Admission:
     """A package the registry lets through, with its signed ``accepted`` receipt, not yet stored."""
 
     message: NewMessage
+    """Carries the bytes too when they are stored in the message's transaction (``INLINE_MAX``)."""
+    data: bytes
 
 
 @dataclass
@@ -88,7 +91,7 @@ class Router:
 
     # ------------------------------------------------------------ accept
 
-    def admit(self, checked: Checked, endpoint: Endpoint) -> Admission | Acceptance:
+    def admit(self, checked: Checked, data: bytes, endpoint: Endpoint) -> Admission | Acceptance:
         """Authorise and route one verified package and sign its ``accepted`` receipt; or, for a
         package accepted before, its original acceptance. Nothing is written yet.
 
@@ -136,15 +139,17 @@ class Router:
                 receipt=receipt,
                 status_code=checked.status_code,
                 status_of=status_of,
-            )
+                data=data if len(data) <= INLINE_MAX else None,
+            ),
+            data,
         )
 
-    def persist(self, admission: Admission, data: bytes) -> Future[list[int]]:
+    def persist(self, admission: Admission) -> Future[list[int]]:
         """Hand the admitted package to the group commit; the future resolves once it is durable.
         Blocks only for a package above ``blobs.INLINE_MAX`` (its blob is written and fsync'd first).
         The recipients' listeners are told from the committer as soon as it is durable, even if
         nobody waits for the acknowledgement any more."""
-        stored = self.queue.submit(admission.message, data)
+        stored = self.queue.submit(admission.message, admission.data)
         recipients = admission.message.recipients
 
         def tell(done: Future[list[int]]) -> None:

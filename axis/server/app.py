@@ -201,12 +201,12 @@ async def submit_package(
     if expect is not None:
         expect(checked)
     try:
-        admitted = axis.router.admit(checked, endpoint)
+        admitted = axis.router.admit(checked, data, endpoint)
         if isinstance(admitted, Admission):
             if len(data) > INLINE_MAX:  # its blob is written and fsync'd first: not on the loop
-                stored = await asyncio.to_thread(axis.router.persist, admitted, data)
+                stored = await asyncio.to_thread(axis.router.persist, admitted)
             else:
-                stored = axis.router.persist(admitted, data)
+                stored = axis.router.persist(admitted)
             await asyncio.wait([asyncio.wrap_future(stored)])
             admitted = axis.router.accepted(admitted, stored)
         acceptance = admitted
