@@ -32,6 +32,7 @@ import pickle
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.connection import Connection
@@ -153,7 +154,11 @@ class VerifierPool:
     async def check(self, data: bytes, at: datetime) -> checking.Checked:
         """Verify in a worker. Waiting for a free worker is not timed; only the work is."""
         loop = asyncio.get_running_loop()
-        if self._loop is None:
+        if self._loop is not loop:  # first use, or a new event loop (tests): watch the pipes from this one
+            if self._loop is not None and not self._loop.is_closed():
+                self._unwatch()
+            for worker in self._pool:
+                worker.watched = False
             self._loop = loop
         for worker in self._pool:
             self._watch(worker)
@@ -293,15 +298,51 @@ class VerifierPool:
         worker.process.join(5)
 
     def close(self) -> None:
-        """Stop every worker: closing its pipe ends its loop; one still busy is killed."""
+        """Stop every worker: closing its pipe ends its loop; one still busy is killed. Callable from
+        any thread: the pipes leave the event loop (on its own thread) before they are closed, so a
+        later pipe that reuses a descriptor number is watched afresh."""
         self._closing = True
+        self._on_loop(self._unwatch)
         for worker in self._pool:
             worker.gone = True
-            if worker.timer is not None:
-                worker.timer.cancel()
             worker.connection.close()
         for worker in self._pool:
             worker.process.join(5)
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join(5)
+
+    def _unwatch(self) -> None:
+        assert self._loop is not None
+        for worker in self._pool:
+            if worker.timer is not None:
+                worker.timer.cancel()
+            if worker.watched:
+                worker.watched = False
+                self._loop.remove_reader(worker.connection.fileno())
+
+    def _on_loop(self, action: Callable[[], None]) -> None:
+        """Run ``action`` on the pool's event loop and wait for it (directly when that is safe)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            here = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            here = False
+        if here or not loop.is_running():
+            action()
+            return
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                action()
+            finally:
+                done.set()
+
+        try:
+            loop.call_soon_threadsafe(run)
+        except RuntimeError:  # closed meanwhile
+            return
+        done.wait(5)

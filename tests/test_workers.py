@@ -61,3 +61,24 @@ def test_a_check_past_the_timeout_is_refused_and_only_its_worker_replaced(dev_pk
         assert pool.replaced == 1
     finally:
         pool.close()
+
+
+def test_pools_come_and_go_on_one_loop(dev_pki: PKI, signed_document: bytes) -> None:
+    """A pool closed from a thread while its loop runs lets go of its pipes first, so the next
+    pool's pipes (which may reuse the descriptor numbers) are watched and answer."""
+
+    async def run() -> None:
+        for _ in range(3):
+            pool = VerifierPool(dev_pki.store.trust, workers=1, timeout=30)
+            await asyncio.to_thread(pool.warm_up)
+            checked = await pool.check(signed_document, dev_pki.now)
+            assert checked.sha256 == hashlib.sha256(signed_document).hexdigest()
+            await asyncio.to_thread(pool.close)
+
+    asyncio.run(asyncio.wait_for(run(), 60))
+
+
+def test_a_pool_serves_a_second_event_loop(pool: VerifierPool, signed_document: bytes, dev_pki: PKI) -> None:
+    for _ in range(2):
+        checked = asyncio.run(asyncio.wait_for(pool.check(signed_document, dev_pki.now), 30))
+        assert checked.sha256 == hashlib.sha256(signed_document).hexdigest()
