@@ -39,6 +39,19 @@ Post = Callable[[str, bytes, dict[str, str]], Awaitable[tuple[int, bytes]]]
 
 
 @dataclass
+class _Lane:
+    """One push endpoint as the dispatcher serves it."""
+
+    endpoint: Endpoint
+    posting: asyncio.Semaphore
+    """Its POST slots (``concurrency``)."""
+    wake: asyncio.Event
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    unposted: int = 0
+    """Deliveries leased for it whose POST has not finished."""
+
+
+@dataclass
 class Dispatcher:
     router: Router
     post: Post
@@ -78,33 +91,33 @@ class Dispatcher:
         """Keep ``concurrency`` POSTs in flight. A POST slot is refilled as soon as one frees: the
         next deliveries are leased ahead (one round at most) and a finished POST's outcome is
         committed after its slot is free, so neither commit holds up the endpoint."""
-        assert endpoint.id is not None and endpoint.push_url is not None
+        lane = _Lane(endpoint, asyncio.Semaphore(self.concurrency), self._wake.setdefault(endpoint.name, asyncio.Event()))
+        try:
+            await self._keep_posting(lane)
+        except asyncio.CancelledError:  # the endpoint was revoked or changed: its sends go with it
+            for task in lane.tasks:
+                task.cancel()
+            raise
+        if lane.tasks:
+            await asyncio.gather(*lane.tasks, return_exceptions=True)
+
+    async def _keep_posting(self, lane: _Lane) -> None:
+        endpoint = lane.endpoint
+        assert endpoint.id is not None
         queue = self.router.queue
-        wake = self._wake.setdefault(endpoint.name, asyncio.Event())
-        posting = asyncio.Semaphore(self.concurrency)
-        tasks: set[asyncio.Task[None]] = set()
-        unposted = 0  # leased, POST not finished yet
-
-        def posted() -> None:
-            nonlocal unposted
-            unposted -= 1
-            wake.set()
-
         while not self._stopping:
-            wake.clear()
+            lane.wake.clear()
             # Lease a round at a time (a lease reads every agency's queue): when at most one round
             # is left unposted, top up to two.
-            free = 2 * self.concurrency - unposted if unposted <= self.concurrency else 0
+            free = 2 * self.concurrency - lane.unposted if lane.unposted <= self.concurrency else 0
             leased = await asyncio.wrap_future(queue.submit_lease(endpoint.agencies, endpoint.id, free)) if free > 0 else []
             for delivery in leased:
-                unposted += 1
-                task = asyncio.create_task(self._send(endpoint, delivery, posting, posted))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                lane.unposted += 1
+                task = asyncio.create_task(self._send(lane, delivery))
+                lane.tasks.add(task)
+                task.add_done_callback(lane.tasks.discard)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self.poll)
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+                await asyncio.wait_for(lane.wake.wait(), self.poll)
 
     async def _package(self, delivery: Delivery) -> tuple[Message, bytes]:
         """The delivery's message (one indexed read) and bytes. The bytes of the last few packages are
@@ -130,20 +143,18 @@ class Dispatcher:
                     self._recent_size -= len(self._recent.popitem(last=False)[1])
         return message, data
 
-    async def _send(
-        self, endpoint: Endpoint, delivery: Delivery, posting: asyncio.Semaphore, posted: Callable[[], None]
-    ) -> None:
+    async def _send(self, lane: _Lane, delivery: Delivery) -> None:
         """POST one leased delivery (in one of the endpoint's slots), then record its outcome. A
-        delivery leased ahead that finds the dispatcher stopping is not sent: its lease is released
-        at the next start (or by housekeeping at its deadline)."""
+        delivery leased ahead that finds the dispatcher stopping is not sent (``stop`` releases it)."""
         try:
-            async with posting:
+            async with lane.posting:
                 if self._stopping:
                     return
-                outcome = await self._post(endpoint, delivery)
+                outcome = await self._post(lane.endpoint, delivery)
         finally:
-            posted()
-        await self._record(endpoint, delivery, *outcome)
+            lane.unposted -= 1
+            lane.wake.set()
+        await self._record(lane.endpoint, delivery, *outcome)
 
     async def _post(self, endpoint: Endpoint, delivery: Delivery) -> tuple[Message | None, str | None, bytes]:
         """(the message, None or what went wrong, the endpoint's answer)."""
