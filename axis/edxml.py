@@ -449,8 +449,11 @@ DOCUMENT_ONLY = ("To", "DocumentId", "Subject", "Code", "PromulgationInfo", "Doc
 
 
 def _refuse_ambiguity(root: etree._Element, message: etree._Element) -> None:
+    present: dict[object, list[etree._Element]] = {}
+    for child in message:  # one pass over MessageHeader, not one search per field
+        present.setdefault(child.tag, []).append(child)
     for name in SINGLE_VALUED:
-        repeated = _children(message, name)
+        repeated = present.get(q(name), [])
         if len(repeated) > 1:
             raise _refuse(
                 "edxml.duplicate_field", repeated[1], f"<{name}> may appear only once in MessageHeader"
