@@ -15,6 +15,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Literal, TypeVar
 
 from cryptography import x509
@@ -55,8 +56,10 @@ class Issued:
     certificate: x509.Certificate
 
 
+@lru_cache(maxsize=256)
 def fingerprint(certificate: x509.Certificate) -> str:
-    """Lower-case hex SHA-256 of the DER certificate: how the registry names a certificate."""
+    """Lower-case hex SHA-256 of the DER certificate: how the registry names a certificate.
+    Remembered for the last few certificates (a verifier sees the same ones over and over)."""
     return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 

@@ -580,7 +580,7 @@ def verify(data: bytes, trust: pki.Trust, at: datetime, policy: SignaturePolicy 
     _check_key(certificate, method, policy)
     _check_key_value(key_value, certificate)
     chain = pki.validate(certificate, intermediates, trust, at)
-    on_chain = {pki.fingerprint(c) for c in chain}
+    on_chain = {pki.fingerprint(c) for c in chain} if intermediates else set()
     if any(pki.fingerprint(c) not in on_chain for c in intermediates):
         raise SignatureRefused(
             "signature.key_info_forbidden",
