@@ -15,7 +15,9 @@ receipt and status in one durable transaction (``persist``, a future of the grou
 only then acknowledges (``accepted``). A package already accepted returns its original receipt.
 The server runs ``admit`` on its event loop and awaits the commit there, without a thread.
 Delivery outcomes become signed ``delivered`` and ``failed`` receipts that are stored and queued
-for the sender like any package; those methods block and are called from threads.
+for the sender like any package: ``acknowledge`` returns a future of its commit (the push
+dispatcher awaits it on the loop); ``delivered``, ``attempt_failed`` and the housekeeping block
+and are called from threads.
 """
 
 from __future__ import annotations

@@ -42,8 +42,10 @@ from typing import Any
 from axis import checking
 from axis.errors import RequestRefused
 
-LARGE = 1 << 20
-"""Packages above this size are written to a worker's pipe from a thread, not the event loop."""
+LARGE = 128 * 1024
+"""Packages above this size are written to a worker's pipe from a thread, not the event loop: the
+socket buffer (about 200 KB) holds one package this size waiting for a busy worker; a larger one
+would block the loop until the worker starts reading."""
 DEPTH = 2
 """Packages given to one worker at once: the one it works on and the next, waiting in its pipe."""
 READY = b"ready"
