@@ -9,25 +9,46 @@ schedules a retry with capped exponential backoff and jitter, and past the time-
 delivery is a dead letter with a ``failed`` receipt.
 
 The HTTP client is handed in (``post``), so nothing here imports aiohttp: the server supplies it.
-Store calls block, so they run in threads; the event loop only waits on the network.
+The lease and the acknowledgement are group-committed writes whose futures the loop awaits;
+the message is one indexed read; package bytes not in memory and failed attempts (rare) are
+handled in threads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from axis.errors import AxisError, StoreError
 from axis.router import Router
-from axis.store import Delivery, Endpoint
+from axis.store import Delivery, Endpoint, Message
 
 log = logging.getLogger("axis.delivery")
 
+RECENT_BYTES = 32 * 1024 * 1024
+"""Package bytes kept in memory for repeated sends (a package to many recipients)."""
+RECENT_MESSAGES = 1024
+"""Messages (the rows, not the bytes) kept in memory for the same reason."""
 Post = Callable[[str, bytes, dict[str, str]], Awaitable[tuple[int, bytes]]]
 """POST (url, body, headers) and return (status, response body); raises OSError/TimeoutError."""
+
+
+@dataclass
+class _Lane:
+    """One push endpoint as the dispatcher serves it."""
+
+    endpoint: Endpoint
+    posting: asyncio.Semaphore
+    """Its POST slots (``concurrency``)."""
+    wake: asyncio.Event
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    unposted: int = 0
+    """Deliveries leased for it whose POST has not finished."""
 
 
 @dataclass
@@ -41,6 +62,10 @@ class Dispatcher:
     failed_attempts: int = 0
     _wake: dict[str, asyncio.Event] = field(default_factory=dict)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _recent: collections.OrderedDict[str, bytes] = field(default_factory=collections.OrderedDict)
+    _recent_size: int = 0
+    _messages: dict[str, Message] = field(default_factory=dict)
+    _reading: dict[str, asyncio.Future[bytes]] = field(default_factory=dict)
     _stopping: bool = False
 
     def wake(self, agencies: Iterable[str] = ()) -> None:
@@ -63,33 +88,90 @@ class Dispatcher:
             await asyncio.sleep(self.poll * 5)
 
     async def _serve(self, endpoint: Endpoint) -> None:
-        assert endpoint.id is not None and endpoint.push_url is not None
-        queue = self.router.queue
-        wake = self._wake.setdefault(endpoint.name, asyncio.Event())
-        while not self._stopping:
-            wake.clear()
-            leased = await asyncio.to_thread(queue.lease, endpoint.agencies, endpoint.id, self.concurrency)
-            if not leased:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self.poll)
-                continue
-            await asyncio.gather(*(self._send(endpoint, d) for d in leased))
-
-    async def _send(self, endpoint: Endpoint, delivery: Delivery) -> None:
-        store = self.router.store
-        message = await asyncio.to_thread(store.message, delivery.message_id)
-        assert message is not None and endpoint.push_url is not None
-        headers = {
-            "Content-Type": "application/xml",
-            "X-Axis-Message-Id": message.id,
-            "X-Axis-Kind": message.kind,
-            "X-Axis-Sender": message.sender,
-            "X-Axis-Recipient": delivery.recipient,
-            "X-Axis-Sha256": message.sha256,
-            "X-Axis-Accepted-At": message.accepted_at,
-        }
+        """Keep ``concurrency`` POSTs in flight. A POST slot is refilled as soon as one frees: the
+        next deliveries are leased ahead (one round at most) and a finished POST's outcome is
+        committed after its slot is free, so neither commit holds up the endpoint."""
+        lane = _Lane(endpoint, asyncio.Semaphore(self.concurrency), self._wake.setdefault(endpoint.name, asyncio.Event()))
         try:
-            data = await asyncio.to_thread(store.blobs.get, message.sha256)
+            await self._keep_posting(lane)
+        except asyncio.CancelledError:  # the endpoint was revoked or changed: its sends go with it
+            for task in lane.tasks:
+                task.cancel()
+            raise
+        if lane.tasks:
+            await asyncio.gather(*lane.tasks, return_exceptions=True)
+
+    async def _keep_posting(self, lane: _Lane) -> None:
+        endpoint = lane.endpoint
+        assert endpoint.id is not None
+        queue = self.router.queue
+        while not self._stopping:
+            lane.wake.clear()
+            # Lease a round at a time (a lease reads every agency's queue): when at most one round
+            # is left unposted, top up to two.
+            free = 2 * self.concurrency - lane.unposted if lane.unposted <= self.concurrency else 0
+            leased = await asyncio.wrap_future(queue.submit_lease(endpoint.agencies, endpoint.id, free)) if free > 0 else []
+            for delivery in leased:
+                lane.unposted += 1
+                task = asyncio.create_task(self._send(lane, delivery))
+                lane.tasks.add(task)
+                task.add_done_callback(lane.tasks.discard)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lane.wake.wait(), self.poll)
+
+    async def _package(self, delivery: Delivery) -> tuple[Message, bytes]:
+        """The delivery's message (one indexed read) and bytes. The bytes of the last few packages are
+        kept, since a package to many recipients is sent many times over; others are read (and
+        checked against their SHA-256) in a thread."""
+        message = self._messages.get(delivery.message_id) or self.router.store.message(delivery.message_id)
+        assert message is not None
+        self._messages[message.id] = message  # a stored message never changes
+        if len(self._messages) > RECENT_MESSAGES:
+            self._messages.pop(next(iter(self._messages)))
+        data = self._recent.get(message.sha256)
+        if data is None:
+            reading = self._reading.get(message.sha256)
+            if reading is None:  # one read, however many deliveries of it start at once
+                reading = asyncio.ensure_future(asyncio.to_thread(self.router.store.blobs.get, message.sha256))
+                self._reading[message.sha256] = reading
+                reading.add_done_callback(lambda _: self._reading.pop(message.sha256, None))
+            data = await asyncio.shield(reading)
+            if message.sha256 not in self._recent and len(data) <= RECENT_BYTES // 8:
+                self._recent[message.sha256] = data
+                self._recent_size += len(data)
+                while self._recent_size > RECENT_BYTES:
+                    self._recent_size -= len(self._recent.popitem(last=False)[1])
+        return message, data
+
+    async def _send(self, lane: _Lane, delivery: Delivery) -> None:
+        """POST one leased delivery (in one of the endpoint's slots), then record its outcome. A
+        delivery leased ahead that finds the dispatcher stopping is not sent (``stop`` releases it)."""
+        try:
+            async with lane.posting:
+                if self._stopping:
+                    return
+                outcome = await self._post(lane.endpoint, delivery)
+        finally:
+            lane.unposted -= 1
+            lane.wake.set()
+        await self._record(lane.endpoint, delivery, *outcome)
+
+    async def _post(self, endpoint: Endpoint, delivery: Delivery) -> tuple[Message | None, str | None, bytes]:
+        """(the message, None or what went wrong, the endpoint's answer)."""
+        assert endpoint.push_url is not None
+        message: Message | None = None
+        try:
+            package, data = await self._package(delivery)
+            message = package
+            headers = {
+                "Content-Type": "application/xml",
+                "X-Axis-Message-Id": package.id,
+                "X-Axis-Kind": package.kind,
+                "X-Axis-Sender": package.sender,
+                "X-Axis-Recipient": delivery.recipient,
+                "X-Axis-Sha256": package.sha256,
+                "X-Axis-Accepted-At": package.accepted_at,
+            }
             status, body = await self.post(endpoint.push_url, data, headers)
             error = None if 200 <= status < 300 else f"the endpoint answered HTTP {status}: {body[:200]!r}"
         except (OSError, TimeoutError, AxisError) as failure:
@@ -97,9 +179,12 @@ class Dispatcher:
         except Exception as failure:  # an unexpected client error is one failed attempt, not a crash
             log.exception("push to %s failed", endpoint.name)
             error, body = f"{type(failure).__name__}: {failure}", b""
+        return message, error, body
+
+    async def _record(self, endpoint: Endpoint, delivery: Delivery, message: Message | None, error: str | None, body: bytes) -> None:
         try:
             if error is None:
-                await asyncio.to_thread(self.router.delivered, delivery, body)
+                await asyncio.wrap_future(self.router.acknowledge(delivery, body, message))
                 self.delivered += 1
             else:
                 self.failed_attempts += 1
@@ -118,3 +203,6 @@ class Dispatcher:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+        # Deliveries leased ahead and not sent go back to the queue now, not at their deadline.
+        store, now = self.router.store, self.router.queue.clock()
+        await asyncio.to_thread(store.release_stale_leases, now, math.inf)

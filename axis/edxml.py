@@ -232,7 +232,7 @@ def _refuse(code: str, element: etree._Element | None, fault: str) -> PackageRef
 
 
 def _child(parent: etree._Element, name: str) -> etree._Element | None:
-    return parent.find(q(name))
+    return next(parent.iterchildren(q(name)), None)  # the first such child, like find(), without a path parse
 
 
 def _children(parent: etree._Element, name: str) -> list[etree._Element]:
@@ -240,7 +240,10 @@ def _children(parent: etree._Element, name: str) -> list[etree._Element]:
 
 
 def _text(parent: etree._Element, name: str) -> str | None:
-    element = _child(parent, name)
+    return _value(_child(parent, name))
+
+
+def _value(element: etree._Element | None) -> str | None:
     if element is None:
         return None
     text = element.text
@@ -285,7 +288,10 @@ def _bool(parent: etree._Element, name: str) -> bool | None:
 def _record(cls: type[R], element: etree._Element | None) -> R | None:
     if element is None:
         return None
-    values = {f.name: _text(element, f.metadata["xml"]) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    first: dict[str, etree._Element] = {}
+    for child in element:  # one pass; the first child of each name counts, as with _child()
+        first.setdefault(child.tag, child)
+    values = {f.name: _value(first.get(q(f.metadata["xml"]))) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     return None if all(v is None for v in values.values()) else cls(**values)
 
 
@@ -443,8 +449,11 @@ DOCUMENT_ONLY = ("To", "DocumentId", "Subject", "Code", "PromulgationInfo", "Doc
 
 
 def _refuse_ambiguity(root: etree._Element, message: etree._Element) -> None:
+    present: dict[object, list[etree._Element]] = {}
+    for child in message:  # one pass over MessageHeader, not one search per field
+        present.setdefault(child.tag, []).append(child)
     for name in SINGLE_VALUED:
-        repeated = _children(message, name)
+        repeated = present.get(q(name), [])
         if len(repeated) > 1:
             raise _refuse(
                 "edxml.duplicate_field", repeated[1], f"<{name}> may appear only once in MessageHeader"

@@ -15,6 +15,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Literal, TypeVar
 
 from cryptography import x509
@@ -55,8 +56,10 @@ class Issued:
     certificate: x509.Certificate
 
 
+@lru_cache(maxsize=256)
 def fingerprint(certificate: x509.Certificate) -> str:
-    """Lower-case hex SHA-256 of the DER certificate: how the registry names a certificate."""
+    """Lower-case hex SHA-256 of the DER certificate: how the registry names a certificate.
+    Remembered for the last few certificates (a verifier sees the same ones over and over)."""
     return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
@@ -303,6 +306,11 @@ def _describe(certificate: x509.Certificate) -> str:
     return f"{certificate.subject.rfc4514_string()} (SHA-256 {fingerprint(certificate)[:16]}…)"
 
 
+VALIDATED_MAX = 256
+"""Chains remembered by ``validate`` (per process) before the memory is emptied."""
+_validated: dict[tuple[int, bytes, tuple[bytes, ...]], tuple[Trust, list[x509.Certificate], datetime, datetime]] = {}
+
+
 def validate(
     certificate: x509.Certificate, intermediates: Iterable[x509.Certificate], trust: Trust, at: datetime
 ) -> list[x509.Certificate]:
@@ -310,7 +318,47 @@ def validate(
 
     Order of checks (each its own refusal code): self-signed, key usage, not a CA, validity period,
     chain to a trust anchor, revocation of every non-anchor certificate in the chain.
+
+    A chain found valid is remembered with the span of time over which nothing it was checked
+    against changes (every certificate's validity, each CRL's next update, a revocation dated
+    later): the same certificates under the same ``trust`` object, at a time inside that span,
+    get the same answer without the work. Refusals are never remembered.
     """
+    intermediates = tuple(intermediates)
+    key = (id(trust), _der(certificate), tuple(_der(c) for c in intermediates))
+    known = _validated.get(key)
+    if known is not None and known[0] is trust and known[2] <= at <= known[3]:
+        return list(known[1])
+    chain = _validate(certificate, intermediates, trust, at)
+    if len(_validated) >= VALIDATED_MAX:
+        _validated.clear()
+    _validated[key] = (trust, chain, *_unchanged_span(chain, trust, at))
+    return list(chain)
+
+
+def _der(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
+def _unchanged_span(chain: list[x509.Certificate], trust: Trust, at: datetime) -> tuple[datetime, datetime]:
+    """The times around ``at`` at which every check ``_validate`` made on ``chain`` passes alike."""
+    start = max(c.not_valid_before_utc for c in chain)
+    end = min(c.not_valid_after_utc for c in chain)
+    for child, issuer in zip(chain, chain[1:], strict=False):
+        current = _current_crl(issuer, trust)
+        if current is None:
+            return at, at
+        if current.next_update_utc is not None:
+            end = min(end, current.next_update_utc)
+        entry = current.get_revoked_certificate_by_serial_number(child.serial_number)
+        if entry is not None:  # revoked later than ``at``: refused from that moment on
+            end = min(end, entry.revocation_date_utc - timedelta(microseconds=1))
+    return start, end
+
+
+def _validate(
+    certificate: x509.Certificate, intermediates: tuple[x509.Certificate, ...], trust: Trust, at: datetime
+) -> list[x509.Certificate]:
 
     def subject() -> str:
         return _describe(certificate)
@@ -374,21 +422,26 @@ def validate(
     return chain
 
 
-def _check_revocation(
-    certificate: x509.Certificate, issuer: x509.Certificate, trust: Trust, at: datetime
-) -> None:
+def _current_crl(issuer: x509.Certificate, trust: Trust) -> x509.CertificateRevocationList | None:
+    """The newest CRL in ``trust`` signed by ``issuer``."""
     lists = [
         c
         for c in trust.crls
         if c.issuer == issuer.subject and c.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
     ]
-    if not lists:
+    return max(lists, key=lambda c: c.last_update_utc) if lists else None
+
+
+def _check_revocation(
+    certificate: x509.Certificate, issuer: x509.Certificate, trust: Trust, at: datetime
+) -> None:
+    current = _current_crl(issuer, trust)
+    if current is None:
         raise CertificateRefused(
             "certificate.revocation_unknown",
             f"no CRL signed by {issuer.subject.rfc4514_string()} is configured, so revocation of "
             f"{_describe(certificate)} cannot be checked; add the CA's CRL to the trust directory",
         )
-    current = max(lists, key=lambda c: c.last_update_utc)
     entry = current.get_revoked_certificate_by_serial_number(certificate.serial_number)
     if entry is not None and entry.revocation_date_utc <= at:
         raise CertificateRefused(

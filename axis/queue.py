@@ -9,13 +9,16 @@ and the random source are injected so every schedule is reproducible in tests.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
 
 from axis.errors import StoreError
-from axis.store import Delivery, NewMessage, Store
+from axis.store import Delivery, IssuedReceipt, NewMessage, Store
+from axis.store.blobs import INLINE_MAX
 
 Clock = Callable[[], float]
 
@@ -44,24 +47,42 @@ class Queue:
     rng: random.Random = field(default_factory=random.Random)
 
     def enqueue(self, message: NewMessage, data: bytes) -> list[int]:
-        """Store the package bytes (fsync'd), then the message for all its recipients in one durable
-        transaction; returns delivery ids. The order is the guarantee: a committed message always
-        has its bytes on disk."""
-        if self.store.blobs.put(data) != message.sha256:
-            raise StoreError(
-                "store.bad_digest", f"message {message.id} names a SHA-256 its bytes do not have"
-            )
+        """Store the package bytes and the message for all its recipients durably; returns delivery ids."""
+        return self.submit(message, data).result()
+
+    def submit(self, message: NewMessage, data: bytes) -> Future[list[int]]:
+        """``enqueue`` without waiting: the future resolves once the commit is durable. Small packages
+        are written in the message's own transaction; larger ones are written and fsync'd as a blob
+        first (before this returns). Either way a committed message always has its bytes on disk."""
+        if len(data) <= INLINE_MAX:
+            if hashlib.sha256(data).hexdigest() != message.sha256:
+                raise StoreError("store.bad_digest", f"message {message.id} names a SHA-256 its bytes do not have")
+            if message.data is not data:  # the router sets it already (a dataclass copy is not free)
+                message = replace(message, data=data)
+        elif self.store.blobs.put(data) != message.sha256:
+            raise StoreError("store.bad_digest", f"message {message.id} names a SHA-256 its bytes do not have")
         now = self.clock()
-        return self.store.enqueue(message, now, now + self.policy.ttl)
+        return self.store.submit(message, now, now + self.policy.ttl)
 
     def lease(self, recipients: Sequence[str], endpoint_id: int, limit: int = 100) -> list[Delivery]:
         """Claim due deliveries for these agencies, highest priority first, then oldest."""
-        now = self.clock()
-        return self.store.lease(recipients, now, now + self.policy.lease, limit, endpoint_id)
+        return self.submit_lease(recipients, endpoint_id, limit).result()
 
-    def ack(self, delivery_id: int, ack_sha256: str | None = None) -> bool:
-        """``delivered`` exactly once: True the first time, False for a repeated acknowledgement."""
-        return self.store.ack(delivery_id, self.clock(), ack_sha256)
+    def submit_lease(self, recipients: Sequence[str], endpoint_id: int, limit: int = 100) -> Future[list[Delivery]]:
+        """``lease``, resolved once the claim is committed (for callers on an event loop)."""
+        now = self.clock()
+        return self.store.submit_lease(recipients, now, now + self.policy.lease, limit, endpoint_id)
+
+    def ack(self, delivery_id: int, ack_sha256: str | None = None, receipt: IssuedReceipt | None = None) -> bool:
+        """``delivered`` exactly once: True the first time, False for a repeated acknowledgement.
+        ``receipt`` is stored with the first one, in the same transaction."""
+        return self.submit_ack(delivery_id, ack_sha256, receipt).result()
+
+    def submit_ack(
+        self, delivery_id: int, ack_sha256: str | None = None, receipt: IssuedReceipt | None = None
+    ) -> Future[bool]:
+        """``ack``, resolved once it is committed (for callers on an event loop)."""
+        return self.store.submit_ack(delivery_id, self.clock(), ack_sha256, receipt)
 
     def backoff(self, attempts: int) -> float:
         """Delay before the next attempt after ``attempts`` failures: doubling, capped, with jitter."""

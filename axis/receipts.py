@@ -10,6 +10,7 @@ signature as the last child of ``<Receipt>``. Pure: bytes in, values out.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -48,30 +49,45 @@ class Receipt:
 
 def build(receipt: Receipt) -> bytes:
     """The unsigned receipt XML, children in schema order."""
+    return b"<?xml version='1.0' encoding='UTF-8'?>\n" + _canonical(receipt)
+
+
+def _canonical(receipt: Receipt) -> bytes:
+    """The receipt in exclusive canonical XML, written directly: one namespace, no attributes but
+    ``version``, text escaped as c14n does. Refuses text XML cannot carry, as lxml would."""
     if receipt.kind not in KINDS:
         raise ValueError(f"unknown receipt kind {receipt.kind!r}")
-    root = etree.Element(q("Receipt"), nsmap={None: NS}, version="1")  # type: ignore[dict-item]
-    for name, value in (
+    fields = [
         ("Kind", receipt.kind),
         ("MessageId", receipt.message_id),
         ("PackageKind", receipt.package_kind),
         ("DocumentId", receipt.document_id),
         ("PackageSHA256", receipt.package_sha256),
         ("Sender", receipt.sender),
-    ):
-        etree.SubElement(root, q(name)).text = value
-    for recipient in receipt.recipients:
-        etree.SubElement(root, q("Recipient")).text = recipient
-    etree.SubElement(root, q("Time")).text = receipt.time
+        *(("Recipient", recipient) for recipient in receipt.recipients),
+        ("Time", receipt.time),
+    ]
     if receipt.acknowledgement_sha256 is not None:
-        etree.SubElement(root, q("AcknowledgementSHA256")).text = receipt.acknowledgement_sha256
+        fields.append(("AcknowledgementSHA256", receipt.acknowledgement_sha256))
     if receipt.reason is not None:
-        etree.SubElement(root, q("Reason")).text = receipt.reason[:1000]
-    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+        fields.append(("Reason", receipt.reason[:1000]))
+    body = "".join(f"<{name}>{_text(value)}</{name}>" for name, value in fields)
+    return f'<Receipt xmlns="{NS}" version="1">{body}</Receipt>'.encode()
+
+
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_C14N_TEXT = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#xD;"})
+
+
+def _text(value: str) -> str:
+    if not (value.isascii() and value.isprintable()) and _NOT_XML.search(value):
+        raise ValueError("All strings must be XML compatible: Unicode or ASCII, no NULL bytes or control characters")
+    return value.translate(_C14N_TEXT)
 
 
 def sign(receipt: Receipt, key: pki.PrivateKey, certificate: x509.Certificate) -> bytes:
-    return signing.sign(build(receipt), key, certificate, policy=POLICY)
+    """The signed receipt, signed over the canonical form it is written in (nothing is parsed)."""
+    return signing.sign_canonical(_canonical(receipt), key, certificate, policy=POLICY)
 
 
 @cache

@@ -10,10 +10,14 @@ read from the signed content only) and decides whether the registry lets it thro
 - a status answers a document the axis carried between the same two agencies: from a recipient
   back to the original sender, or (13, take-back) from the original sender to its recipients.
 
-Then it signs the ``accepted`` receipt and persists bytes, message, deliveries, receipt and
-status in one durable transaction. A package already accepted returns its original receipt.
+Then it signs the ``accepted`` receipt (``admit``) and persists bytes, message, deliveries,
+receipt and status in one durable transaction (``persist``, a future of the group commit), and
+only then acknowledges (``accepted``). A package already accepted returns its original receipt.
+The server runs ``admit`` on its event loop and awaits the commit there, without a thread.
 Delivery outcomes become signed ``delivered`` and ``failed`` receipts that are stored and queued
-for the sender like any package. Synchronous: the server calls it from worker threads.
+for the sender like any package: ``acknowledge`` returns a future of its commit (the push
+dispatcher awaits it on the loop); ``delivered``, ``attempt_failed`` and the housekeeping block
+and are called from threads.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from cryptography import x509
@@ -30,7 +35,8 @@ from axis import pki, receipts
 from axis.checking import Checked
 from axis.errors import RequestRefused, RoutingRefused, StoreError
 from axis.queue import Queue
-from axis.store import Delivery, Endpoint, Message, NewMessage, Store
+from axis.store import Delivery, Endpoint, IssuedReceipt, Message, NewMessage, Store
+from axis.store.blobs import INLINE_MAX
 
 AXIS_SENDER = "axis"
 BACKLOG_FRESH = 1.0
@@ -56,6 +62,15 @@ class Acceptance:
         }
 
 
+@dataclass(frozen=True)
+class Admission:
+    """A package the registry lets through, with its signed ``accepted`` receipt, not yet stored."""
+
+    message: NewMessage
+    """Carries the bytes too when they are stored in the message's transaction (``INLINE_MAX``)."""
+    data: bytes
+
+
 @dataclass
 class Router:
     queue: Queue
@@ -78,8 +93,13 @@ class Router:
 
     # ------------------------------------------------------------ accept
 
-    def accept(self, checked: Checked, data: bytes, endpoint: Endpoint) -> Acceptance:
-        """Authorise, persist durably and acknowledge one verified package."""
+    def admit(self, checked: Checked, data: bytes, endpoint: Endpoint) -> Admission | Acceptance:
+        """Authorise and route one verified package and sign its ``accepted`` receipt; or, for a
+        package accepted before, its original acceptance. Nothing is written yet.
+
+        Cheap enough for the event loop: registry reads come from the store's cache, and the only
+        other reads are indexed lookups of this sender's DocumentId (and, once a second per
+        recipient, its backlog count)."""
         self._authorise_sender(checked, endpoint)
         earlier = self._earlier(checked)
         if earlier is not None:
@@ -104,35 +124,58 @@ class Router:
             self.key,
             self.certificate,
         )
-        message = NewMessage(
-            id=message_id,
-            kind=checked.kind,
-            sender=checked.sender,
-            document_id=checked.document_id,
-            sha256=checked.sha256,
-            size=checked.size,
-            recipients=recipients,
-            accepted_at=accepted_at,
-            priority=max(0, min(4, checked.priority)),
-            signed_digest=checked.signed_digest,
-            due_date=checked.due_date,
-            revision=checked.revision_of is not None,
-            receipt=receipt,
-            status_code=checked.status_code,
-            status_of=status_of,
+        return Admission(
+            NewMessage(
+                id=message_id,
+                kind=checked.kind,
+                sender=checked.sender,
+                document_id=checked.document_id,
+                sha256=checked.sha256,
+                size=checked.size,
+                recipients=recipients,
+                accepted_at=accepted_at,
+                priority=max(0, min(4, checked.priority)),
+                signed_digest=checked.signed_digest,
+                due_date=checked.due_date,
+                revision=checked.revision_of is not None,
+                receipt=receipt,
+                status_code=checked.status_code,
+                status_of=status_of,
+                data=data if len(data) <= INLINE_MAX else None,
+            ),
+            data,
         )
+
+    def persist(self, admission: Admission) -> Future[list[int]]:
+        """Hand the admitted package to the group commit; the future resolves once it is durable.
+        Blocks only for a package above ``blobs.INLINE_MAX`` (its blob is written and fsync'd first).
+        The recipients' listeners are told from the committer as soon as it is durable, even if
+        nobody waits for the acknowledgement any more."""
+        stored = self.queue.submit(admission.message, admission.data)
+        recipients = admission.message.recipients
+
+        def tell(done: Future[list[int]]) -> None:
+            if done.exception() is None:
+                self.on_queued(recipients)
+
+        stored.add_done_callback(tell)
+        return stored
+
+    def accepted(self, admission: Admission, stored: Future[list[int]]) -> Acceptance:
+        """The acknowledgement, once ``stored`` is done. A duplicate that only the transaction
+        caught (two identical submissions at once) gets the original's acceptance."""
+        message = admission.message
         try:
-            self.queue.enqueue(message, data)
+            stored.result()
         except StoreError as error:
             if error.code != "store.duplicate":
                 raise
-            original = self.store.message(error.fields["message_id"])
-            return self._acceptance(original)
-        for organ_id in recipients:
+            return self._acceptance(self.store.message(error.fields["message_id"]))
+        for organ_id in message.recipients:
             counted_at, waiting = self._backlog.get(organ_id, (-BACKLOG_FRESH, 0))
             self._backlog[organ_id] = (counted_at, waiting + 1)
-        self.on_queued(recipients)
-        return Acceptance(message.id, message.document_id, recipients, receipt, created=True)
+        assert message.receipt is not None
+        return Acceptance(message.id, message.document_id, message.recipients, message.receipt, created=True)
 
     def _authorise_sender(self, checked: Checked, endpoint: Endpoint) -> None:
         sender = self.store.agency(checked.sender)
@@ -240,12 +283,31 @@ class Router:
 
     # ------------------------------------------------------------ outcomes
 
-    def delivered(self, delivery: Delivery, acknowledgement: bytes = b"") -> bool:
-        """The recipient has the package: ``delivered`` once, then the signed receipt for the sender."""
-        if not self.queue.ack(delivery.id, hashlib.sha256(acknowledgement).hexdigest()):
-            return False
-        self.issue_receipt(delivery.id)
-        return True
+    def delivered(self, delivery: Delivery, acknowledgement: bytes = b"", message: Message | None = None) -> bool:
+        """The recipient has the package: ``delivered`` once, and in the same transaction the signed
+        receipt for the sender (signed beforehand, dropped if the delivery was acknowledged already).
+        ``message`` (the delivery's) saves reading it again when the caller has it."""
+        return self.acknowledge(delivery, acknowledgement, message).result()
+
+    def acknowledge(
+        self, delivery: Delivery, acknowledgement: bytes = b"", message: Message | None = None
+    ) -> Future[bool]:
+        """``delivered`` without waiting: resolves (True the first time) once it is committed. Does not
+        block when ``message`` is given: the push dispatcher calls it on its event loop."""
+        ack_sha256 = hashlib.sha256(acknowledgement).hexdigest()
+        message = message or self.store.message(delivery.message_id)
+        outcome = replace(delivery, state="delivered", ack_sha256=ack_sha256)
+        receipt = self._receipt(message, outcome) if message is not None else None
+        stored = self.queue.submit_ack(delivery.id, ack_sha256, receipt)
+        if receipt is not None:
+            sender = receipt.forward.recipients
+
+            def tell(done: Future[bool]) -> None:
+                if done.exception() is None and done.result():
+                    self.on_queued(sender)
+
+            stored.add_done_callback(tell)
+        return stored
 
     def attempt_failed(self, delivery: Delivery, error: str) -> str:
         """A push attempt failed: retry later, or (past the TTL) a dead letter with a ``failed`` receipt."""
@@ -275,11 +337,23 @@ class Router:
         sender (receipts about receipts are not made)."""
         delivery = self.store.delivery(delivery_id)
         message = self.store.message(delivery.message_id) if delivery else None
-        if delivery is None or message is None or message.kind == "receipt":
+        if delivery is None or message is None:
             return
+        receipt = self._receipt(message, delivery)
+        if receipt is None:
+            return
+        self.store.add_receipt(
+            receipt.message_id, receipt.kind, receipt.recipient, receipt.xml, receipt.at, receipt.forward,
+            self.queue.clock(), receipt.expires_at,
+        )
+        self.on_queued((message.sender,))
+
+    def _receipt(self, message: Message, delivery: Delivery) -> IssuedReceipt | None:
+        """The signed receipt a delivery's outcome owes the sender, with its copy for the sender's
+        inbox; None while the delivery has no outcome, and for receipts (no receipts about receipts)."""
         kind = {"delivered": "delivered", "expired": "failed"}.get(delivery.state)
-        if kind is None:
-            return
+        if kind is None or message.kind == "receipt":
+            return None
         at = self._now()
         xml = receipts.sign(
             receipts.Receipt(
@@ -297,19 +371,16 @@ class Router:
             self.key,
             self.certificate,
         )
-        digest = self.store.blobs.put(xml)
         forward = NewMessage(
             id=str(uuid.uuid4()),
             kind="receipt",
             sender=AXIS_SENDER,
             document_id=message.document_id,
-            sha256=digest,
+            sha256=hashlib.sha256(xml).hexdigest(),
             size=len(xml),
             recipients=(message.sender,),
             accepted_at=at.isoformat(),
+            data=xml,
         )
-        now = self.queue.clock()
-        self.store.add_receipt(
-            message.id, kind, delivery.recipient, xml, at.isoformat(), forward, now, now + self.queue.policy.ttl
-        )
-        self.on_queued((message.sender,))
+        expires_at = self.queue.clock() + self.queue.policy.ttl
+        return IssuedReceipt(message.id, kind, delivery.recipient, xml, at.isoformat(), forward, expires_at)

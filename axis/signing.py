@@ -1,4 +1,4 @@
-"""XML signatures under the axis's strict policy; the only module that touches signxml.
+"""XML signatures under the axis's strict policy; the only module that signs or verifies XML.
 
 ``sign`` places one enveloped ``ds:Signature`` at the policy's location (for edXML:
 ``edXML/edXMLEnvelope/edXMLHeader``) covering the whole document. ``verify`` accepts exactly
@@ -13,6 +13,11 @@ that shape and nothing else, in this order, each fault with its own refusal code
 5. the certificate chains to a trust anchor, may sign, is valid and not revoked at ``at``;
 6. the SignatureValue and then the digest verify.
 
+Signing and verifying are done here directly with lxml's exclusive c14n and ``cryptography``
+(the policy allows one shape only, so nothing general is needed); the signature element is also
+validated against the XMLDSig schema that signxml ships. Interoperability with other
+implementations is tested against xmlsec1 and signxml (tests/test_interop_xmlsec.py).
+
 Security: callers must read only ``Verified.signed_xml`` afterwards. It is the canonical form of
 what the signature covers, re-parsed, so comments and unsigned nodes are gone. The original bytes
 are what the axis stores and forwards; they are never re-serialised or "repaired".
@@ -20,19 +25,22 @@ are what the axis stores and forwards; they are never re-serialised or "repaired
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache, lru_cache
+from importlib import resources
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from lxml import etree
-from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, SignatureMethod
-from signxml.exceptions import InvalidDigest, InvalidInput, InvalidSignature, SignXMLException
-from signxml.signer import XMLSigner
-from signxml.verifier import SignatureConfiguration, XMLVerifier
 
 from axis import pki, xmlguard
 from axis.edxml import NS as EDXML_NS
@@ -125,7 +133,7 @@ def _signature_parent(root: etree._Element, policy: SignaturePolicy) -> etree._E
 
 
 def _signature_like(root: etree._Element) -> list[etree._Element]:
-    return [e for e in root.iter() if isinstance(e.tag, str) and etree.QName(e).localname == "Signature"]
+    return list(root.iter("{*}Signature"))  # any namespace or none, matched inside libxml2
 
 
 def sign(
@@ -142,8 +150,6 @@ def sign(
     A document that already carries a ``Signature`` element (an XMLDSig one, or a legacy
     placeholder in another namespace) is refused unless ``replace`` is set, which removes them.
     """
-    if _spki(key.public_key()) != _spki(certificate.public_key()):
-        raise SignatureRefused("signature.key_mismatch", "the private key does not belong to the certificate")
     root = xmlguard.parse(data, policy.limits)
     existing = _signature_like(root)
     if existing and not replace:
@@ -153,22 +159,95 @@ def sign(
         )
     for element in existing:
         _remove_keeping_tail(element)
+    return sign_tree(root, key, certificate, intermediates, policy=policy)
+
+
+def sign_tree(
+    root: etree._Element,
+    key: pki.PrivateKey,
+    certificate: x509.Certificate,
+    intermediates: tuple[x509.Certificate, ...] = (),
+    *,
+    policy: SignaturePolicy = EDXML_POLICY,
+) -> bytes:
+    """Sign a tree (no ``Signature`` in it) and return the signed bytes; ``root`` gains the signature
+    where the policy places it. The digest is taken over the exclusive canonical form of the
+    document before the signature is added: what the enveloped-signature transform gives back."""
+    if not _belongs(key, certificate):
+        raise SignatureRefused("signature.key_mismatch", "the private key does not belong to the certificate")
     parent = _signature_parent(root, policy)
-    etree.SubElement(parent, ds("Signature"), Id="placeholder", nsmap={"ds": DS})
+    signature = _signature(_c14n(root), key, (certificate, *intermediates))
+    parent.append(etree.fromstring(signature, xmlguard.parser()))
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+
+def sign_canonical(
+    document: bytes, key: pki.PrivateKey, certificate: x509.Certificate, *, policy: SignaturePolicy
+) -> bytes:
+    """Sign a document the caller wrote in exclusive canonical form itself, for a policy that puts
+    the signature last in the root (receipts): nothing is parsed or canonicalised again. The caller
+    answers for ``document`` being canonical; a verifier would otherwise refuse the digest."""
+    if len(policy.location) != 1:
+        raise ValueError("sign_canonical places the signature in the root element only")
+    if not _belongs(key, certificate):
+        raise SignatureRefused("signature.key_mismatch", "the private key does not belong to the certificate")
+    close = document.rindex(b"</")
+    signature = _signature(document, key, (certificate,))
+    return b"<?xml version='1.0' encoding='UTF-8'?>\n" + document[:close] + signature + document[close:]
+
+
+SIGNED_INFO = (
+    "<ds:SignedInfo{declaration}>"
+    f'<ds:CanonicalizationMethod Algorithm="{EXC_C14N}"></ds:CanonicalizationMethod>'
+    '<ds:SignatureMethod Algorithm="{method}"></ds:SignatureMethod>'
+    '<ds:Reference URI=""><ds:Transforms>'
+    + "".join(f'<ds:Transform Algorithm="{t}"></ds:Transform>' for t in TRANSFORMS)
+    + f'</ds:Transforms><ds:DigestMethod Algorithm="{SHA256}"></ds:DigestMethod>'
+    "<ds:DigestValue>{digest}</ds:DigestValue></ds:Reference></ds:SignedInfo>"
+)
+"""The one SignedInfo the policy allows, written in its exclusive canonical form (with
+``declaration`` the ``xmlns:ds`` that canonicalisation puts on it)."""
+
+
+def _signature(signed: bytes, key: pki.PrivateKey, certificates: tuple[x509.Certificate, ...]) -> bytes:
+    """The ``ds:Signature`` element over ``signed`` (the exclusive c14n of the document without it).
+    SignedInfo is written directly in canonical form, so it is signed without being canonicalised."""
+    fields = {
+        "method": RSA_SHA256 if isinstance(key, rsa.RSAPrivateKey) else ECDSA_SHA256,
+        "digest": base64.b64encode(hashlib.sha256(signed).digest()).decode(),
+    }
+    value = _signature_value(key, SIGNED_INFO.format(declaration=f' xmlns:ds="{DS}"', **fields).encode())
+    x509_data = "".join(f"<ds:X509Certificate>{_certificate_text(c)}</ds:X509Certificate>" for c in certificates)
+    return (
+        f'<ds:Signature xmlns:ds="{DS}">{SIGNED_INFO.format(declaration="", **fields)}'
+        f"<ds:SignatureValue>{base64.b64encode(value).decode()}</ds:SignatureValue>"
+        f"<ds:KeyInfo><ds:X509Data>{x509_data}</ds:X509Data></ds:KeyInfo></ds:Signature>"
+    ).encode()
+
+
+@lru_cache(maxsize=16)
+def _belongs(key: pki.PrivateKey, certificate: x509.Certificate) -> bool:
+    """The key is the certificate's (remembered: the axis signs every receipt with the same pair)."""
+    return _spki(key.public_key()) == _spki(certificate.public_key())
+
+
+@lru_cache(maxsize=64)
+def _certificate_text(certificate: x509.Certificate) -> str:
+    return base64.b64encode(certificate.public_bytes(Encoding.DER)).decode()
+
+
+def _c14n(node: etree._Element | etree._ElementTree) -> bytes:
+    """Exclusive c14n 1.0 without comments: the one canonical form the policy allows."""
+    return bytes(etree.tostring(node, method="c14n", exclusive=True, with_comments=False))
+
+
+def _signature_value(key: pki.PrivateKey, signed_info: bytes) -> bytes:
+    """RSA PKCS#1 v1.5 or ECDSA over SHA-256; an ECDSA value is r || s (XMLDSig), not DER."""
     if isinstance(key, rsa.RSAPrivateKey):
-        method = SignatureMethod.RSA_SHA256
-    else:
-        method = SignatureMethod.ECDSA_SHA256
-    signer = XMLSigner(
-        signature_algorithm=method,
-        digest_algorithm=DigestAlgorithm.SHA256,
-        c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,
-    )
-    # signxml re-parses the tree with its own parser, which caps text nodes at 10 MB; ours does not
-    # (the pre-check has already bounded the document).
-    signer._parser = xmlguard.parser()  # type: ignore[assignment]
-    signed = signer.sign(root, key=key, cert=[certificate, *intermediates])
-    return bytes(etree.tostring(signed, xml_declaration=True, encoding="UTF-8"))
+        return key.sign(signed_info, padding.PKCS1v15(), hashes.SHA256())
+    r, s = decode_dss_signature(key.sign(signed_info, ec.ECDSA(hashes.SHA256())))
+    size = (key.curve.key_size + 7) // 8
+    return r.to_bytes(size, "big") + s.to_bytes(size, "big")
 
 
 def _spki(public: CertificatePublicKeyTypes) -> bytes:
@@ -383,10 +462,28 @@ def _certificates(
     return certificates[0], certificates[1:], key_values[0] if key_values else None
 
 
+LOADED_MAX = 256
+"""Certificates remembered by ``_certificate`` (per process) before the memory is emptied."""
+_loaded: dict[str, x509.Certificate] = {}
+
+
 def _certificate(element: etree._Element) -> x509.Certificate:
-    """Load one X509Certificate and parse every part the policy reads, so a malformed one is refused here."""
+    """Load one X509Certificate and parse every part the policy reads, so a malformed one is refused
+    here. Agencies sign with the same few certificates: one loaded before is reused (by its text)."""
+    text = element.text or ""
+    known = _loaded.get(text)
+    if known is not None:
+        return known
+    certificate = _load_certificate(text)
+    if len(_loaded) >= LOADED_MAX:
+        _loaded.clear()
+    _loaded[text] = certificate
+    return certificate
+
+
+def _load_certificate(text: str) -> x509.Certificate:
     try:
-        certificate = x509.load_der_x509_certificate(xmlguard.base64_binary(element.text))
+        certificate = x509.load_der_x509_certificate(xmlguard.base64_binary(text))
         certificate.public_key()
         _ = (
             certificate.extensions,
@@ -483,44 +580,36 @@ def verify(data: bytes, trust: pki.Trust, at: datetime, policy: SignaturePolicy 
     _check_key(certificate, method, policy)
     _check_key_value(key_value, certificate)
     chain = pki.validate(certificate, intermediates, trust, at)
-    on_chain = {pki.fingerprint(c) for c in chain}
+    on_chain = {pki.fingerprint(c) for c in chain} if intermediates else set()
     if any(pki.fingerprint(c) not in on_chain for c in intermediates):
         raise SignatureRefused(
             "signature.key_info_forbidden",
             "X509Data holds a certificate that is not on the signer's chain; send the signer's chain only",
         )
-    location = "./" + "".join(f"{name}/" for name in policy.location[1:])
-    config = SignatureConfiguration(
-        require_x509=True,
-        location=location,
-        expect_references=1,
-        signature_methods=frozenset(SignatureMethod(m) for m in policy.signature_methods),
-        digest_algorithms=frozenset({DigestAlgorithm.SHA256}),
-        ignore_ambiguous_key_info=True,
-        verification_time=at,
-    )
     try:
-        result = XMLVerifier().verify(
-            root, x509_cert=certificate, parser=xmlguard.parser(), expect_config=config
-        )
-    except InvalidDigest:
+        _xmldsig_schema().assertValid(signature)
+    except etree.DocumentInvalid as error:
+        raise SignatureRefused("signature.malformed", f"the signature does not follow the XMLDSig schema: {error}") from None
+    signed_info = signature.find(ds("SignedInfo"))
+    assert signed_info is not None
+    digest_value = _base64(signed_info.find(f"{ds('Reference')}/{ds('DigestValue')}"), "DigestValue")  # type: ignore[arg-type]
+    _check_value(certificate, method, _base64(signature.find(ds("SignatureValue")), "SignatureValue"), _c14n(signed_info))  # type: ignore[arg-type]
+    # The one Reference (URI="") through its one transform chain: the document without the
+    # signature element (enveloped-signature), in exclusive c14n without comments.
+    _remove_keeping_tail(signature)
+    signed = _c14n(root)
+    del root, signature, signed_info  # the tree is no longer read: free it before the re-parse
+    if not hmac.compare_digest(hashlib.sha256(signed).digest(), digest_value):
         raise SignatureRefused(
             "signature.digest_mismatch",
             "the document was changed after it was signed: its SHA-256 digest does not match the signed DigestValue",
-        ) from None
-    except InvalidSignature:
-        raise SignatureRefused(
-            "signature.invalid",
-            "the SignatureValue does not verify with the certificate's key: SignedInfo or the value was altered, "
-            "or a different key signed it",
-        ) from None
-    except (InvalidInput, SignXMLException, etree.DocumentInvalid, TypeError, ValueError) as error:
-        raise SignatureRefused("signature.malformed", f"the signature cannot be processed: {error}") from None
-    assert not isinstance(result, list)
-    if result.signed_xml is None:
-        raise SignatureRefused("signature.malformed", "the signed content is not an XML document")
+        )
+    try:
+        signed_xml = etree.fromstring(signed, xmlguard.parser())
+    except etree.XMLSyntaxError as error:  # cannot happen for c14n output; refused all the same
+        raise SignatureRefused("signature.malformed", f"the signed content cannot be read: {error}") from None
     return Verified(
-        signed_xml=result.signed_xml,
+        signed_xml=signed_xml,
         certificate=certificate,
         chain=tuple(chain),
         fingerprint=pki.fingerprint(certificate),
@@ -529,5 +618,36 @@ def verify(data: bytes, trust: pki.Trust, at: datetime, policy: SignaturePolicy 
         digest_method=digest_method,
         canonicalization=EXC_C14N,
         checked_at=at,
-        digest=_base64(signature.find(f"{ds('SignedInfo')}/{ds('Reference')}/{ds('DigestValue')}"), "DigestValue").hex(),  # type: ignore[arg-type]
+        digest=digest_value.hex(),
     )
+
+
+@cache
+def _xmldsig_schema() -> etree.XMLSchema:
+    """The XMLDSig 1.1 schema (shipped with signxml): every attribute and value type the policy
+    checks do not name is still checked."""
+    with resources.as_file(resources.files("signxml.schemas").joinpath("xmldsig1-schema.xsd")) as path:
+        return etree.XMLSchema(etree.parse(str(path)))
+
+
+def _check_value(certificate: x509.Certificate, method: str, value: bytes, signed_info: bytes) -> None:
+    """The SignatureValue over the canonical SignedInfo, with the certificate's key (already checked
+    to match ``method``). An ECDSA value is r || s (XMLDSig), not DER."""
+    public = certificate.public_key()
+    try:
+        if isinstance(public, rsa.RSAPublicKey):
+            public.verify(value, signed_info, padding.PKCS1v15(), hashes.SHA256())
+        elif isinstance(public, ec.EllipticCurvePublicKey):
+            size = (public.curve.key_size + 7) // 8
+            if len(value) != 2 * size:
+                raise InvalidSignature
+            r, s = int.from_bytes(value[:size], "big"), int.from_bytes(value[size:], "big")
+            public.verify(encode_dss_signature(r, s), signed_info, ec.ECDSA(hashes.SHA256()))
+        else:
+            raise InvalidSignature
+    except InvalidSignature:
+        raise SignatureRefused(
+            "signature.invalid",
+            "the SignatureValue does not verify with the certificate's key: SignedInfo or the value was altered, "
+            "or a different key signed it",
+        ) from None

@@ -14,6 +14,11 @@ The floor, measured in the same run on the same machine: per package, one harden
 exclusive c14n + SHA-256 + one RSA-2048 verify, one signed receipt, and one group-committed
 insert (amortised over concurrent callers). Its throughput assumes every core does nothing else.
 Prints a table and writes bench/results/server.json. Figures, not assertions.
+
+The load generator shares the machine with the axis (the given setup: the same cores), so each
+accept row also says how many cores the axis (server process and its workers) and this process
+used while it ran; what is left of the machine went to anything else running at the time. The
+figures move by 10-20 % between runs on a busy machine: compare runs, not single numbers.
 """
 
 from __future__ import annotations
@@ -284,6 +289,20 @@ def _hwm(pid: int) -> float:
     return 0.0
 
 
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its child processes (the workers)."""
+    total = 0.0
+    for process in [str(pid), *_children(pid)]:
+        fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 def _children(pid: int) -> list[str]:
     """Child processes started by any thread of ``pid`` (the pool spawns from its own thread)."""
     return [child for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()]
@@ -313,7 +332,10 @@ def main() -> None:
             floor_per_package = crypto + receipt_cost + insert_cost
             process, url = start_server(config)
             try:
+                server_before, client_before = _cpu(process.pid), _own_cpu()
                 elapsed, latencies = asyncio.run(load(url, token, bodies))
+                server_cores = (_cpu(process.pid) - server_before) / elapsed
+                client_cores = (_own_cpu() - client_before) / elapsed
             finally:
                 process.terminate()
                 process.wait(30)
@@ -332,14 +354,17 @@ def main() -> None:
                     "floor_ms_per_package": floor_per_package * 1e3,
                     "floor_per_s": floor_rate,
                     "ours_over_floor": rate / floor_rate,
+                    "server_cores": server_cores,
+                    "client_cores": client_cores,
                 }
             )
     print(f"accept over HTTP, {CLIENTS} clients, RSA-2048, {cores} cores (floor = parse+c14n+SHA-256+verify"
           f" {''}+ receipt {receipt_cost * 1e3:.2f} ms + insert {insert_cost * 1e3:.2f} ms, all cores busy)")
-    print(f"{'package':>8} {'pkg/s':>8} {'MB/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'floor/s':>8} {'ours/floor':>10}")
+    print(f"{'package':>8} {'pkg/s':>8} {'MB/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'floor/s':>8} {'ours/floor':>10}"
+          f" {'axis cores':>10} {'load cores':>10}")
     for r in rows:
         print(f"{r['package']:>8} {r['accepted_per_s']:8.0f} {r['mb_per_s']:7.1f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f}"
-              f" {r['floor_per_s']:8.0f} {r['ours_over_floor']:10.0%}")
+              f" {r['floor_per_s']:8.0f} {r['ours_over_floor']:10.0%} {r['server_cores']:10.2f} {r['client_cores']:10.2f}")
     timing = asyncio.run(latency(now))
     print(f"\nend to end, offered {timing['offered_per_s']:.0f}/s of 10 KB to a push endpoint:"
           f" p50 {timing['p50_ms']:.1f} ms, p99 {timing['p99_ms']:.1f} ms ({timing['arrived']:.0f}/{timing['packages']:.0f} arrived)")

@@ -637,3 +637,26 @@ def test_damaged_certificate_bytes_are_a_refusal_never_a_crash(context: Context)
         "signature.signer_not_sender",
         "certificate.revocation_unknown",
     }, codes
+
+
+def test_a_remembered_chain_is_refused_past_the_span_it_was_checked_for(context: Context) -> None:
+    """pki.validate remembers valid chains; a revocation dated later, the CRL's next update and the
+    certificate's expiry must still refuse at times past them, with the same trust object."""
+    agency = context.pki.agency("000.00.00.H17")
+    at = context.pki.now + timedelta(minutes=1)
+    current = pki.load_crl(context.pki.store.crl.read_bytes())
+    revoked_later = pki.revoke(context.pki.ca, current, agency.certificate, at + timedelta(hours=1))
+    trust = pki.Trust(context.pki.trust.anchors, (revoked_later,))
+    assert pki.validate(agency.certificate, (), trust, at)  # valid now, and remembered
+    with pytest.raises(AxisError) as revoked:
+        pki.validate(agency.certificate, (), trust, at + timedelta(hours=2))
+    assert revoked.value.code == "certificate.revoked"
+    trust = pki.Trust(context.pki.trust.anchors, (current,))
+    assert pki.validate(agency.certificate, (), trust, at)
+    assert current.next_update_utc is not None
+    with pytest.raises(AxisError) as stale:
+        pki.validate(agency.certificate, (), trust, current.next_update_utc + timedelta(seconds=1))
+    assert stale.value.code in ("certificate.crl_expired", "certificate.expired")
+    with pytest.raises(AxisError) as expired:
+        pki.validate(agency.certificate, (), trust, agency.certificate.not_valid_after_utc + timedelta(days=1))
+    assert expired.value.code in ("certificate.expired", "certificate.untrusted", "certificate.crl_expired")

@@ -23,7 +23,7 @@ import xmlsec
 from cryptography.hazmat.primitives.asymmetric import ec
 from lxml import etree
 
-from axis import edxml, keystore, pki, signing
+from axis import edxml, keystore, pki, receipts, signing
 from axis.errors import SignatureRefused
 from axis.verification import verify_package
 from tests.conftest import PKI, REPO, Agency
@@ -105,6 +105,25 @@ def test_xmlsec_verifies_axis_ecdsa_signature(
     # and axis agrees with itself on the same bytes
     result = verify_package(signed, dev_pki.trust, now)
     assert result.signature.fingerprint == pki.fingerprint(ec_agency.certificate)
+
+
+def test_xmlsec_and_signxml_verify_an_axis_receipt(dev_pki: PKI, now: datetime) -> None:
+    """Receipts are written and signed in canonical form directly (no parse); two independent
+    verifiers must agree with it, text that c14n escapes included."""
+    from signxml.verifier import XMLVerifier
+
+    receipt = receipts.Receipt(
+        "failed", "m-1", "document", "000.00.00.G22,2026/11/21,1&<2>/VPCP", "ab" * 32, SENDER,
+        ("000.00.00.H41",), now.isoformat(), reason="refused: \"<b>\" & 'x'\r\nü",
+    )
+    signed = receipts.sign(receipt, keystore.read_private_key(dev_pki.store.axis_key),
+                           keystore.read_certificates(dev_pki.store.axis_certificate)[0])
+    root = etree.fromstring(signed)
+    manager = xmlsec.KeysManager()
+    manager.load_cert(str(dev_pki.store.ca_certificate), xmlsec.constants.KeyDataFormatPem, xmlsec.constants.KeyDataTypeTrusted)
+    xmlsec.SignatureContext(manager).verify(root.find(f"{{{DS}}}Signature"))
+    XMLVerifier().verify(signed, x509_cert=keystore.read_certificates(dev_pki.store.axis_certificate)[0])
+    assert receipts.verify(signed, dev_pki.trust).receipt == receipt
 
 
 def test_xmlsec_refuses_axis_signature_after_one_character_changes(

@@ -6,6 +6,7 @@ import hashlib
 import random
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from axis.errors import StoreError
 from axis.queue import Queue, QueuePolicy
 from axis.store import Agency, NewMessage, SQLiteStore
+from axis.store.blobs import INLINE_MAX
 
 
 class Clock:
@@ -95,6 +97,18 @@ def test_enqueue_stores_the_bytes_before_the_message(queue: Queue) -> None:
         queue.enqueue(wrong, data)
     assert refused.value.code == "store.bad_digest"
     assert queue.store.deliveries(limit=10)[-1].message_id == message.id  # nothing of the refused one
+
+
+def test_small_packages_are_stored_in_the_transaction_large_ones_as_blobs(queue: Queue) -> None:
+    small, small_data = _message()
+    queue.enqueue(small, small_data)
+    assert not queue.store.blobs.path(small.sha256).exists()  # in the database, committed with the message
+    assert queue.store.blobs.get(small.sha256) == small_data
+    large_data = small_data + b" " * INLINE_MAX
+    large = replace(small, id="m-large", document_id="large", sha256=hashlib.sha256(large_data).hexdigest())
+    queue.enqueue(large, large_data)
+    assert queue.store.blobs.path(large.sha256).read_bytes() == large_data
+    assert queue.store.blobs.get(large.sha256) == large_data
 
 
 def test_receipts_and_latest_status_are_kept(queue: Queue) -> None:

@@ -18,6 +18,7 @@ import math
 import os
 import signal
 import ssl
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -71,6 +72,8 @@ class Axis:
     dispatcher: Dispatcher | None = None
     draining: bool = False
     _loop: asyncio.AbstractEventLoop | None = None
+    _woken: set[str] = field(default_factory=set)
+    _woken_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def open(cls, settings: config.Config) -> Axis:
@@ -103,17 +106,24 @@ class Axis:
         return axis
 
     def queued(self, agencies: Iterable[str]) -> None:
-        """Called by the router from worker threads: wake long-polls and the dispatcher on the loop."""
-        loop, names = self._loop, tuple(agencies)
+        """Called by the router from any thread (the committer, right after a commit): wake long-polls
+        and the dispatcher on the loop. Calls arriving before the loop runs the wake-up join it, so a
+        commit of many packages costs the loop one wake-up, not one per package."""
+        loop = self._loop
         if loop is None or loop.is_closed():
             return
+        with self._woken_lock:
+            first = not self._woken
+            self._woken.update(agencies)
+        if first:
+            loop.call_soon_threadsafe(self._wake)
 
-        def wake() -> None:
-            self.waiters.notify(names)
-            if self.dispatcher is not None:
-                self.dispatcher.wake(names)
-
-        loop.call_soon_threadsafe(wake)
+    def _wake(self) -> None:
+        with self._woken_lock:
+            names, self._woken = tuple(self._woken), set()
+        self.waiters.notify(names)
+        if self.dispatcher is not None:
+            self.dispatcher.wake(names)
 
     def recover(self) -> None:
         """One axis node per store: every lease in it was held by a previous run of this process."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,24 @@ class NewMessage:
     """For a status package: the code recorded, in the same transaction, as the latest status of
     ``document_id`` at each agency of ``status_of``."""
     status_of: tuple[str, ...] = ()
+    data: bytes | None = field(default=None, repr=False)
+    """The package bytes when they are stored in the same transaction (``blobs.INLINE_MAX``);
+    None when they are in the blob directory already."""
+
+
+@dataclass(frozen=True)
+class IssuedReceipt:
+    """A signed ``delivered`` or ``failed`` receipt about ``message_id``, with (``forward``) its copy
+    queued for the sender as a message of kind ``receipt``."""
+
+    message_id: str
+    kind: str
+    recipient: str
+    xml: bytes
+    at: str
+    forward: NewMessage
+    expires_at: float
+    """When the forwarded copy's delivery expires."""
 
 
 @dataclass(frozen=True)

@@ -193,6 +193,31 @@ SCHEMA_0003 = [
 ]
 
 
+REGISTRY_TABLES = ("agencies", "certificates", "endpoints", "endpoint_agencies", "role_tokens")
+
+
+@migrations(name="0004_inline_packages_registry_version")
+def _m0004(db: Database) -> None:
+    for statement in SCHEMA_0004:
+        db.execute(statement)
+
+
+SCHEMA_0004 = [
+    # Packages small enough to be written inside the transaction that records them (see blobs.py).
+    "CREATE TABLE packages (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL)",
+    # Bumped by every registry write, whichever process makes it (the server or the `axis` CLI):
+    # what the server's in-memory registry cache compares before it trusts what it holds.
+    "CREATE TABLE registry_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)",
+    "INSERT INTO registry_version (id, version) VALUES (1, 0)",
+    *(
+        f"CREATE TRIGGER {table}_{event.lower()}_bumps_registry AFTER {event} ON {table}"  # noqa: S608 (constants)
+        " BEGIN UPDATE registry_version SET version = version + 1; END"
+        for table in REGISTRY_TABLES
+        for event in ("INSERT", "UPDATE", "DELETE")
+    ),
+]
+
+
 def migrate(db: Database) -> None:
     """Apply every pending migration, each in one transaction with its record."""
     migrations.apply(db)

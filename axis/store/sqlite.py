@@ -3,6 +3,12 @@
 Reads use one read-only connection per thread (WAL lets them run beside the writer). Times are
 passed in by the caller: registry times as ISO 8601 text, queue times as Unix seconds (floats),
 so nothing here reads a clock.
+
+The registry reads of the request path (an endpoint by its token, an agency, a certificate) are
+served from memory. Each read first compares one counter, ``registry_version``, which triggers
+bump on every registry write, whoever makes it (this process or the ``axis`` CLI writing the
+database directly); any change empties the cache. So the cache is never staler than the read of
+the counter that preceded it: a revoked certificate or suspended agency is refused at once.
 """
 
 from __future__ import annotations
@@ -11,9 +17,10 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
@@ -21,13 +28,14 @@ from axis.errors import RoutingRefused, StoreError
 from axis.store import events as chain
 from axis.store import schema
 from axis.store.blobs import BlobStore
-from axis.store.committer import GroupCommitter, connect
+from axis.store.committer import Connection, GroupCommitter, connect
 from axis.store.model import (
     Agency,
     CertificateRecord,
     Delivery,
     Endpoint,
     InboxItem,
+    IssuedReceipt,
     Message,
     NewMessage,
     VxpCredential,
@@ -42,19 +50,29 @@ INBOX_SQL = (
     " ORDER BY d.priority DESC, d.due_at, d.id LIMIT ?"
 )
 """``{kinds}`` takes placeholders only (``?, ?``)."""
+REGISTRY_CACHE_MAX = 100_000
+"""Registry entries kept in memory at most (misses are never cached, so unknown tokens cannot grow it)."""
+T = TypeVar("T")
 
 
 def append_event(
     connection: sqlite3.Connection, kind: str, subject: str, at: str | float, **details: Any
 ) -> str:
-    """Append one event to the chain inside the caller's transaction; return its hash."""
-    row = connection.execute("SELECT hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
-    previous = row[0] if row else chain.GENESIS
+    """Append one event to the chain inside the caller's transaction; return its hash.
+
+    On the group committer's connection the head is read once per transaction and then carried
+    along (``Connection.chain_head``; the committer forgets it at every BEGIN and rollback)."""
+    previous = connection.chain_head if isinstance(connection, Connection) else None
+    if previous is None:
+        row = connection.execute("SELECT hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        previous = row[0] if row else chain.GENESIS
     content = chain.canonical({"kind": kind, "subject": subject, "at": at, **details})
     digest = chain.chain_hash(previous, content)
     connection.execute(
         "INSERT INTO events (content, previous, hash) VALUES (?, ?, ?)", (content, previous, digest)
     )
+    if isinstance(connection, Connection):
+        connection.chain_head = digest
     return digest
 
 
@@ -64,7 +82,7 @@ class SQLiteStore:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "axis.sqlite3"
-        self.blobs = BlobStore(directory / "blobs")
+        self.blobs = BlobStore(directory / "blobs", inline=self._inline_package)
         self.blobs.sweep()
         setup = connect(self.path)
         try:
@@ -75,6 +93,9 @@ class SQLiteStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._registry_lock = threading.Lock()
+        self._registry_cache: dict[tuple[str, str], Any] = {}
+        self._registry_version = -1
 
     def close(self) -> None:
         """Finish queued writes, then close the writer and every reader connection."""
@@ -95,6 +116,26 @@ class SQLiteStore:
 
     def _rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[sqlite3.Row]:
         return self._reader().execute(sql, parameters).fetchall()
+
+    def _registry(self, key: tuple[str, str], load: Callable[[], T | None]) -> T | None:
+        """``load()``, or what it returned before if no registry write was committed since."""
+        version = self._rows("SELECT version FROM registry_version")[0][0]
+        with self._registry_lock:
+            if version != self._registry_version or len(self._registry_cache) >= REGISTRY_CACHE_MAX:
+                self._registry_cache.clear()
+                self._registry_version = version
+            if key in self._registry_cache:
+                return self._registry_cache[key]  # type: ignore[no-any-return]
+        value = load()  # read after the counter: never older than the version it is filed under
+        if value is not None:
+            with self._registry_lock:
+                if self._registry_version == version:
+                    self._registry_cache[key] = value
+        return value
+
+    def _inline_package(self, digest: str) -> bytes | None:
+        rows = self._rows("SELECT data FROM packages WHERE sha256 = ?", (digest,))
+        return bytes(rows[0][0]) if rows else None
 
     # ------------------------------------------------------------ agencies
 
@@ -128,8 +169,11 @@ class SQLiteStore:
         self.committer.run(operation)
 
     def agency(self, organ_id: str) -> Agency | None:
-        rows = self._rows("SELECT * FROM agencies WHERE organ_id = ?", (organ_id,))
-        return Agency(**dict(rows[0])) if rows else None
+        def load() -> Agency | None:
+            rows = self._rows("SELECT * FROM agencies WHERE organ_id = ?", (organ_id,))
+            return Agency(**dict(rows[0])) if rows else None
+
+        return self._registry(("agency", organ_id), load)
 
     def agencies(self) -> list[Agency]:
         return [Agency(**dict(r)) for r in self._rows("SELECT * FROM agencies ORDER BY organ_id")]
@@ -177,8 +221,11 @@ class SQLiteStore:
         self.committer.run(operation)
 
     def certificate(self, fingerprint: str) -> CertificateRecord | None:
-        rows = self._rows("SELECT * FROM certificates WHERE fingerprint = ?", (fingerprint,))
-        return CertificateRecord(**dict(rows[0])) if rows else None
+        def load() -> CertificateRecord | None:
+            rows = self._rows("SELECT * FROM certificates WHERE fingerprint = ?", (fingerprint,))
+            return CertificateRecord(**dict(rows[0])) if rows else None
+
+        return self._registry(("certificate", fingerprint), load)
 
     def certificates(self, organ_id: str | None = None) -> list[CertificateRecord]:
         if organ_id is None:
@@ -266,8 +313,11 @@ class SQLiteStore:
         return self._endpoint(rows[0]) if rows else None
 
     def endpoint_by_token(self, token_hash: str) -> Endpoint | None:
-        rows = self._rows("SELECT * FROM endpoints WHERE token_hash = ? AND status = 'active'", (token_hash,))
-        return self._endpoint(rows[0]) if rows else None
+        def load() -> Endpoint | None:
+            rows = self._rows("SELECT * FROM endpoints WHERE token_hash = ? AND status = 'active'", (token_hash,))
+            return self._endpoint(rows[0]) if rows else None
+
+        return self._registry(("endpoint", token_hash), load)
 
     def endpoints(self) -> list[Endpoint]:
         return [self._endpoint(r) for r in self._rows("SELECT * FROM endpoints ORDER BY name")]
@@ -316,14 +366,21 @@ class SQLiteStore:
         self.committer.run(operation)
 
     def role_by_token(self, token_hash: str) -> str | None:
-        rows = self._rows(
-            "SELECT role FROM role_tokens WHERE token_hash = ? AND revoked_at IS NULL", (token_hash,)
-        )
-        return str(rows[0][0]) if rows else None
+        def load() -> str | None:
+            rows = self._rows(
+                "SELECT role FROM role_tokens WHERE token_hash = ? AND revoked_at IS NULL", (token_hash,)
+            )
+            return str(rows[0][0]) if rows else None
+
+        return self._registry(("role", token_hash), load)
 
     # ------------------------------------------------------------ messages and deliveries
 
     def enqueue(self, message: NewMessage, now: float, expires_at: float) -> list[int]:
+        """``submit``, waiting until it is durable."""
+        return self.submit(message, now, expires_at).result()
+
+    def submit(self, message: NewMessage, now: float, expires_at: float) -> Future[list[int]]:
         """The message row, one queued delivery per recipient, the ``accepted`` receipt and the event,
         in one transaction; returns the delivery ids.
 
@@ -338,7 +395,7 @@ class SQLiteStore:
                 self._check_new(c, message)
             return self._insert_message(c, message, now, expires_at)
 
-        return self.committer.run(operation)
+        return self.committer.submit(operation)
 
     def _insert_message(self, c: sqlite3.Connection, message: NewMessage, now: float, expires_at: float) -> list[int]:
         c.execute(
@@ -357,6 +414,8 @@ class SQLiteStore:
                 message.due_date,
             ),
         )
+        if message.data is not None:
+            c.execute("INSERT OR IGNORE INTO packages (sha256, data) VALUES (?, ?)", (message.sha256, message.data))
         ids = []
         for recipient in message.recipients:
             cursor = c.execute(
@@ -472,6 +531,12 @@ class SQLiteStore:
         self, recipients: Sequence[str], now: float, deadline: float, limit: int, leased_by: int
     ) -> list[Delivery]:
         """Claim up to ``limit`` due, queued deliveries of these agencies, priority first then age."""
+        return self.submit_lease(recipients, now, deadline, limit, leased_by).result()
+
+    def submit_lease(
+        self, recipients: Sequence[str], now: float, deadline: float, limit: int, leased_by: int
+    ) -> Future[list[Delivery]]:
+        """``lease`` without waiting for the commit: for callers on an event loop."""
 
         def operation(c: sqlite3.Connection) -> list[Delivery]:
             candidates: list[sqlite3.Row] = []
@@ -503,7 +568,7 @@ class SQLiteStore:
                 )
             return leased
 
-        return self.committer.run(operation)
+        return self.committer.submit(operation)
 
     def _current(self, c: sqlite3.Connection, delivery_id: int) -> sqlite3.Row:
         row = c.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
@@ -511,8 +576,18 @@ class SQLiteStore:
             raise StoreError("store.unknown_delivery", f"delivery {delivery_id} does not exist")
         return row  # type: ignore[no-any-return]
 
-    def ack(self, delivery_id: int, now: float, ack_sha256: str | None = None) -> bool:
-        """Mark delivered; True the first time, False when it already was (acks are idempotent)."""
+    def ack(
+        self, delivery_id: int, now: float, ack_sha256: str | None = None, receipt: IssuedReceipt | None = None
+    ) -> bool:
+        """Mark delivered; True the first time, False when it already was (acks are idempotent).
+        With ``receipt``, the ``delivered`` receipt and its copy for the sender are stored in the same
+        transaction, and only by the first ack: one commit per delivery, not two."""
+        return self.submit_ack(delivery_id, now, ack_sha256, receipt).result()
+
+    def submit_ack(
+        self, delivery_id: int, now: float, ack_sha256: str | None = None, receipt: IssuedReceipt | None = None
+    ) -> Future[bool]:
+        """``ack`` without waiting for the commit: for callers on an event loop."""
 
         def operation(c: sqlite3.Connection) -> bool:
             row = self._current(c, delivery_id)
@@ -529,9 +604,11 @@ class SQLiteStore:
                 (now, ack_sha256, delivery_id),
             )
             append_event(c, "delivery.delivered", str(delivery_id), now, ack_sha256=ack_sha256)
+            if receipt is not None:
+                self._store_receipt(c, receipt, now)
             return True
 
-        return bool(self.committer.run(operation))
+        return self.committer.submit(operation)
 
     def fail(self, delivery_id: int, now: float, retry_at: float, error: str) -> str:
         """A leased attempt failed: back to ``queued`` due at ``retry_at``, or ``expired`` past the TTL."""
@@ -655,19 +732,31 @@ class SQLiteStore:
         expires_at: float = 0.0,
     ) -> None:
         """Store a receipt about ``message_id``; with ``forward``, also queue it (as a message of kind
-        ``receipt``, bytes already in the blob store) for the sender, in the same transaction."""
+        ``receipt``, its bytes in ``forward.data``) for the sender, in the same transaction."""
 
         def operation(c: sqlite3.Connection) -> None:
-            if kind != "accepted" and c.execute(
-                "SELECT 1 FROM receipts WHERE message_id = ? AND recipient = ? AND kind = ?",
-                (message_id, recipient, kind),
-            ).fetchone():
+            if kind != "accepted" and self._has_receipt(c, message_id, kind, recipient):
                 return  # issued already (two paths raced): one receipt per delivery outcome
             self._insert_receipt(c, message_id, kind, recipient, xml, at)
             if forward is not None:
                 self._insert_message(c, forward, now, expires_at)
 
         self.committer.run(operation)
+
+    def _store_receipt(self, c: sqlite3.Connection, receipt: IssuedReceipt, now: float) -> None:
+        if self._has_receipt(c, receipt.message_id, receipt.kind, receipt.recipient):
+            return
+        self._insert_receipt(c, receipt.message_id, receipt.kind, receipt.recipient, receipt.xml, receipt.at)
+        self._insert_message(c, receipt.forward, now, receipt.expires_at)
+
+    @staticmethod
+    def _has_receipt(c: sqlite3.Connection, message_id: str, kind: str, recipient: str | None) -> bool:
+        return bool(
+            c.execute(
+                "SELECT 1 FROM receipts WHERE message_id = ? AND recipient = ? AND kind = ?",
+                (message_id, recipient, kind),
+            ).fetchone()
+        )
 
     @staticmethod
     def _insert_receipt(

@@ -45,6 +45,8 @@ def resolve(node: Any) -> Any:
             out["type"] = [out["type"], "null"]
             if "enum" in out:
                 out["enum"] = [*out["enum"], None]
+        elif node.get("nullable"):  # nullable beside allOf/$ref: null or the schema
+            out = {"anyOf": [{"type": "null"}, out]}
         return out
     if isinstance(node, list):
         return [resolve(v) for v in node]

@@ -53,6 +53,7 @@ def test_migrations_are_recorded_once_and_reopening_keeps_data(tmp_path: Path) -
         "0001_registry_messages_deliveries_events",
         "0002_message_digest_due_date_event_subjects",
         "0003_vxp_credentials",
+        "0004_inline_packages_registry_version",
     ]
     assert connect(second.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     second.close()
@@ -69,6 +70,16 @@ def test_blobs_are_content_addressed_deduplicated_and_checked(store: SQLiteStore
     with pytest.raises(StoreError) as missing:
         store.blobs.get("cd" * 32)
     assert missing.value.code == "store.blob_missing"
+
+
+def test_registry_reads_see_writes_made_by_another_process_at_once(store: SQLiteStore) -> None:
+    assert store.agency(SENDER) is not None and store.agency(SENDER).status == "active"  # type: ignore[union-attr]
+    cli = SQLiteStore(store.path.parent)  # the `axis` CLI writes the same database directly
+    try:
+        cli.set_agency_status(SENDER, "suspended", AT)
+    finally:
+        cli.close()
+    assert store.agency(SENDER).status == "suspended"  # type: ignore[union-attr]
 
 
 def test_event_log_is_append_only_and_tampering_is_found(store: SQLiteStore) -> None:
