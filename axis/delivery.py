@@ -117,7 +117,8 @@ class Dispatcher:
                 lane.tasks.add(task)
                 task.add_done_callback(lane.tasks.discard)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lane.wake.wait(), self.poll)
+                async with asyncio.timeout(self.poll):  # no task per wait, unlike wait_for
+                    await lane.wake.wait()
 
     async def _package(self, delivery: Delivery) -> tuple[Message, bytes]:
         """The delivery's message (one indexed read) and bytes. The bytes of the last few packages are

@@ -5,7 +5,7 @@ by default), which also keeps a hostile package from stalling the event loop.
 
 Each worker is one process and one pipe, driven from the event loop without helper threads:
 a check is two messages down the pipe (the acceptance time, then the raw bytes: nothing is
-pickled or copied on the way), and its small result comes back as one message that the loop
+pickled on the way), and its small result comes back as one message that the loop
 reads when the pipe is readable. A worker works on one check at a time while the next one
 already waits in its pipe, so it does not sit idle while the busy loop gets round to reading
 its result. A check's timer runs from when its worker starts on it (as far as the loop can tell:
@@ -297,7 +297,7 @@ class VerifierPool:
             self._loop.remove_reader(worker.connection.fileno())
         worker.process.kill()
         worker.connection.close()
-        worker.process.join(5)
+        worker.process.join(1)  # on the loop: a killed process is reaped at once
 
     def close(self) -> None:
         """Stop every worker: closing its pipe ends its loop; one still busy is killed. Callable from
