@@ -409,7 +409,7 @@ def _trace_headers(header: etree._Element) -> tuple[tuple[TraceHeader, ...], etr
 def schema() -> etree.XMLSchema:
     """The edXML schema shipped in the ``schemas`` package (lenient on order, strict on names)."""
     text = resources.files("schemas").joinpath("edxml.xsd").read_bytes()
-    return etree.XMLSchema(etree.fromstring(text, xmlguard.parser()))
+    return xmlguard.compile_schema(etree.fromstring(text, xmlguard.parser()))
 
 
 def validate(root: etree._Element) -> None:

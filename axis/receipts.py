@@ -93,7 +93,7 @@ def sign(receipt: Receipt, key: pki.PrivateKey, certificate: x509.Certificate) -
 @cache
 def schema() -> etree.XMLSchema:
     text = resources.files("schemas").joinpath("receipt.xsd").read_bytes()
-    return etree.XMLSchema(etree.fromstring(text, xmlguard.parser()))
+    return xmlguard.compile_schema(etree.fromstring(text, xmlguard.parser()))
 
 
 def read(root: etree._Element) -> Receipt:

@@ -627,7 +627,7 @@ def _xmldsig_schema() -> etree.XMLSchema:
     """The XMLDSig 1.1 schema (shipped with signxml): every attribute and value type the policy
     checks do not name is still checked."""
     with resources.as_file(resources.files("signxml.schemas").joinpath("xmldsig1-schema.xsd")) as path:
-        return etree.XMLSchema(etree.parse(str(path)))
+        return xmlguard.compile_schema(etree.parse(str(path)))
 
 
 def _check_value(certificate: x509.Certificate, method: str, value: bytes, signed_info: bytes) -> None:

@@ -237,6 +237,17 @@ def precheck(data: bytes, limits: XMLLimits = DEFAULT_LIMITS) -> None:
 _local = threading.local()
 
 
+_COMPILING = threading.Lock()
+
+
+def compile_schema(document: etree._Element | etree._ElementTree) -> etree.XMLSchema:
+    """Compile an XSD, one at a time in the process: libxml2 compiling two schemas at once in two
+    threads (the adapters verify in threads) can corrupt its type tables, and every later compile
+    then fails."""
+    with _COMPILING:
+        return etree.XMLSchema(document)
+
+
 def parser() -> etree.XMLParser:
     """This thread's hardened parser: no entities, no DTD, no network, no recovery.
 
