@@ -33,9 +33,10 @@ from pathlib import Path
 
 from adapters.client import AxisClient, Entry, Received, Sent, Signer
 from adapters.description import Description
-from adapters.layout import Layout, move, place, write_atomic
+from adapters.layout import Layout, move, place
 from axis import edxml, signing, xmlguard
 from axis.errors import AdapterError, AxisError, Refused
+from axis.keystore import write_public
 
 log = logging.getLogger("axis.adapter.folder")
 PACKAGE_SUFFIXES = (".edxml", ".json")
@@ -143,8 +144,8 @@ class FolderBridge:
             raise AdapterError(
                 "adapter.sender_mismatch", f"{outgoing.name} is sent by {sender}, but it was dropped in the outbox of {agency}"
             )
-        write_atomic(outgoing.recorded, _digest(outgoing.source).encode())
-        write_atomic(outgoing.prepared, package)  # its existence is the commit point
+        write_public(outgoing.recorded, _digest(outgoing.source).encode())
+        write_public(outgoing.prepared, package)  # its existence is the commit point
         return package
 
     @staticmethod
@@ -190,7 +191,7 @@ class FolderBridge:
             for path in self._companions(outgoing.source):
                 move(path, folder, suffix)
             target = move(outgoing.source, folder, suffix)
-        write_atomic(target.with_name(f"{target.name}.reason"), f"{error.code}\n{error.message}\n".encode())
+        write_public(target.with_name(f"{target.name}.reason"), f"{error.code}\n{error.message}\n".encode())
         outgoing.prepared.unlink(missing_ok=True)
         outgoing.recorded.unlink(missing_ok=True)
         log.warning("refused %s/%s: %s", outgoing.agency, outgoing.name, error)

@@ -28,32 +28,11 @@ from adapters.client import Received
 from adapters.seen import Seen
 from axis.errors import AdapterError, AxisError
 from axis.identifiers import organ_id
+from axis.keystore import fsync_directory, write_public
 
 FOLDERS = ("outbox", "sent", "error", "inbox", "status", "receipts")
 SAFE_NAME = re.compile(r"[A-Za-z0-9._+-]{1,200}")
 RECEIVED_INTO = {"document": "inbox", "status": "status", "receipt": "receipts"}
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """``path`` holds ``data`` completely or not at all, durably, whatever happens meanwhile."""
-    temporary = path.with_name(f".{path.name}.part")
-    temporary.unlink(missing_ok=True)
-    # O_EXCL|O_NOFOLLOW: a symlink planted under the temporary name is never written through.
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-    fsync_dir(path.parent)
 
 
 def move(source: Path, folder: Path, suffix: str) -> Path:
@@ -64,7 +43,7 @@ def move(source: Path, folder: Path, suffix: str) -> Path:
         target = folder / f"{source.stem}~{suffix}{f'-{n}' if n > 1 else ''}{source.suffix}"
         n += 1
     os.replace(source, target)
-    fsync_dir(folder)
+    fsync_directory(folder)
     return target
 
 
@@ -76,7 +55,7 @@ def place(folder: Path, name: str, data: bytes, suffix: str) -> Path:
         stem, dot, extension = name.partition(".")
         path = folder / f"{stem}~{suffix}{dot}{extension}"
     if not path.exists() or path.read_bytes() != data:
-        write_atomic(path, data)
+        write_public(path, data)
     return path
 
 
@@ -136,18 +115,18 @@ class Layout:
             return None
         staged = self.incoming / target.relative_to(self.root)
         staged.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(staged, received.data)
+        write_public(staged, received.data)
         self.seen.add(entry.message_id, entry.recipient, entry.kind, str(target.relative_to(self.root)))
         os.replace(staged, target)
-        fsync_dir(target.parent)
+        fsync_directory(target.parent)
         return target
 
     def reject(self, agency: str, message_id: str, data: bytes, error: AxisError) -> None:
         """A package that failed verification here: kept in ``error/`` with the reason, for a person."""
         folder = self.folder(agency, "error")
         message_id = safe_name(message_id)
-        write_atomic(folder / f"{message_id}.edxml", data)
-        write_atomic(folder / f"{message_id}.edxml.reason", f"{error.code}\n{error.message}\n".encode())
+        write_public(folder / f"{message_id}.edxml", data)
+        write_public(folder / f"{message_id}.edxml.reason", f"{error.code}\n{error.message}\n".encode())
 
     def recover(self) -> None:
         """Finish what a crash interrupted: a staged file the dedupe remembers goes into place, any
@@ -161,4 +140,4 @@ class Layout:
                 staged.unlink()
             else:
                 os.replace(staged, self.root / relative)
-                fsync_dir((self.root / relative).parent)
+                fsync_directory((self.root / relative).parent)

@@ -83,8 +83,18 @@ class SecretBox:
             ) from None
 
 
+def fsync_directory(directory: Path) -> None:
+    """Make the entries of ``directory`` (a file just created or renamed in it) durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_public(path: Path, data: bytes) -> None:
-    """Replace ``path`` atomically and durably with ``data`` (certificates, CRLs: nothing secret)."""
+    """Replace ``path`` atomically and durably with ``data`` (mode 0644: nothing secret). The
+    temporary file has a fresh random name, created exclusively: no planted symlink is followed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -97,11 +107,7 @@ def write_public(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    fsync_directory(path.parent)
 
 
 def _read(path: Path, what: str) -> bytes:

@@ -22,18 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from axis.errors import StoreError
+from axis.keystore import fsync_directory
 
 INLINE_MAX = 256 * 1024
 """Largest package stored in the database rather than as a file. Above it, a file's two fsyncs
 cost less than writing the bytes twice (WAL, then checkpoint)."""
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class BlobStore:
@@ -46,7 +39,7 @@ class BlobStore:
         for directory in missing:
             directory.mkdir(exist_ok=True)
         if missing:
-            _fsync_directory(root)
+            fsync_directory(root)
 
     def path(self, digest: str) -> Path:
         if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
@@ -69,7 +62,7 @@ class BlobStore:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
-        _fsync_directory(final.parent)
+        fsync_directory(final.parent)
         return digest
 
     def get(self, digest: str) -> bytes:
