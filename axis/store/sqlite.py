@@ -13,6 +13,7 @@ the counter that preceded it: a revoked certificate or suspended agency is refus
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sqlite3
@@ -74,6 +75,22 @@ def append_event(
     if isinstance(connection, Connection):
         connection.chain_head = digest
     return digest
+
+
+LEASE_CHUNK = 100
+"""Agencies whose queues one lease statement reads (SQLite allows 500 parts in a compound SELECT)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _due_query(agencies: int) -> str:
+    """The due deliveries of ``agencies`` agencies in one statement: per agency, the first ``limit``
+    in lease order (each part walks the ``deliveries_due`` index and stops at its limit, so a long
+    backlog is never read whole). Parameters: (recipient, now, limit) per agency."""
+    part = (
+        "SELECT * FROM (SELECT * FROM deliveries WHERE recipient = ? AND state = 'queued' AND due_at <= ?"
+        " ORDER BY priority DESC, due_at, id LIMIT ?)"
+    )
+    return " UNION ALL ".join([part] * agencies)
 
 
 class SQLiteStore:
@@ -540,12 +557,9 @@ class SQLiteStore:
 
         def operation(c: sqlite3.Connection) -> list[Delivery]:
             candidates: list[sqlite3.Row] = []
-            for recipient in recipients:
-                candidates += c.execute(
-                    "SELECT * FROM deliveries WHERE recipient = ? AND state = 'queued' AND due_at <= ?"
-                    " ORDER BY priority DESC, due_at, id LIMIT ?",
-                    (recipient, now, limit),
-                ).fetchall()
+            for start in range(0, len(recipients), LEASE_CHUNK):
+                chunk = recipients[start : start + LEASE_CHUNK]
+                candidates += c.execute(_due_query(len(chunk)), [v for r in chunk for v in (r, now, limit)]).fetchall()
             candidates.sort(key=lambda r: (-r["priority"], r["due_at"], r["id"]))
             leased = []
             for row in candidates[:limit]:
@@ -590,19 +604,18 @@ class SQLiteStore:
         """``ack`` without waiting for the commit: for callers on an event loop."""
 
         def operation(c: sqlite3.Connection) -> bool:
-            row = self._current(c, delivery_id)
-            if row["state"] == "delivered":
-                return False
-            if row["state"] == "expired":
+            updated = c.execute(
+                "UPDATE deliveries SET state = 'delivered', delivered_at = ?, ack_sha256 = ?, lease_deadline = NULL"
+                " WHERE id = ? AND state IN ('queued', 'leased')",
+                (now, ack_sha256, delivery_id),
+            ).rowcount
+            if not updated:  # one statement on the common path; find out why only when it did nothing
+                if self._current(c, delivery_id)["state"] == "delivered":
+                    return False
                 raise StoreError(
                     "store.invalid_transition",
                     f"delivery {delivery_id} expired; an administrator must requeue it",
                 )
-            c.execute(
-                "UPDATE deliveries SET state = 'delivered', delivered_at = ?, ack_sha256 = ?, lease_deadline = NULL"
-                " WHERE id = ?",
-                (now, ack_sha256, delivery_id),
-            )
             append_event(c, "delivery.delivered", str(delivery_id), now, ack_sha256=ack_sha256)
             if receipt is not None:
                 self._store_receipt(c, receipt, now)
