@@ -13,7 +13,6 @@ the counter that preceded it: a revoked certificate or suspended agency is refus
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import sqlite3
@@ -75,22 +74,6 @@ def append_event(
     if isinstance(connection, Connection):
         connection.chain_head = digest
     return digest
-
-
-LEASE_CHUNK = 100
-"""Agencies whose queues one lease statement reads (SQLite allows 500 parts in a compound SELECT)."""
-
-
-@functools.lru_cache(maxsize=64)
-def _due_query(agencies: int) -> str:
-    """The due deliveries of ``agencies`` agencies in one statement: per agency, the first ``limit``
-    in lease order (each part walks the ``deliveries_due`` index and stops at its limit, so a long
-    backlog is never read whole). Parameters: (recipient, now, limit) per agency."""
-    part = (
-        "SELECT * FROM (SELECT * FROM deliveries WHERE recipient = ? AND state = 'queued' AND due_at <= ?"
-        " ORDER BY priority DESC, due_at, id LIMIT ?)"
-    )
-    return " UNION ALL ".join([part] * agencies)
 
 
 class SQLiteStore:
@@ -557,9 +540,12 @@ class SQLiteStore:
 
         def operation(c: sqlite3.Connection) -> list[Delivery]:
             candidates: list[sqlite3.Row] = []
-            for start in range(0, len(recipients), LEASE_CHUNK):
-                chunk = recipients[start : start + LEASE_CHUNK]
-                candidates += c.execute(_due_query(len(chunk)), [v for r in chunk for v in (r, now, limit)]).fetchall()
+            for recipient in recipients:
+                candidates += c.execute(
+                    "SELECT * FROM deliveries WHERE recipient = ? AND state = 'queued' AND due_at <= ?"
+                    " ORDER BY priority DESC, due_at, id LIMIT ?",
+                    (recipient, now, limit),
+                ).fetchall()
             candidates.sort(key=lambda r: (-r["priority"], r["due_at"], r["id"]))
             leased = []
             for row in candidates[:limit]:

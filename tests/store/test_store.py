@@ -13,7 +13,6 @@ import pytest
 from axis.errors import StoreError
 from axis.store import Agency, NewMessage, SQLiteStore
 from axis.store.committer import connect
-from axis.store.sqlite import LEASE_CHUNK
 
 T0 = 1_800_000_000.0
 AT = "2026-11-21T09:00:00+07:00"
@@ -123,14 +122,14 @@ def test_lease_orders_by_priority_then_age_and_only_due_ones(store: SQLiteStore)
 
 
 def test_lease_over_many_agencies_merges_their_queues_in_lease_order(store: SQLiteStore) -> None:
-    """An endpoint serving more agencies than one lease statement reads (``LEASE_CHUNK``) still gets
-    the highest priority, then oldest, deliveries across all of them, and no more than ``limit``."""
-    agencies = [f"{n:03d}.00.00.H40" for n in range(1, LEASE_CHUNK + 31)]
+    """An endpoint serving many agencies gets the highest priority, then oldest, deliveries across
+    all of them, and no more than ``limit``."""
+    agencies = [f"{n:03d}.00.00.H40" for n in range(1, 131)]
     for organ_id in agencies:
         store.add_agency(Agency(organ_id, "qcvn102", organ_id, AT))
     old = store.enqueue(message((agencies[0], agencies[-1])), T0, T0 + 3600)
     urgent = store.enqueue(message((agencies[-2],), priority=3), T0 + 5, T0 + 3600)
-    young = store.enqueue(message((agencies[LEASE_CHUNK],)), T0 + 6, T0 + 3600)
+    young = store.enqueue(message((agencies[100],)), T0 + 6, T0 + 3600)
     store.enqueue(message((RECIPIENT,), priority=3), T0, T0 + 3600)  # not one of the endpoint's agencies
     leased = store.lease(agencies, T0 + 10, T0 + 40, 3, leased_by=1)
     assert [d.id for d in leased] == [*urgent, *old]
