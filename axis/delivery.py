@@ -8,7 +8,8 @@ answer's body). Anything else, a refused connection or a timeout, is a failed at
 schedules a retry with capped exponential backoff and jitter, and past the time-to-live the
 delivery is a dead letter with a ``failed`` receipt.
 
-The HTTP client is handed in (``post``), so nothing here imports aiohttp: the server supplies it.
+The HTTP client is handed in (``post``), so nothing here imports aiohttp: the server supplies its
+push process (``axis.server.pusher``), which also signs the ``delivered`` receipt a 2xx earns.
 The lease and the acknowledgement are group-committed writes whose futures the loop awaits;
 the message is one indexed read; package bytes not in memory and failed attempts (rare) are
 handled in threads.
@@ -25,6 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from axis.errors import AxisError, StoreError
+from axis.receipts import Receipt
 from axis.router import Router
 from axis.store import Delivery, Endpoint, Message
 
@@ -34,8 +36,12 @@ RECENT_BYTES = 32 * 1024 * 1024
 """Package bytes kept in memory for repeated sends (a package to many recipients)."""
 RECENT_MESSAGES = 1024
 """Messages (the rows, not the bytes) kept in memory for the same reason."""
-Post = Callable[[str, bytes, dict[str, str]], Awaitable[tuple[int, bytes]]]
-"""POST (url, body, headers) and return (status, response body); raises OSError/TimeoutError."""
+Signed = tuple[bytes, str]
+"""A receipt signed already, and its time."""
+Post = Callable[[str, bytes, dict[str, str], Receipt | None], Awaitable[tuple[int, bytes, Signed | None]]]
+"""POST (url, body, headers) and return (status, response body, the given ``delivered`` receipt
+signed over the body's SHA-256 after a 2xx, or None to leave the signature to the router);
+raises OSError/TimeoutError. The server's is ``axis.server.pusher.Pusher.post``."""
 
 
 @dataclass
@@ -157,10 +163,13 @@ class Dispatcher:
             lane.wake.set()
         await self._record(lane.endpoint, delivery, *outcome)
 
-    async def _post(self, endpoint: Endpoint, delivery: Delivery) -> tuple[Message | None, str | None, bytes]:
-        """(the message, None or what went wrong, the endpoint's answer)."""
+    async def _post(
+        self, endpoint: Endpoint, delivery: Delivery
+    ) -> tuple[Message | None, str | None, bytes, Signed | None]:
+        """(the message, None or what went wrong, the endpoint's answer, the receipt if signed)."""
         assert endpoint.push_url is not None
         message: Message | None = None
+        signed = None
         try:
             package, data = await self._package(delivery)
             message = package
@@ -173,19 +182,28 @@ class Dispatcher:
                 "X-Axis-Sha256": package.sha256,
                 "X-Axis-Accepted-At": package.accepted_at,
             }
-            status, body = await self.post(endpoint.push_url, data, headers)
+            receipt = self.router.delivered_receipt(package, delivery.recipient)
+            status, body, signed = await self.post(endpoint.push_url, data, headers, receipt)
             error = None if 200 <= status < 300 else f"the endpoint answered HTTP {status}: {body[:200]!r}"
         except (OSError, TimeoutError, AxisError) as failure:
             error, body = f"{type(failure).__name__}: {failure}", b""
         except Exception as failure:  # an unexpected client error is one failed attempt, not a crash
             log.exception("push to %s failed", endpoint.name)
             error, body = f"{type(failure).__name__}: {failure}", b""
-        return message, error, body
+        return message, error, body, signed
 
-    async def _record(self, endpoint: Endpoint, delivery: Delivery, message: Message | None, error: str | None, body: bytes) -> None:
+    async def _record(
+        self,
+        endpoint: Endpoint,
+        delivery: Delivery,
+        message: Message | None,
+        error: str | None,
+        body: bytes,
+        signed: Signed | None,
+    ) -> None:
         try:
             if error is None:
-                await asyncio.wrap_future(self.router.acknowledge(delivery, body, message))
+                await asyncio.wrap_future(self.router.acknowledge(delivery, body, message, signed))
                 self.delivered += 1
             else:
                 self.failed_attempts += 1

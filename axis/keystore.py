@@ -30,6 +30,8 @@ from axis import pki
 from axis.errors import CertificateRefused, KeyStoreError
 from axis.identifiers import organ_id as check_organ_id
 
+AXIS_KEY_PASSPHRASE = "AXIS_KEY_PASSPHRASE"  # noqa: S105 (the variable's name, not a secret)
+"""The environment variable holding the passphrase of an encrypted axis key."""
 CA_NAME = "axis development CA (stands in for the state CA)"
 
 
@@ -185,6 +187,12 @@ class KeyStore:
     @property
     def issued(self) -> Path:
         return self.root / "issued"
+
+    def axis_signer(self) -> tuple[pki.PrivateKey, x509.Certificate]:
+        """The axis's own key and certificate, the key decrypted with ``$AXIS_KEY_PASSPHRASE`` if set."""
+        passphrase = os.environ.get(AXIS_KEY_PASSPHRASE)
+        key = read_private_key(self.axis_key, passphrase.encode() if passphrase else None)
+        return key, read_certificates(self.axis_certificate)[0]
 
     def init(self, at: datetime, passphrase: bytes | None = None) -> None:
         """Create the development CA, its first CRL, and the axis's own signing certificate."""

@@ -290,14 +290,19 @@ class Router:
         return self.acknowledge(delivery, acknowledgement, message).result()
 
     def acknowledge(
-        self, delivery: Delivery, acknowledgement: bytes = b"", message: Message | None = None
+        self,
+        delivery: Delivery,
+        acknowledgement: bytes = b"",
+        message: Message | None = None,
+        signed: tuple[bytes, str] | None = None,
     ) -> Future[bool]:
         """``delivered`` without waiting: resolves (True the first time) once it is committed. Does not
-        block when ``message`` is given: the push dispatcher calls it on its event loop."""
+        block when ``message`` is given: the push dispatcher calls it on its event loop, with the
+        receipt ``signed`` already by the push process."""
         ack_sha256 = hashlib.sha256(acknowledgement).hexdigest()
         message = message or self.store.message(delivery.message_id)
         outcome = replace(delivery, state="delivered", ack_sha256=ack_sha256)
-        receipt = self._receipt(message, outcome) if message is not None else None
+        receipt = self._receipt(message, outcome, signed) if message is not None else None
         stored = self.queue.submit_ack(delivery.id, ack_sha256, receipt)
         if receipt is not None:
             sender = receipt.forward.recipients
@@ -348,29 +353,48 @@ class Router:
         )
         self.on_queued((message.sender,))
 
-    def _receipt(self, message: Message, delivery: Delivery) -> IssuedReceipt | None:
+    def delivered_receipt(self, message: Message, recipient: str) -> receipts.Receipt | None:
+        """The ``delivered`` receipt a push to ``recipient`` will owe, unsigned, its time and
+        acknowledgement digest left for the push process to fill in when the endpoint answers 2xx
+        (None for a receipt: no receipts about receipts)."""
+        if message.kind == "receipt":
+            return None
+        return self._content(message, "delivered", recipient, "", None, None)
+
+    @staticmethod
+    def _content(
+        message: Message, kind: str, recipient: str, time: str, acknowledgement: str | None, reason: str | None
+    ) -> receipts.Receipt:
+        return receipts.Receipt(
+            kind=kind,
+            message_id=message.id,
+            package_kind=message.kind,
+            document_id=message.document_id,
+            package_sha256=message.sha256,
+            sender=message.sender,
+            recipients=(recipient,),
+            time=time,
+            acknowledgement_sha256=acknowledgement,
+            reason=reason,
+        )
+
+    def _receipt(
+        self, message: Message, delivery: Delivery, signed: tuple[bytes, str] | None = None
+    ) -> IssuedReceipt | None:
         """The signed receipt a delivery's outcome owes the sender, with its copy for the sender's
-        inbox; None while the delivery has no outcome, and for receipts (no receipts about receipts)."""
+        inbox; None while the delivery has no outcome, and for receipts (no receipts about receipts).
+        ``signed``: the receipt and its time, signed already (by the push process)."""
         kind = {"delivered": "delivered", "expired": "failed"}.get(delivery.state)
         if kind is None or message.kind == "receipt":
             return None
-        at = self._now()
-        xml = receipts.sign(
-            receipts.Receipt(
-                kind=kind,
-                message_id=message.id,
-                package_kind=message.kind,
-                document_id=message.document_id,
-                package_sha256=message.sha256,
-                sender=message.sender,
-                recipients=(delivery.recipient,),
-                time=at.isoformat(),
-                acknowledgement_sha256=delivery.ack_sha256 if kind == "delivered" else None,
-                reason=(delivery.last_error or "time-to-live passed") if kind == "failed" else None,
-            ),
-            self.key,
-            self.certificate,
-        )
+        if signed is None:
+            at = self._now().isoformat()
+            acknowledgement = delivery.ack_sha256 if kind == "delivered" else None
+            reason = (delivery.last_error or "time-to-live passed") if kind == "failed" else None
+            content = self._content(message, kind, delivery.recipient, at, acknowledgement, reason)
+            xml = receipts.sign(content, self.key, self.certificate)
+        else:
+            xml, at = signed
         forward = NewMessage(
             id=str(uuid.uuid4()),
             kind="receipt",
@@ -379,8 +403,8 @@ class Router:
             sha256=hashlib.sha256(xml).hexdigest(),
             size=len(xml),
             recipients=(message.sender,),
-            accepted_at=at.isoformat(),
+            accepted_at=at,
             data=xml,
         )
         expires_at = self.queue.clock() + self.queue.policy.ttl
-        return IssuedReceipt(message.id, kind, delivery.recipient, xml, at.isoformat(), forward, expires_at)
+        return IssuedReceipt(message.id, kind, delivery.recipient, xml, at, forward, expires_at)

@@ -56,7 +56,7 @@ def _send(connection: Connection, header: bytes, data: bytes) -> None:
     connection.send_bytes(data)
 
 
-def _watch_parent(pid: int, every: float = 1.0) -> None:
+def watch_parent(pid: int, every: float = 1.0) -> None:
     """Exit as soon as the axis process ``pid`` no longer exists (even in the middle of a check)."""
 
     def watch() -> None:
@@ -75,7 +75,7 @@ def _watch_parent(pid: int, every: float = 1.0) -> None:
 def serve(connection: Connection, trust_directory: Path, parent: int) -> None:
     """A worker process: check packages from the pipe until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _watch_parent(parent)
+    watch_parent(parent)
     connection.send_bytes(READY)
     while True:
         try:

@@ -14,10 +14,12 @@ import pytest
 from axis import keystore
 from axis.delivery import Dispatcher
 from axis.queue import Queue, QueuePolicy
+from axis.receipts import Receipt
 from axis.router import Router
 from axis.store import Agency, Endpoint, NewMessage, SQLiteStore
 from tests.conftest import PKI
 
+Answer = tuple[int, bytes, tuple[bytes, str] | None]
 SENDER, RECIPIENT = "000.00.00.G22", "000.00.00.H41"
 
 
@@ -52,13 +54,13 @@ def test_slots_lease_ahead_and_a_graceful_stop_leaves_nothing_leased(router: Rou
     in_flight, most = 0, 0
     release = asyncio.Event()
 
-    async def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    async def post(url: str, body: bytes, headers: dict[str, str], receipt: Receipt | None) -> Answer:
         nonlocal in_flight, most
         in_flight += 1
         most = max(most, in_flight)
         await release.wait()
         in_flight -= 1
-        return 200, b"ok"
+        return 200, b"ok", None  # the router signs the receipt
 
     async def run() -> None:
         dispatcher = Dispatcher(router, post, concurrency=4, poll=0.05)
@@ -86,7 +88,7 @@ def test_cancelling_an_endpoint_cancels_its_posts(router: Router) -> None:
     _queue_packages(router, 6)
     started, cancelled = 0, 0
 
-    async def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    async def post(url: str, body: bytes, headers: dict[str, str], receipt: Receipt | None) -> Answer:
         nonlocal started, cancelled
         started += 1
         try:
@@ -94,7 +96,7 @@ def test_cancelling_an_endpoint_cancels_its_posts(router: Router) -> None:
         except asyncio.CancelledError:
             cancelled += 1
             raise
-        return 200, b""
+        return 200, b"", None
 
     async def run() -> None:
         dispatcher = Dispatcher(router, post, concurrency=2, poll=0.05)

@@ -19,13 +19,12 @@ import os
 import signal
 import ssl
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from axis import config, keystore, pki
@@ -34,11 +33,11 @@ from axis.queue import Queue, QueuePolicy
 from axis.registry import Registry
 from axis.router import Router
 from axis.server.metrics import Metrics
+from axis.server.pusher import Pusher
 from axis.store import SQLiteStore
 from axis.workers import VerifierPool
 
 log = logging.getLogger("axis.server")
-KEY_PASSPHRASE = "AXIS_KEY_PASSPHRASE"  # noqa: S105 (the variable's name, not a secret)
 
 
 class Waiters:
@@ -78,10 +77,7 @@ class Axis:
     @classmethod
     def open(cls, settings: config.Config) -> Axis:
         store = SQLiteStore(settings.data)
-        keys = keystore.KeyStore(settings.keys)
-        passphrase = os.environ.get(KEY_PASSPHRASE)
-        key = keystore.read_private_key(keys.axis_key, passphrase.encode() if passphrase else None)
-        certificate = keystore.read_certificates(keys.axis_certificate)[0]
+        key, certificate = keystore.KeyStore(settings.keys).axis_signer()
         d = settings.delivery
         queue = Queue(
             store,
@@ -167,19 +163,6 @@ def _ssl_context(server: config.Server) -> ssl.SSLContext | None:
     return context
 
 
-def push_client(timeout: float) -> tuple[aiohttp.ClientSession, Callable[..., object]]:
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
-
-    async def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        try:
-            async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
-                return response.status, await response.content.read(64 * 1024)
-        except aiohttp.ClientError as error:
-            raise OSError(str(error)) from None
-
-    return session, post
-
-
 @dataclass
 class Running:
     """A started axis: its URL, and ``stop`` for the orderly shutdown."""
@@ -187,7 +170,7 @@ class Running:
     axis: Axis
     url: str
     runner: web.AppRunner
-    session: aiohttp.ClientSession
+    pusher: Pusher
     background: list[asyncio.Task[None]]
 
     async def stop(self) -> None:
@@ -202,7 +185,7 @@ class Running:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.session.close()
+        await self.pusher.close()
         await asyncio.to_thread(axis.close)
 
 
@@ -217,12 +200,12 @@ async def start(
     loop.set_default_executor(ThreadPoolExecutor(64, "axis-io"))  # store calls block; let commits group
     axis = await asyncio.to_thread(Axis.open, settings)
     axis._loop = loop
-    session, post = push_client(settings.delivery.push_timeout)
+    pusher = Pusher(keystore.KeyStore(settings.keys), settings.delivery.push_timeout)
     runner = web.AppRunner(build_app(axis, extensions), shutdown_timeout=settings.server.shutdown_grace, access_log=None)
     try:
-        await asyncio.to_thread(axis.pool.warm_up)
+        await asyncio.gather(asyncio.to_thread(axis.pool.warm_up), pusher.start())
         await asyncio.to_thread(axis.recover)
-        axis.dispatcher = Dispatcher(axis.router, post, concurrency=settings.delivery.push_concurrency)  # type: ignore[arg-type]
+        axis.dispatcher = Dispatcher(axis.router, pusher.post, concurrency=settings.delivery.push_concurrency)
         await runner.setup()
         context = _ssl_context(settings.server)
         site = web.TCPSite(
@@ -231,7 +214,7 @@ async def start(
         await site.start()
     except BaseException:  # the port is taken, TLS files are missing, ...: release what was opened
         await runner.cleanup()
-        await session.close()
+        await pusher.close()
         await asyncio.to_thread(axis.close)
         raise
     address = runner.addresses[0]
@@ -240,7 +223,7 @@ async def start(
         asyncio.create_task(axis.housekeeping(), name="housekeeping"),
     ]
     url = f"{'https' if context else 'http'}://{address[0]}:{address[1]}"
-    return Running(axis, url, runner, session, background)
+    return Running(axis, url, runner, pusher, background)
 
 
 async def serve(
