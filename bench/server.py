@@ -15,6 +15,9 @@ exclusive c14n + SHA-256 + one RSA-2048 verify, one signed receipt, and one grou
 insert (amortised over concurrent callers). Its throughput assumes every core does nothing else.
 Prints a table and writes bench/results/server.json. Figures, not assertions.
 
+Beside each accept row, "HTTP alone": the same load generator against a process that only reads
+each body and answers 202, the most any aiohttp server could do here with this client.
+
 The load generator shares the machine with the axis (the given setup: the same cores), so each
 accept row also says how many cores the axis (server process and its workers) and this process
 used while it ran; what is left of the machine went to anything else running at the time. The
@@ -114,6 +117,39 @@ def start_server(config: Path) -> tuple[subprocess.Popen[bytes], str]:
     assert process.stdout is not None
     line = process.stdout.readline()
     return process, json.loads(line)["url"]
+
+
+def http_alone() -> None:
+    """A server that only reads each body and answers 202: the ceiling of any aiohttp server here."""
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"status": "accepted"}, status=202)
+
+    async def run() -> None:
+        app = web.Application(client_max_size=80 * 1024 * 1024)
+        app.router.add_post("/v1/messages", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        print(json.dumps({"url": f"http://127.0.0.1:{runner.addresses[0][1]}"}), flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(run())
+
+
+def http_ceiling(bodies: list[bytes]) -> float:
+    """Packages/s the same load generator gets through ``http_alone`` (in its own process)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from bench.server import http_alone; http_alone()"], cwd=ROOT, stdout=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        elapsed, _ = asyncio.run(load(json.loads(process.stdout.readline())["url"], "-", bodies))
+    finally:
+        process.kill()
+        process.wait(30)
+    return len(bodies) / elapsed
 
 
 async def load(url: str, token: str, bodies: list[bytes]) -> tuple[float, list[float]]:
@@ -341,6 +377,7 @@ def main() -> None:
                 process.wait(30)
             rate = count / elapsed
             floor_rate = cores / floor_per_package
+            ceiling = http_ceiling(bodies)
             latencies.sort()
             rows.append(
                 {
@@ -354,6 +391,7 @@ def main() -> None:
                     "floor_ms_per_package": floor_per_package * 1e3,
                     "floor_per_s": floor_rate,
                     "ours_over_floor": rate / floor_rate,
+                    "http_alone_per_s": ceiling,
                     "server_cores": server_cores,
                     "client_cores": client_cores,
                 }
@@ -361,10 +399,11 @@ def main() -> None:
     print(f"accept over HTTP, {CLIENTS} clients, RSA-2048, {cores} cores (floor = parse+c14n+SHA-256+verify"
           f" {''}+ receipt {receipt_cost * 1e3:.2f} ms + insert {insert_cost * 1e3:.2f} ms, all cores busy)")
     print(f"{'package':>8} {'pkg/s':>8} {'MB/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'floor/s':>8} {'ours/floor':>10}"
-          f" {'axis cores':>10} {'load cores':>10}")
+          f" {'axis cores':>10} {'load cores':>10} {'HTTP alone/s':>12}")
     for r in rows:
         print(f"{r['package']:>8} {r['accepted_per_s']:8.0f} {r['mb_per_s']:7.1f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f}"
-              f" {r['floor_per_s']:8.0f} {r['ours_over_floor']:10.0%} {r['server_cores']:10.2f} {r['client_cores']:10.2f}")
+              f" {r['floor_per_s']:8.0f} {r['ours_over_floor']:10.0%} {r['server_cores']:10.2f} {r['client_cores']:10.2f}"
+              f" {r['http_alone_per_s']:12.0f}")
     timing = asyncio.run(latency(now))
     print(f"\nend to end, offered {timing['offered_per_s']:.0f}/s of 10 KB to a push endpoint:"
           f" p50 {timing['p50_ms']:.1f} ms, p99 {timing['p99_ms']:.1f} ms ({timing['arrived']:.0f}/{timing['packages']:.0f} arrived)")
