@@ -46,6 +46,8 @@ HELD_BYTES = 32 * 1024 * 1024
 """Package bytes the child keeps for repeated sends; a package over an eighth of it is never kept."""
 ANSWER_BYTES = 64 * 1024
 """The part of an endpoint's answer read, returned and digested."""
+ANSWER_GRACE = 10.0
+"""Seconds past the push timeout after which the server stops waiting for the child's answer."""
 READY = "ready"
 _LENGTH = struct.Struct("!I")
 
@@ -97,28 +99,28 @@ async def _serve(channel: socket.socket, keys: keystore.KeyStore, timeout: float
     running: dict[int, asyncio.Task[None]] = {}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
 
+        async def post_and_sign(
+            url: str, headers: dict[str, str], body: bytes, receipt: receipts.Receipt | None
+        ) -> Answer:
+            async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
+                status, answer = response.status, await response.content.read(ANSWER_BYTES)
+            if not 200 <= status < 300 or receipt is None:
+                return status, answer, None
+            at = datetime.now(UTC).isoformat()
+            filled = replace(receipt, time=at, acknowledgement_sha256=hashlib.sha256(answer).hexdigest())
+            return status, answer, (receipts.sign(filled, key, certificate), at)
+
         async def attempt(
             number: int, url: str, headers: dict[str, str], body: bytes, receipt: receipts.Receipt | None
         ) -> None:
             try:
-                async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
-                    status, answer = response.status, await response.content.read(ANSWER_BYTES)
+                reply: tuple[Any, ...] = (number, "answer", await post_and_sign(url, headers, body, receipt))
             except TimeoutError as error:  # before OSError, its base class
-                reply: tuple[Any, ...] = (number, "timeout", str(error) or f"no answer within {timeout:g} s")
+                reply = (number, "timeout", str(error) or f"no answer within {timeout:g} s")
             except (aiohttp.ClientError, OSError) as error:
                 reply = (number, "error", str(error))
-            else:
-                signed = None
-                if 200 <= status < 300 and receipt is not None:
-                    at = datetime.now(UTC).isoformat()
-                    digest = hashlib.sha256(answer).hexdigest()
-                    signed = (
-                        receipts.sign(
-                            replace(receipt, time=at, acknowledgement_sha256=digest), key, certificate
-                        ),
-                        at,
-                    )
-                reply = (number, "answer", (status, answer, signed))
+            except Exception as error:  # anything else is answered too: an attempt must never wait forever
+                reply = (number, "error", f"{type(error).__name__}: {error}")
             finally:
                 running.pop(number, None)
             _write(writer, pickle.dumps(reply))
@@ -130,7 +132,7 @@ async def _serve(channel: socket.socket, keys: keystore.KeyStore, timeout: float
             except (asyncio.IncompleteReadError, ConnectionError):
                 break  # the server closed its end: stop
             if isinstance(message, int):  # a cancelled attempt
-                if (task := running.get(message)) is not None:
+                if (task := running.pop(message, None)) is not None:
                     task.cancel()
                 continue
             push: Attempt = message
@@ -183,8 +185,12 @@ class Pusher:
 
     async def _running(self) -> _Child:
         starting = self._child
-        if starting is None or (starting.done() and (starting.exception() is not None or starting.result().gone)):
-            starting = self._child = asyncio.ensure_future(self._start())  # one start for every attempt waiting
+        if starting is None or (
+            starting.done() and (starting.exception() is not None or starting.result().gone)
+        ):
+            starting = self._child = asyncio.ensure_future(
+                self._start()
+            )  # one start for every attempt waiting
         return await asyncio.shield(starting)
 
     async def _start(self) -> _Child:
@@ -207,6 +213,8 @@ class Pusher:
         """One attempt in the push process: (status, answer, signed receipt); raises OSError or
         TimeoutError for an attempt that got no HTTP answer."""
         child = await self._running()
+        if child.gone:  # it died between its start and this attempt
+            raise OSError("the push process stopped before the attempt was handed to it")
         sha256 = headers["X-Axis-Sha256"]
         number = next(self._numbers)
         future: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
@@ -227,10 +235,17 @@ class Pusher:
         try:
             _write(child.writer, pickle.dumps(attempt), *([body] if carried else []))
             await child.writer.drain()
-            kind, value = await future
-        except asyncio.CancelledError:
+            if child.gone:
+                raise ConnectionError("it exited")
+            async with asyncio.timeout(self.timeout + ANSWER_GRACE):  # a stuck child fails the attempt too
+                kind, value = await future
+        except (asyncio.CancelledError, TimeoutError) as stopped:
             if self._waiting.pop(number, None) is not None and not child.writer.is_closing():
                 _write(child.writer, pickle.dumps(number))  # the child cancels its POST too
+            if isinstance(stopped, TimeoutError):
+                raise TimeoutError(
+                    f"the push process did not answer within {self.timeout + ANSWER_GRACE:g} s"
+                ) from None
             raise
         except ConnectionError as error:
             self._waiting.pop(number, None)

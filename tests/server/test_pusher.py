@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import signal
@@ -101,6 +102,27 @@ def test_a_refusal_is_answered_without_a_receipt_and_failures_are_errors(dev_pki
                 port = unused.getsockname()[1]
             with pytest.raises(OSError, match="Cannot connect"):
                 await pusher.post(f"http://127.0.0.1:{port}/in", body, headers(body), RECEIPT)
+        finally:
+            await pusher.close()
+
+    asyncio.run(run())
+
+
+def test_an_attempt_that_fails_in_an_unexpected_way_is_still_answered(dev_pki: PKI) -> None:
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(text="ok")
+
+    async def run() -> None:
+        pusher = Pusher(dev_pki.store, timeout=10)
+        body = b"<edXML/>"
+        unsignable = dataclasses.replace(RECEIPT, document_id="not XML \x01")  # signing it raises ValueError
+        try:
+            async with endpoint(handle) as url:
+                with pytest.raises(OSError, match="ValueError"):  # a failed attempt, retried later; not a hang
+                    await asyncio.wait_for(pusher.post(url, body, headers(body), unsignable), 10)
+                assert (await pusher.post(url, body, headers(body), RECEIPT))[2] is not None  # same child goes on
+                assert pusher.started == 1
         finally:
             await pusher.close()
 
