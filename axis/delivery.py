@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from axis.errors import AxisError, StoreError
-from axis.receipts import Receipt
+from axis.receipts import Receipt, Signed
 from axis.router import Router
 from axis.store import Delivery, Endpoint, Message
 
@@ -36,12 +36,12 @@ RECENT_BYTES = 32 * 1024 * 1024
 """Package bytes kept in memory for repeated sends (a package to many recipients)."""
 RECENT_MESSAGES = 1024
 """Messages (the rows, not the bytes) kept in memory for the same reason."""
-Signed = tuple[bytes, str]
-"""A receipt signed already, and its time."""
-Post = Callable[[str, bytes, dict[str, str], Receipt | None], Awaitable[tuple[int, bytes, Signed | None]]]
-"""POST (url, body, headers) and return (status, response body, the given ``delivered`` receipt
-signed over the body's SHA-256 after a 2xx, or None to leave the signature to the router);
-raises OSError/TimeoutError. The server's is ``axis.server.pusher.Pusher.post``."""
+Answer = tuple[int, bytes, Signed | None]
+"""(status, response body, the given ``delivered`` receipt signed over the body's SHA-256 after a
+2xx, or None to leave the signature to the router)."""
+Post = Callable[[str, bytes, dict[str, str], Receipt | None], Awaitable[Answer]]
+"""POST (url, body, headers) with the receipt a 2xx earns, and return the ``Answer``; raises
+OSError/TimeoutError. The server's is ``axis.server.pusher.Pusher.post``."""
 
 
 @dataclass

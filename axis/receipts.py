@@ -47,6 +47,10 @@ class Receipt:
     reason: str | None = None
 
 
+Signed = tuple[bytes, str]
+"""A receipt signed already (its XML), and its time."""
+
+
 def build(receipt: Receipt) -> bytes:
     """The unsigned receipt XML, children in schema order."""
     return b"<?xml version='1.0' encoding='UTF-8'?>\n" + _canonical(receipt)

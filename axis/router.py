@@ -294,7 +294,7 @@ class Router:
         delivery: Delivery,
         acknowledgement: bytes = b"",
         message: Message | None = None,
-        signed: tuple[bytes, str] | None = None,
+        signed: receipts.Signed | None = None,
     ) -> Future[bool]:
         """``delivered`` without waiting: resolves (True the first time) once it is committed. Does not
         block when ``message`` is given: the push dispatcher calls it on its event loop, with the
@@ -379,7 +379,7 @@ class Router:
         )
 
     def _receipt(
-        self, message: Message, delivery: Delivery, signed: tuple[bytes, str] | None = None
+        self, message: Message, delivery: Delivery, signed: receipts.Signed | None = None
     ) -> IssuedReceipt | None:
         """The signed receipt a delivery's outcome owes the sender, with its copy for the sender's
         inbox; None while the delivery has no outcome, and for receipts (no receipts about receipts).

@@ -12,14 +12,13 @@ from pathlib import Path
 import pytest
 
 from axis import keystore
-from axis.delivery import Dispatcher
+from axis.delivery import Answer, Dispatcher
 from axis.queue import Queue, QueuePolicy
 from axis.receipts import Receipt
 from axis.router import Router
 from axis.store import Agency, Endpoint, NewMessage, SQLiteStore
 from tests.conftest import PKI
 
-Answer = tuple[int, bytes, tuple[bytes, str] | None]
 SENDER, RECIPIENT = "000.00.00.G22", "000.00.00.H41"
 
 

@@ -40,6 +40,7 @@ from typing import Any
 import aiohttp
 
 from axis import keystore, receipts
+from axis.delivery import Answer
 from axis.workers import watch_parent
 
 HELD_BYTES = 32 * 1024 * 1024
@@ -65,10 +66,6 @@ class Attempt:
     forget: tuple[str, ...]
     receipt: receipts.Receipt | None
     """The ``delivered`` receipt to sign after a 2xx; its time and acknowledgement are filled in."""
-
-
-Answer = tuple[int, bytes, tuple[bytes, str] | None]
-"""(status, the endpoint's answer, the signed receipt and its time, or None)."""
 
 
 async def _frame(reader: asyncio.StreamReader) -> bytes:
@@ -187,10 +184,8 @@ class Pusher:
         starting = self._child
         if starting is None or (
             starting.done() and (starting.exception() is not None or starting.result().gone)
-        ):
-            starting = self._child = asyncio.ensure_future(
-                self._start()
-            )  # one start for every attempt waiting
+        ):  # one start, whichever attempts wait for it
+            starting = self._child = asyncio.ensure_future(self._start())
         return await asyncio.shield(starting)
 
     async def _start(self) -> _Child:
