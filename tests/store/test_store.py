@@ -9,10 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlite_utils import Database
 
 from axis.errors import StoreError
-from axis.store import Agency, NewMessage, SQLiteStore
+from axis.store import Agency, NewMessage, SQLiteStore, schema
 from axis.store.committer import connect
+from axis.store.events import ChainReport
+from axis.store.sqlite import append_event
 
 T0 = 1_800_000_000.0
 AT = "2026-11-21T09:00:00+07:00"
@@ -54,9 +57,38 @@ def test_migrations_are_recorded_once_and_reopening_keeps_data(tmp_path: Path) -
         "0002_message_digest_due_date_event_subjects",
         "0003_vxp_credentials",
         "0004_inline_packages_registry_version",
+        "0005_fewer_random_index_writes",
     ]
     assert connect(second.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     second.close()
+
+
+def test_migration_0005_keeps_the_event_chain_and_its_guards(tmp_path: Path) -> None:
+    """A store made before 0005 (events.hash UNIQUE, deliveries_by_message) keeps every event,
+    its order and its hashes; the log stays append-only and a trail is still found by subject."""
+    path = tmp_path / "data" / "axis.sqlite3"
+    path.parent.mkdir()
+    old = connect(path)
+    schema.migrations.apply(Database(old), stop_before="0005_fewer_random_index_writes")
+    heads = [append_event(old, "test.event", f"subject-{n}", T0 + n, n=n) for n in range(3)]
+    assert sorted(r[1] for r in old.execute("PRAGMA index_list(events)")) == [
+        "events_by_subject",
+        "sqlite_autoindex_events_1",
+    ]
+    old.close()
+    store = SQLiteStore(tmp_path / "data")  # opening applies 0005
+    try:
+        assert store.verify_chain() == ChainReport(3, heads[-1])
+        assert [(e["kind"], e["n"]) for e in store.trail("subject-1")] == [("test.event", 1)]
+        writer = connect(store.path)
+        assert [r[1] for r in writer.execute("PRAGMA index_list(events)")] == ["events_by_subject"]
+        assert "deliveries_by_message" not in {r[1] for r in writer.execute("PRAGMA index_list(deliveries)")}
+        for change in ("UPDATE events SET content = '{}' WHERE seq = 2", "DELETE FROM events WHERE seq = 2"):
+            with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+                writer.execute(change)
+        writer.close()
+    finally:
+        store.close()
 
 
 def test_blobs_are_content_addressed_deduplicated_and_checked(store: SQLiteStore) -> None:
