@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import replace
 from datetime import timedelta
 
@@ -38,7 +39,7 @@ async def test_document_round_trip_push_and_pull(network: Network, session: aioh
         assert status == 202, body
         assert body["document_id"] == document.document_id and body["recipients"] == [H41, H14]
         accepted = verify_receipt(network, body["receipt"], "accepted")
-        assert accepted.message_id == body["message_id"]
+        assert accepted.message_id == body["message_id"] and uuid.UUID(body["message_id"]).version == 7
         assert accepted.package_sha256 == hashlib.sha256(data).hexdigest()
         assert accepted.recipients == (H41, H14) and accepted.sender == G22
 
