@@ -761,18 +761,20 @@ class SQLiteStore:
     def _insert_receipt(
         c: sqlite3.Connection, message_id: str, kind: str, recipient: str | None, xml: bytes, at: str
     ) -> None:
+        digest = hashlib.sha256(xml).hexdigest()
+        c.execute("INSERT OR IGNORE INTO packages (sha256, data) VALUES (?, ?)", (digest, xml))
         c.execute(
-            "INSERT INTO receipts (message_id, kind, recipient, xml, created_at) VALUES (?, ?, ?, ?, ?)",
-            (message_id, kind, recipient, xml, at),
+            "INSERT INTO receipts (message_id, kind, recipient, sha256, created_at) VALUES (?, ?, ?, ?, ?)",
+            (message_id, kind, recipient, digest, at),
         )
-        append_event(
-            c, f"receipt.{kind}", message_id, at, recipient=recipient, sha256=hashlib.sha256(xml).hexdigest()
-        )
+        append_event(c, f"receipt.{kind}", message_id, at, recipient=recipient, sha256=digest)
 
     def receipts(self, message_id: str) -> list[tuple[str, str | None, bytes]]:
         """(kind, recipient, signed XML) of a message's receipts, oldest first."""
         rows = self._rows(
-            "SELECT kind, recipient, xml FROM receipts WHERE message_id = ? ORDER BY id", (message_id,)
+            "SELECT r.kind, r.recipient, p.data FROM receipts r JOIN packages p ON p.sha256 = r.sha256"
+            " WHERE r.message_id = ? ORDER BY r.id",
+            (message_id,),
         )
         return [(r[0], r[1], bytes(r[2])) for r in rows]
 

@@ -58,6 +58,7 @@ def test_migrations_are_recorded_once_and_reopening_keeps_data(tmp_path: Path) -
         "0003_vxp_credentials",
         "0004_inline_packages_registry_version",
         "0005_fewer_random_index_writes",
+        "0006_receipt_bytes_kept_once",
     ]
     assert connect(second.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     second.close()
@@ -87,6 +88,33 @@ def test_migration_0005_keeps_the_event_chain_and_its_guards(tmp_path: Path) -> 
             with pytest.raises(sqlite3.DatabaseError, match="append-only"):
                 writer.execute(change)
         writer.close()
+    finally:
+        store.close()
+
+
+def test_migration_0006_keeps_each_receipt_readable(tmp_path: Path) -> None:
+    """Receipts stored with their XML in ``receipts`` (before 0006) read back byte for byte after
+    it, from ``packages`` where the XML is now kept once."""
+    path = tmp_path / "data" / "axis.sqlite3"
+    path.parent.mkdir()
+    old = connect(path)
+    schema.migrations.apply(Database(old), stop_before="0006_receipt_bytes_kept_once")
+    m = message()
+    old.execute(
+        "INSERT INTO messages (id, kind, sender, document_id, sha256, size, accepted_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (m.id, m.kind, m.sender, m.document_id, m.sha256, m.size, m.accepted_at),
+    )
+    xmls = [b"<Receipt>accepted</Receipt>", b"<Receipt>delivered</Receipt>", b"<Receipt>delivered</Receipt>"]
+    for kind, xml in zip(("accepted", "delivered", "delivered"), xmls, strict=True):
+        old.execute(
+            "INSERT INTO receipts (message_id, kind, recipient, xml, created_at) VALUES (?, ?, ?, ?, ?)",
+            (m.id, kind, None if kind == "accepted" else RECIPIENT, xml, AT),
+        )
+    old.close()
+    store = SQLiteStore(tmp_path / "data")
+    try:
+        assert [r[2] for r in store.receipts(m.id)] == xmls
+        assert [r[0] for r in store.receipts(m.id)] == ["accepted", "delivered", "delivered"]
     finally:
         store.close()
 
