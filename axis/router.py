@@ -417,7 +417,6 @@ class Router:
             size=len(xml),
             recipients=(message.sender,),
             accepted_at=at,
-            data=xml,
-        )
+        )  # no ``data``: its bytes are the receipt's, which the store keeps with the receipt
         expires_at = self.queue.clock() + self.queue.policy.ttl
         return IssuedReceipt(message.id, kind, delivery.recipient, xml, at, forward, expires_at)

@@ -73,7 +73,8 @@ class NewMessage:
 @dataclass(frozen=True)
 class IssuedReceipt:
     """A signed ``delivered`` or ``failed`` receipt about ``message_id``, with (``forward``) its copy
-    queued for the sender as a message of kind ``receipt``."""
+    queued for the sender as a message of kind ``receipt``, whose bytes are ``xml`` (stored once,
+    with the receipt)."""
 
     message_id: str
     kind: str

@@ -547,13 +547,13 @@ class SQLiteStore:
                     (recipient, now, limit),
                 ).fetchall()
             candidates.sort(key=lambda r: (-r["priority"], r["due_at"], r["id"]))
+            chosen = candidates[:limit]
+            if chosen:  # read in this transaction, so every one is still queued: one statement for all
+                placeholders = ", ".join("?" * len(chosen))
+                sql = f"UPDATE deliveries SET state = 'leased', lease_deadline = ?, leased_by = ?, attempts = attempts + 1 WHERE id IN ({placeholders})"  # noqa: S608, E501
+                c.execute(sql, (deadline, leased_by, *(row["id"] for row in chosen)))
             leased = []
-            for row in candidates[:limit]:
-                c.execute(
-                    "UPDATE deliveries SET state = 'leased', lease_deadline = ?, leased_by = ?, attempts = attempts + 1"
-                    " WHERE id = ? AND state = 'queued'",
-                    (deadline, leased_by, row["id"]),
-                )
+            for row in chosen:
                 append_event(c, "delivery.leased", str(row["id"]), now, endpoint=leased_by, deadline=deadline)
                 leased.append(
                     Delivery(
@@ -731,7 +731,7 @@ class SQLiteStore:
         expires_at: float = 0.0,
     ) -> None:
         """Store a receipt about ``message_id``; with ``forward``, also queue it (as a message of kind
-        ``receipt``, its bytes in ``forward.data``) for the sender, in the same transaction."""
+        ``receipt`` whose bytes are ``xml``) for the sender, in the same transaction."""
 
         def operation(c: sqlite3.Connection) -> None:
             if kind != "accepted" and self._has_receipt(c, message_id, kind, recipient):
