@@ -35,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import replace
@@ -52,7 +51,8 @@ sys.path.insert(0, str(ROOT))
 from adapters.demo import NGHE_AN, VPCP, example_document  # noqa: E402
 from axis import edxml, keystore, receipts, signing  # noqa: E402
 from axis.registry import Registry  # noqa: E402
-from axis.store import Agency, NewMessage, SQLiteStore  # noqa: E402
+from axis.store import SQLiteStore  # noqa: E402
+from bench.store import group_commit  # noqa: E402
 from bench.verify import floor as crypto_floor  # noqa: E402
 from bench.verify import timed  # noqa: E402
 
@@ -173,29 +173,11 @@ async def load(url: str, token: str, bodies: list[bytes]) -> tuple[float, list[f
         return time.perf_counter() - started, latencies
 
 
-def insert_floor(root: Path, callers: int = 32, total: int = 3200) -> float:
-    """Seconds per group-committed message insert (one delivery, one event) with many callers."""
-    store = SQLiteStore(root / "floor-store")
-    for organ in (VPCP, NGHE_AN):
-        store.add_agency(Agency(organ.organ_id, "qcvn102", organ.organ_id, "2026-01-01T00:00:00+00:00"))
-
-    def caller(offset: int) -> None:
-        for n in range(total // callers):
-            store.enqueue(
-                NewMessage(str(uuid.uuid4()), "document", VPCP.organ_id, f"{offset}-{n}", "ab" * 32, 1,
-                           (NGHE_AN.organ_id,), "2026-01-01T00:00:00+00:00"),
-                time.time(), time.time() + 3600,
-            )
-
-    threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    store.close()
-    return elapsed / total
+def insert_floor(root: Path) -> float:
+    """Seconds per group-committed message insert (one delivery, one event) with many callers:
+    ``bench/store.py``'s group-commit row."""
+    rate, _ = group_commit(root / "floor-store", 3200)
+    return 1 / rate
 
 
 class Receiver:

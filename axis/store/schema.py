@@ -17,6 +17,11 @@ DELIVERY_STATES = ("queued", "leased", "delivered", "expired")
 migrations = Migrations("axis")
 
 
+def _execute(db: Database, statements: list[str]) -> None:
+    for statement in statements:
+        db.execute(statement)
+
+
 EVENTS_APPEND_ONLY = [
     """
     CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events
@@ -33,8 +38,7 @@ EVENTS_BY_SUBJECT = "CREATE INDEX events_by_subject ON events(json_extract(conte
 
 @migrations(name="0001_registry_messages_deliveries_events")
 def _m0001(db: Database) -> None:
-    for statement in SCHEMA_0001:
-        db.execute(statement)
+    _execute(db, SCHEMA_0001)
 
 
 SCHEMA_0001 = [
@@ -165,8 +169,7 @@ SCHEMA_0001 = [
 
 @migrations(name="0002_message_digest_due_date_event_subjects")
 def _m0002(db: Database) -> None:
-    for statement in SCHEMA_0002:
-        db.execute(statement)
+    _execute(db, SCHEMA_0002)
 
 
 SCHEMA_0002 = [
@@ -181,8 +184,7 @@ SCHEMA_0002 = [
 
 @migrations(name="0003_vxp_credentials")
 def _m0003(db: Database) -> None:
-    for statement in SCHEMA_0003:
-        db.execute(statement)
+    _execute(db, SCHEMA_0003)
 
 
 SCHEMA_0003 = [
@@ -206,8 +208,7 @@ REGISTRY_TABLES = ("agencies", "certificates", "endpoints", "endpoint_agencies",
 
 @migrations(name="0004_inline_packages_registry_version")
 def _m0004(db: Database) -> None:
-    for statement in SCHEMA_0004:
-        db.execute(statement)
+    _execute(db, SCHEMA_0004)
 
 
 SCHEMA_0004 = [
@@ -228,8 +229,7 @@ SCHEMA_0004 = [
 
 @migrations(name="0005_fewer_random_index_writes")
 def _m0005(db: Database) -> None:
-    for statement in SCHEMA_0005:
-        db.execute(statement)
+    _execute(db, SCHEMA_0005)
 
 
 SCHEMA_0005 = [
