@@ -64,13 +64,18 @@ def test_migrations_are_recorded_once_and_reopening_keeps_data(tmp_path: Path) -
     second.close()
 
 
+def _store_before(directory: Path, migration: str) -> sqlite3.Connection:
+    """A store's database with every migration before ``migration`` applied, as an older axis left it."""
+    directory.mkdir()
+    old = connect(directory / "axis.sqlite3")
+    schema.migrations.apply(Database(old), stop_before=migration)
+    return old
+
+
 def test_migration_0005_keeps_the_event_chain_and_its_guards(tmp_path: Path) -> None:
     """A store made before 0005 (events.hash UNIQUE, deliveries_by_message) keeps every event,
     its order and its hashes; the log stays append-only and a trail is still found by subject."""
-    path = tmp_path / "data" / "axis.sqlite3"
-    path.parent.mkdir()
-    old = connect(path)
-    schema.migrations.apply(Database(old), stop_before="0005_fewer_random_index_writes")
+    old = _store_before(tmp_path / "data", "0005_fewer_random_index_writes")
     heads = [append_event(old, "test.event", f"subject-{n}", T0 + n, n=n) for n in range(3)]
     assert sorted(r[1] for r in old.execute("PRAGMA index_list(events)")) == [
         "events_by_subject",
@@ -95,10 +100,7 @@ def test_migration_0005_keeps_the_event_chain_and_its_guards(tmp_path: Path) -> 
 def test_migration_0006_keeps_each_receipt_readable(tmp_path: Path) -> None:
     """Receipts stored with their XML in ``receipts`` (before 0006) read back byte for byte after
     it, from ``packages`` where the XML is now kept once."""
-    path = tmp_path / "data" / "axis.sqlite3"
-    path.parent.mkdir()
-    old = connect(path)
-    schema.migrations.apply(Database(old), stop_before="0006_receipt_bytes_kept_once")
+    old = _store_before(tmp_path / "data", "0006_receipt_bytes_kept_once")
     m = message()
     old.execute(
         "INSERT INTO messages (id, kind, sender, document_id, sha256, size, accepted_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
