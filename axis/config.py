@@ -47,10 +47,26 @@ class Server:
     inbox_page: int = 100
     max_wait: float = 60.0
     """Longest long-poll an inbox request may ask for."""
-    vxp_prefix: str = "/vxp"
-    """Where ``axis serve`` mounts the VXP compatibility facade (adapters/vxp.py); "" turns it off."""
-    vxp_window: float = 300.0
-    """Seconds a VXP request's signed timestamp may be off from the axis's clock."""
+
+
+@dataclass(frozen=True)
+class Vxp:
+    """``[vxp]``: the facade that answers the operator's Java SDK (adapters/vxp, docs/vxp.md)."""
+
+    prefix: str = "/vxp"
+    """Where ``axis serve`` mounts the facade; "" turns it off."""
+    window: float = 0.0
+    """Seconds a signed timestamp may be off from the axis's clock; 0 = not checked. The SDK signs
+    once per service object, so its timestamp is as old as the object: only clients that re-sign
+    every call can pass a positive window."""
+    allow_plain_http: bool = False
+    """Answer VXP calls over plain HTTP on a listener that is not loopback (behind a TLS-terminating
+    proxy). Without it such calls are refused: the SDK's HMAC is a per-object constant that anyone
+    who sees one request can replay."""
+    rate: float = 20.0
+    """Calls per second each system id may make, on average; 0 = unlimited."""
+    burst: int = 100
+    """Calls a system id may make at once above ``rate``."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,7 @@ class Config:
     """Key store (see keys/README.md); its ``trust`` directory holds CA certificates and CRLs."""
     server: Server = field(default_factory=Server)
     delivery: Delivery = field(default_factory=Delivery)
+    vxp: Vxp = field(default_factory=Vxp)
 
     @property
     def trust(self) -> Path:
@@ -103,14 +120,19 @@ verify_workers = 0          # 0 = one per core
 recipient_backlog = 100000  # waiting deliveries per agency before 429
 min_free_disk = 268435456   # bytes kept free in the data directory, else 507
 shutdown_grace = 30         # seconds SIGTERM waits for work in flight
-vxp_prefix = "/vxp"         # the VXP compatibility facade for the operator's SDK ("" = off)
-vxp_window = 300            # seconds a VXP timestamp may be off
 
 [delivery]
 ttl = 604800                # seconds before an undelivered package is a dead letter (7 days)
 backoff_initial = 1         # seconds, doubling after each failed push
 backoff_max = 900           # cap of the backoff (15 minutes)
 push_concurrency = 4        # simultaneous pushes per endpoint
+
+[vxp]
+prefix = "/vxp"             # the facade for the operator's VXP SDK ("" = off)
+window = 0                  # seconds a signed timestamp may be off (0: the SDK signs once per object)
+allow_plain_http = false    # VXP over plain HTTP on a non-loopback listener (behind a TLS proxy)
+rate = 20                   # calls per second per system id (0 = unlimited)
+burst = 100
 """
 
 
@@ -126,7 +148,7 @@ def _section(cls: type[T], values: dict[str, Any], base: Path, path: Path, name:
         default = getattr(cls(), key)
         if "Path" in str(known[key].type):
             converted[key] = base / str(value)
-        elif isinstance(default, bool) or not isinstance(value, (type(default), int)):
+        elif isinstance(default, bool) != isinstance(value, bool) or not isinstance(value, (type(default), int)):
             raise ConfigError("config.invalid", f"{path}: [{name}] {key} must be a {type(default).__name__}")
         else:
             converted[key] = type(default)(value)
@@ -160,6 +182,7 @@ def load(explicit: Path | None = None) -> Config:
         keys=base / section.get("keys", "keys"),
         server=_section(Server, document.get("server", {}), base, path, "server"),
         delivery=_delivery(path, _section(Delivery, document.get("delivery", {}), base, path, "delivery")),
+        vxp=_section(Vxp, document.get("vxp", {}), base, path, "vxp"),
     )
 
 

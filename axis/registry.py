@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import ipaddress
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,15 +122,33 @@ class Registry:
         return endpoint, token
 
     def add_vxp_endpoint(
-        self, name: str, agencies: list[str], system_id: str, box: SecretBox, *, admin: bool = False
+        self,
+        name: str,
+        agencies: list[str],
+        system_id: str,
+        box: SecretBox,
+        *,
+        admin: bool = False,
+        sources: tuple[str, ...] = (),
     ) -> tuple[Endpoint, str, str]:
         """A pull endpoint that old VXP software also reaches through its system id and a shared
-        HMAC secret (sealed in the store). Returns the endpoint, its token and the secret: shown once."""
-        if not system_id.strip() or len(system_id) > 100:
-            raise StoreError("store.bad_endpoint", "a VXP system id is 1 to 100 characters")
+        HMAC secret (sealed in the store), optionally only from the networks in ``sources``.
+        Returns the endpoint, its token and the secret: shown once."""
+        if not system_id.strip() or len(system_id) > 100 or not system_id.isascii():
+            raise StoreError("store.bad_endpoint", "a VXP system id is 1 to 100 ASCII characters")
+        networks = []
+        for source in sources:
+            try:
+                networks.append(str(ipaddress.ip_network(source.strip(), strict=False)))
+            except ValueError:
+                raise StoreError(
+                    "store.bad_endpoint", f"{source!r} is not an IP address or network (e.g. 10.1.2.0/24)"
+                ) from None
         endpoint, token = self._new_endpoint(name, agencies, None, None)
         secret = new_token()
-        credential = VxpCredential(system_id, box.seal(secret.encode(), system_id), "admin" if admin else "endpoint")
+        credential = VxpCredential(
+            system_id, box.seal(secret.encode(), system_id), "admin" if admin else "endpoint", tuple(networks)
+        )
         self.store.add_endpoint(endpoint, token_hash(token), credential)
         return endpoint, token, secret
 

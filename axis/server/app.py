@@ -128,9 +128,10 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
     started = time.perf_counter()
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     try:
-        if axis.draining and request.path not in ("/healthz", "/metrics"):
+        own = request.path.startswith(request.app[SELF_AUTHENTICATED])  # answers its refusals its own way
+        if axis.draining and request.path not in ("/healthz", "/metrics") and not own:
             raise RequestRefused("request.shutting_down", "the axis is shutting down; retry shortly", retry_after=5)
-        if request.path not in OPEN_PATHS and not request.path.startswith(request.app[SELF_AUTHENTICATED]):
+        if request.path not in OPEN_PATHS and not own:
             request[PRINCIPAL] = await _authenticate(request)
         response = await handler(request)
     except AxisError as error:

@@ -27,6 +27,7 @@ BY_CODE = {
     "xml.too_large": 413,
     "request.unsupported_media_type": 415,
     "request.recipient_busy": 429,
+    "request.rate_limited": 429,
     "request.shutting_down": 503,
     "request.verify_timeout": 503,
     "request.unavailable": 503,
@@ -45,6 +46,8 @@ BY_CODE = {
     "store.disk_full": 507,
 }
 BY_PREFIX = {
+    "auth": 401,
+    "request": 400,
     "sender": 403,
     "recipient": 422,
     "message": 422,

@@ -128,9 +128,11 @@ class Delivery:
 
 @dataclass(frozen=True)
 class VxpCredential:
-    """A VXP system id of an endpoint (adapters/vxp.py): its shared HMAC secret, sealed with the key
-    store's secrets key (never stored in clear), and its role (``endpoint`` or ``admin``)."""
+    """A VXP system id of an endpoint (adapters/vxp): its shared HMAC secret, sealed with the key
+    store's secrets key (never stored in clear), its role (``endpoint`` or ``admin``) and the
+    networks it may call from (empty: any)."""
 
     system_id: str
     sealed_secret: bytes
     role: str = "endpoint"
+    sources: tuple[str, ...] = ()

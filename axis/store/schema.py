@@ -288,6 +288,21 @@ RECEIPTS_0006 = """
 """
 
 
+@migrations(name="0007_vxp_sources_no_replay_cache")
+def _m0007(db: Database) -> None:
+    _execute(db, SCHEMA_0007)
+
+
+SCHEMA_0007 = [
+    # The SDK signs once per service object, so a repeated signature is ordinary client behaviour
+    # (docs/vxp.md): the replay cache refused the vendor's own receive loop.
+    "DROP TABLE vxp_replays",
+    # Source addresses (JSON list of networks, e.g. ["10.1.2.0/24"]) a system id may call from;
+    # NULL = any.
+    "ALTER TABLE vxp_credentials ADD COLUMN sources TEXT",
+]
+
+
 def migrate(db: Database) -> None:
     """Apply every pending migration, each in one transaction with its record."""
     migrations.apply(db)

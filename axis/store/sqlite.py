@@ -283,8 +283,15 @@ class SQLiteStore:
             )
             if vxp is not None:
                 c.execute(
-                    "INSERT INTO vxp_credentials (system_id, endpoint_id, sealed_secret, role) VALUES (?, ?, ?, ?)",
-                    (vxp.system_id, endpoint_id, vxp.sealed_secret, vxp.role),
+                    "INSERT INTO vxp_credentials (system_id, endpoint_id, sealed_secret, role, sources)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (
+                        vxp.system_id,
+                        endpoint_id,
+                        vxp.sealed_secret,
+                        vxp.role,
+                        json.dumps(list(vxp.sources)) if vxp.sources else None,
+                    ),
                 )
             append_event(
                 c,
@@ -333,27 +340,16 @@ class SQLiteStore:
     def vxp_credential(self, system_id: str) -> tuple[Endpoint, VxpCredential] | None:
         """The active endpoint behind a VXP system id, with its credential."""
         rows = self._rows(
-            "SELECT e.*, v.sealed_secret, v.role AS vxp_role FROM vxp_credentials v"
+            "SELECT e.*, v.sealed_secret, v.role AS vxp_role, v.sources AS vxp_sources FROM vxp_credentials v"
             " JOIN endpoints e ON e.id = v.endpoint_id WHERE v.system_id = ? AND e.status = 'active'",
             (system_id,),
         )
         if not rows:
             return None
         row = dict(rows[0])
-        credential = VxpCredential(system_id, bytes(row.pop("sealed_secret")), row.pop("vxp_role"))
+        sources = tuple(json.loads(row.pop("vxp_sources") or "[]"))
+        credential = VxpCredential(system_id, bytes(row.pop("sealed_secret")), row.pop("vxp_role"), sources)
         return self._endpoint(row), credential
-
-    def vxp_replayed(self, signature: str, now: float, window: float) -> bool:
-        """Record a VXP signature; True if it was already used within ``window`` seconds."""
-
-        def operation(c: sqlite3.Connection) -> bool:
-            c.execute("DELETE FROM vxp_replays WHERE seen_at < ?", (now - 2 * window,))
-            if c.execute("SELECT 1 FROM vxp_replays WHERE signature = ?", (signature,)).fetchone():
-                return True
-            c.execute("INSERT INTO vxp_replays (signature, seen_at) VALUES (?, ?)", (signature, now))
-            return False
-
-        return bool(self.committer.run(operation))
 
     def add_role_token(self, token_hash: str, role: str, name: str, at: str) -> None:
         def operation(c: sqlite3.Connection) -> None:

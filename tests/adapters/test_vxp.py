@@ -1,298 +1,415 @@
-"""The VXP facade driven by a client written from ../shared/VXP.md, against a real axis.
+"""The VXP facade against a real axis on 127.0.0.1, driven two ways:
 
-``VxpClient`` does what the operator's Java SDK does on the wire: every parameter as an
-``XroadVnpt-`` header, the signed-header JSON, its HMAC-SHA256 under the secret as text, the
-``ddMMyyyyTHHmmss+NNNN`` timestamp in Vietnam time, raw or multipart uploads, and the SDK's
-quirks (stale parameters re-sent, ``docId`` as "null", unpadded hex hashes).
+- ``SdkClient`` behaves as the operator's Java SDK does (../shared/VXP.md): one service object
+  with one timestamp fixed when it is built, parameters that accumulate and are never removed,
+  every parameter signed, the file sent with CRLF after it, count methods POSTing ``{}``,
+  ``downloadEdoc`` a GET; it reads answers as the SDK does (every key it reads must be there).
+- tests/adapters/test_vxp_captures.py replays the requests the real SDK sent, byte for byte.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
 import hmac
-import itertools
 import json
-import subprocess
-import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
 from adapters import vxp
 from adapters.demo import CAO_BANG, NGHE_AN
-from axis import keystore
+from adapters.vxp import protocol
+from adapters.vxp.service import Service
+from axis import config, edxml, keystore
+from axis.errors import RequestRefused
 from axis.registry import Registry
-from axis.server.runtime import start
+from axis.server.runtime import Running, start
 from axis.store import SQLiteStore
-from tests.conftest import REPO
 from tests.server.conftest import G22, H14, H41, Network, make_network
 
 VIETNAM = timezone(timedelta(hours=7))
-COUNTER = itertools.count(5000)
+ENVELOPE = ("status", "ErrorCode", "ErrorDesc")
+READS = {
+    "sendEdoc": {"DocId": str},
+    "getEdoc": {"data": str},
+    "getReceivedEdocList": {"data": list},
+    "getSentEdocList": {"data": list},
+    "countReceiveEdoc": {"count": int},
+    "countReceiveStatus": {"count": int},
+    "getAgenciesList": {"data": list},
+    "getAgenciesListQD20": {"data": list},
+    "getSynchronizeUnit": {"data": list},
+}
+"""What the SDK reads beside the envelope, on every answer (VXP.md §5)."""
 
 
-def timestamp(at: datetime | None = None) -> str:
-    local = (at or datetime.now(UTC)).astimezone(VIETNAM)
-    return f"{local:%d%m%Y}T{local:%H%M%S}+{next(COUNTER):04d}"
+def sdk_timestamp(at: datetime) -> str:
+    local = at.astimezone(VIETNAM)
+    return f"{local:%d%m%Y}T{local:%H%M%S}+{local.microsecond // 1000:04d}"
 
 
-def unpadded_hex(data: bytes) -> str:
-    return "".join(f"{b:x}" for b in hashlib.sha256(data).digest())
+def read_like_the_sdk(method: str, raw: bytes) -> dict[str, Any]:
+    """The checks the SDK's parse makes: any of them failing, the application sees nothing."""
+    if method == "sendEdoc":
+        assert raw.isascii(), "sendEdoc's answer is decoded as US-ASCII"
+    answer = json.loads(raw.decode("utf-8"))
+    for key in ENVELOPE:
+        assert isinstance(answer.get(key), str), f"{method}: {key} missing or not a string: {answer}"
+    for key, kind in READS.get(method, {}).items():
+        assert isinstance(answer.get(key), kind), f"{method}: {key} missing or not {kind.__name__}: {answer}"
+    for item in answer.get("data") if isinstance(answer.get("data"), list) else []:
+        assert isinstance(item, dict) and all(isinstance(v, str | int | bool) for v in item.values()), item
+    return answer  # type: ignore[no-any-return]
 
 
 @dataclass
-class VxpClient:
+class SdkClient:
+    """One ``KnobstickServiceImp``/``AgencyServiceImp`` object of the SDK."""
+
     session: aiohttp.ClientSession
     endpoint: str
     system_id: str
     secret: str
-    sticky: dict[str, str] | None = None
-    """Parameters of earlier calls the real SDK keeps sending (a quirk)."""
+    built_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    params: dict[str, str] = field(default_factory=dict)
 
-    def headers(self, params: dict[str, str], *, at: datetime | None = None, tamper: dict[str, str] | None = None) -> dict[str, str]:
-        logical = {**(self.sticky or {}), "systemid": self.system_id, "timestamp": timestamp(at), **params}
-        names = list(logical)
-        signed = json.dumps({f"XroadVnpt-{n}": logical[n] for n in names}, separators=(",", ":"))
-        digest = hmac.new(self.secret.encode(), signed.encode(), hashlib.sha256).hexdigest()
-        headers = {f"XroadVnpt-{n}": v for n, v in logical.items()}
-        headers.update(
-            {
-                "XroadVnpt-sign-header-key": ";".join(names),
-                "XroadVnpt-sign-header": signed,
-                "XroadVnpt-hash-header": digest,
-                "XroadVnpt-version": "3.0.201608",
-                "User-Agent": "JAVASDKAgent/1.0.0 XRoad/VPCP",
-            }
-        )
-        headers.update(tamper or {})
-        return headers
+    def __post_init__(self) -> None:
+        self.params.update(systemid=self.system_id, timestamp=sdk_timestamp(self.built_at))
 
-    async def call(self, method: str, params: dict[str, str] | None = None, *, body: bytes | None = None,
-                   multipart: bool = False, verb: str = "POST", headers: dict[str, str] | None = None) -> dict[str, Any]:
-        sent = headers or self.headers(params or {})
-        data: Any = body
-        if multipart and body is not None:
-            form = aiohttp.FormData()
-            form.add_field("file_doc", body, filename="edoc.edxml", content_type="application/octet-stream")
-            data = form
-        elif body is not None:
-            sent = {**sent, "Content-Type": "application/octet-stream"}
-        async with self.session.request(verb, f"{self.endpoint}/{method}", data=data, headers=sent) as response:
-            assert response.status == 200, await response.text()  # the SDK expects 200 even for FAIL
-            return await response.json(content_type=None)  # type: ignore[no-any-return]
+    def signed_headers(self) -> dict[str, str]:
+        signed = json.dumps({f"XroadVnpt-{n}": v for n, v in self.params.items()}, ensure_ascii=False, separators=(",", ":"))
+        return {
+            **{f"XroadVnpt-{n}": v for n, v in self.params.items()},
+            "XroadVnpt-sign-header-key": ";".join(self.params),
+            "XroadVnpt-sign-header": signed,
+            "XroadVnpt-hash-header": hmac.new(self.secret.encode(), signed.encode(), hashlib.sha256).hexdigest(),
+            "User-Agent": "JAVASDKAgent/1.0.0 XRoad/VPCP",
+            "XroadVnpt-version": "3.0.201608",
+        }
 
-    async def send(self, package: bytes, *, messagetype: str = "edoc", multipart: bool = False, **extra: str) -> dict[str, Any]:
-        params = {"servicetype": "eDoc", "messagetype": messagetype, "hash-file": unpadded_hex(package),
-                  "Content-Type": "application/octet-stream", **extra}
-        return await self.call("sendEdoc", params, body=package, multipart=multipart)
+    def _put(self, json_headers: dict[str, Any], content_type: str) -> None:
+        self.params["Content-Type"] = content_type
+        for name, value in json_headers.items():
+            self.params[name] = value if isinstance(value, str) else json.dumps(value)
+
+    async def raw(self, method: str, json_headers: dict[str, Any] | None = None, *, body: bytes = b"",
+                  verb: str = "POST", content_type: str = "application/json") -> tuple[int, bytes, dict[str, str]]:
+        self._put(json_headers or {}, content_type)
+        headers = {**self.signed_headers(), "Content-Type": content_type}
+        async with self.session.request(verb, f"{self.endpoint}/{method}", data=body if verb == "POST" else None,
+                                        headers=headers) as response:
+            return response.status, await response.read(), dict(response.headers)
+
+    async def call(self, method: str, json_headers: dict[str, Any] | None = None, *, body: bytes = b"") -> dict[str, Any]:
+        _, raw, _ = await self.raw(method, json_headers, body=body)
+        return read_like_the_sdk(method, raw)
+
+    async def send_edoc(self, json_headers: dict[str, Any], data: bytes) -> dict[str, Any]:
+        self.params["hash-file"] = "".join(f"{b:x}" for b in hashlib.sha256(data).digest())
+        if "to" in json_headers:  # the SDK sends `to` as its JSON text, quotes included
+            json_headers = {**json_headers, "to": json.dumps(json_headers["to"])}
+        _, raw, _ = await self.raw("sendEdoc", json_headers, body=data + b"\r\n", content_type="application/octet-stream")
+        return read_like_the_sdk("sendEdoc", raw)
+
+    async def count(self, method: str) -> dict[str, Any]:
+        return await self.call(method, {}, body=b"{}")
+
+    async def download(self, doc_id: str) -> tuple[int, bytes, dict[str, str]]:
+        return await self.raw("downloadEdoc", {"filePath": "xml", "docId": doc_id}, verb="GET")
 
 
-def add_vxp_endpoint(network: Network, name: str, agencies: list[str], system_id: str, admin: bool = False) -> str:
+def add_system(network: Network, name: str, agencies: list[str], system_id: str, *, admin: bool = False,
+               sources: tuple[str, ...] = ()) -> str:
     store = SQLiteStore(network.settings.data)
     try:
         box = keystore.SecretBox.at(network.keys.secrets)
-        _, _, secret = Registry(store, lambda: keystore.read_trust(network.settings.trust)).add_vxp_endpoint(
-            name, agencies, system_id, box, admin=admin
-        )
+        registry = Registry(store, lambda: keystore.read_trust(network.settings.trust))
+        return registry.add_vxp_endpoint(name, agencies, system_id, box, admin=admin, sources=sources)[2]
     finally:
         store.close()
-    return secret
+
+
+@dataclass
+class World:
+    network: Network
+    running: Running
+    session: aiohttp.ClientSession
+    secrets: dict[str, str]
+
+    @property
+    def base(self) -> str:
+        return self.running.url + "/vxp"
+
+    def client(self, system_id: str, **changes: Any) -> SdkClient:
+        arguments: dict[str, Any] = {"secret": self.secrets.get(system_id, ""), **changes}
+        return SdkClient(self.session, self.base, system_id, **arguments)
+
+    def nothing_stored(self) -> bool:
+        return self.running.axis.store.delivery_counts() == {}
+
+
+async def open_world(tmp_path: Path, overrides: dict[str, dict[str, Any]] | None = None,
+                     sources: tuple[str, ...] = ()) -> tuple[World, Any]:
+    network = make_network(tmp_path, overrides)
+    secrets = {
+        "VPCP-QLVB": add_system(network, "vpcp-qlvb", [G22], "VPCP-QLVB", sources=sources),
+        "NGHEAN-QLVB": add_system(network, "nghe-an-qlvb", [H41], "NGHEAN-QLVB"),
+        "OPERATOR": add_system(network, "operator", [H14], "OPERATOR", admin=True),
+    }
+    running = await start(network.settings, extensions=[vxp.mount])
+    session = aiohttp.ClientSession()
+
+    async def close() -> None:
+        await session.close()
+        await running.stop()
+
+    return World(network, running, session, secrets), close
 
 
 @pytest.fixture
 async def world(tmp_path: Path):  # type: ignore[no-untyped-def]
-    network = make_network(tmp_path)
-    secrets = {
-        "vpcp": add_vxp_endpoint(network, "vpcp-qlvb", [G22], "VPCP-QLVB"),
-        "nghe-an": add_vxp_endpoint(network, "nghe-an-qlvb", [H41], "NGHEAN-QLVB"),
-        "admin": add_vxp_endpoint(network, "operator", [H14], "OPERATOR", admin=True),
-    }
-    running = await start(network.settings, extensions=[vxp.mount])
-    async with aiohttp.ClientSession() as session:
-        base = running.url + "/vxp"
-        yield {
-            "network": network,
-            "axis": running,
-            "sender": VxpClient(session, base, "VPCP-QLVB", secrets["vpcp"]),
-            "recipient": VxpClient(session, base, "NGHEAN-QLVB", secrets["nghe-an"], sticky={"from": G22}),
-            "admin": VxpClient(session, base, "OPERATOR", secrets["admin"]),
-            "session": session,
-            "base": base,
-        }
-    await running.stop()
+    opened, close = await open_world(tmp_path)
+    try:
+        yield opened
+    finally:
+        await close()
 
 
-def nothing_stored(running: Any) -> bool:
-    return running.axis.store.delivery_counts() == {}
-
-
-async def test_send_list_get_update_and_sent_status(world: dict[str, Any]) -> None:
-    network: Network = world["network"]
-    sender, recipient = world["sender"], world["recipient"]
+async def test_one_service_object_sends_and_the_recipient_lists_gets_downloads_and_updates(world: World) -> None:
+    """The vendor example's flows, each on one service object (constant timestamp, parameters
+    accumulating), so every call after the first carries the same signature or stale values."""
+    network = world.network
     document = network.document(recipients=(NGHE_AN,))
     package = network.sign(document)
-    sent = await sender.send(package, **{"from": G22, "to": H41})
-    assert sent["status"] == "OK" and sent["ErrorCode"] == "0", sent
+    sender = world.client("VPCP-QLVB")
+    sent = await sender.send_edoc({"from": G22, "to": H41, "servicetype": "eDoc", "messagetype": "edoc"}, package)
+    assert (sent["status"], sent["ErrorCode"]) == ("OK", "0"), sent
     doc_id = sent["DocId"]
+    again = await sender.send_edoc({"from": G22, "servicetype": "eDoc", "messagetype": "edoc"}, package)
+    assert again["DocId"] == doc_id, "a resubmission is idempotent: the same message, nothing new stored"
+    stored = await asyncio.to_thread(world.running.axis.store.message, doc_id)
+    assert stored is not None and stored.sha256 == hashlib.sha256(package).hexdigest(), "CRLF is not part of the file"
 
-    # the recipient's SDK re-sends hash-file/from of earlier calls on list calls: tolerated
-    recipient.sticky = {"from": G22, "hash-file": unpadded_hex(package)}
-    assert (await recipient.call("countReceiveEdoc", verb="GET"))["count"] == 1
-    listing = await recipient.call("getReceivedEdocList", {"servicetype": "eDoc"})
-    assert [i["docId"] for i in listing["data"]] == [doc_id]
-    assert listing["data"][0]["from"] == G22 and listing["data"][0]["messageType"] == "edoc"
-    fetched = await recipient.call("getEdoc", {"docId": doc_id})
-    assert fetched["data"].encode() == package
-    assert (await recipient.call("getEdoc", {"docId": "null"}))["ErrorCode"] == "request.invalid"
-    done = await recipient.call("updateStatus", {"docId": doc_id, "status": "done"})
-    assert done["status"] == "OK"
-    assert (await recipient.call("countReceiveEdoc", verb="GET"))["count"] == 0
+    recipient = world.client("NGHEAN-QLVB")
+    assert (await recipient.count("countReceiveEdoc"))["count"] == 1
+    assert (await recipient.count("countReceiveEdoc"))["count"] == 1  # byte-identical request: accepted
+    listing = await recipient.call("getReceivedEdocList", {"servicetype": "eDoc", "messagetype": "edoc"})
+    (item,) = listing["data"]
+    assert (item["docId"], item["from"], item["to"], item["messageType"]) == (doc_id, G22, H41, "edoc")
+    fetched = await recipient.call("getEdoc", {"filePath": "xml", "docId": doc_id})
+    assert base64.b64decode(fetched["data"]) == package
+    status, raw, _ = await recipient.download(doc_id)
+    assert (status, raw) == (200, package)
+    # the vendor's run-8 form: `docid`, unquoted; `docId` and `filePath` left from earlier calls
+    assert (await recipient.call("updateStatus", {"status": "done", "docid": doc_id}, body=b"{}"))["status"] == "OK"
+    assert set(recipient.params) >= {"docId", "docid", "filePath", "messagetype", "status"}
+    assert (await recipient.count("countReceiveEdoc"))["count"] == 0
+    # its getEdoc after updateStatus carries `status: done`: the same signature as that updateStatus
+    assert (await recipient.call("getEdoc", {"filePath": "xml", "docId": doc_id}))["status"] == "OK"
 
-    report = await sender.call("getSentEdocList", {"docId": doc_id})
+    report = await sender.call("getSentEdocList", {"servicetype": "eDoc", "messagetype": "edoc", "docId": doc_id})
     (row,) = report["data"]
-    assert row["toCode"] == H41 and row["sendStatus"] == "delivered" and row["title"] == document.subject
+    assert (row["toCode"], row["sendStatus"], row["title"]) == (H41, "delivered", document.subject)
     assert row["notation"] == "1234/VPCP-KSTT" and row["receivedTime"]
 
-    # a status package travels back to the sender through the same facade
-    status = network.sign(network.status(document, NGHE_AN, "03"))
-    answered = await recipient.send(status, messagetype="status")
+    # a status goes back through sendEdoc; the package, not the stale `messagetype: edoc`, decides
+    status_package = network.sign(network.status(document, NGHE_AN, "03"))
+    answered = await recipient.send_edoc({"from": H41, "servicetype": "eDoc"}, status_package)
     assert answered["status"] == "OK", answered
-    assert (await sender.call("countReceiveStatus", verb="GET"))["count"] == 1
+    assert (await sender.count("countReceiveStatus"))["count"] == 1
     statuses = await sender.call("getReceivedEdocList", {"messagetype": "status"})
     assert [i["messageType"] for i in statuses["data"]] == ["status"]
     report = await sender.call("getSentEdocList", {"docId": doc_id})
     assert report["data"][0]["receiveStatus"] == "03"
-    # the sender's axis-native receipts say the same, signed
-    kinds = sorted(k for k, _, _ in world["axis"].axis.store.receipts(doc_id))
+    kinds = sorted(k for k, _, _ in world.running.axis.store.receipts(doc_id))
     assert kinds == ["accepted", "delivered"]
 
 
-async def test_multipart_upload_and_fail_status(world: dict[str, Any]) -> None:
-    network: Network = world["network"]
-    sender, recipient = world["sender"], world["recipient"]
-    package = network.sign(network.document(recipients=(NGHE_AN,)))
-    sent = await sender.send(package, multipart=True)
-    assert sent["status"] == "OK", sent
-    failed = await recipient.call("updateStatus", {"docId": sent["DocId"], "status": "fail"})
-    assert failed["status"] == "OK"
-    report = await sender.call("getSentEdocList", {"docId": sent["DocId"]})
+async def test_fail_status_ends_the_delivery_with_a_signed_failed_receipt(world: World) -> None:
+    package = world.network.sign(world.network.document(recipients=(NGHE_AN,)))
+    doc_id = (await world.client("VPCP-QLVB").send_edoc({"from": G22}, package))["DocId"]
+    recipient = world.client("NGHEAN-QLVB")
+    assert (await recipient.call("updateStatus", {"status": "fail", "docId": doc_id}, body=b"{}"))["status"] == "OK"
+    report = await world.client("VPCP-QLVB").call("getSentEdocList", {"docId": doc_id})
     assert report["data"][0]["sendStatus"] == "expired"
-    store = world["axis"].axis.store
-    assert sorted(k for k, _, _ in store.receipts(sent["DocId"])) == ["accepted", "failed"]
+    assert sorted(k for k, _, _ in world.running.axis.store.receipts(doc_id)) == ["accepted", "failed"]
+    late = await recipient.call("updateStatus", {"status": "done", "docId": doc_id}, body=b"{}")
+    assert (late["status"], late["ErrorCode"]) == ("FAIL", "store.invalid_transition")
 
 
-async def test_download_edoc_streams_the_bytes(world: dict[str, Any]) -> None:
-    network: Network = world["network"]
+async def test_refusals_carry_every_key_the_method_reads_and_store_nothing(world: World) -> None:
+    network = world.network
     package = network.sign(network.document(recipients=(NGHE_AN,)))
-    doc_id = (await world["sender"].send(package))["DocId"]
-    recipient = world["recipient"]
-    async with world["session"].post(world["base"] + "/downloadEdoc", headers=recipient.headers({"docId": doc_id})) as response:
-        assert response.status == 200 and await response.read() == package
+    sender = world.client("VPCP-QLVB")
 
-
-async def test_refusals_answer_fail_and_store_nothing(world: dict[str, Any]) -> None:
-    network: Network = world["network"]
-    sender: VxpClient = world["sender"]
-    running = world["axis"]
-    package = network.sign(network.document(recipients=(NGHE_AN,)))
-    params = {"servicetype": "eDoc", "messagetype": "edoc", "hash-file": hashlib.sha256(package).hexdigest()}
-
-    async def refused(code: str, **kwargs: Any) -> None:
-        answer = await sender.call("sendEdoc", body=package, **kwargs)
-        assert (answer["status"], answer["ErrorCode"]) == ("FAIL", code), answer
-        assert answer["ErrorDesc"]
-        assert nothing_stored(running)
-
-    wrong = replace(sender, secret="not the secret")
-    answer = await wrong.call("sendEdoc", params, body=package)
-    assert (answer["status"], answer["ErrorCode"]) == ("FAIL", "auth.vxp_bad_signature")
-    assert nothing_stored(running)
-    await refused("auth.vxp_header_mismatch", headers=sender.headers(params, tamper={"XroadVnpt-messagetype": "status"}))
-    await refused("auth.vxp_stale", headers=sender.headers(params, at=datetime.now(UTC) - timedelta(minutes=30)))
-    await refused("auth.vxp_unknown_system", headers=replace(sender, system_id="NOBODY").headers(params))
-    await refused("auth.vxp_unsigned", headers={"XroadVnpt-systemid": sender.system_id})
-    replayed = sender.headers(params)
+    answer = await sender.send_edoc({"from": G22}, edxml.build(network.document(recipients=(NGHE_AN,))))
+    assert (answer["status"], answer["ErrorCode"], answer["DocId"]) == ("FAIL", "signature.missing", "")
     stranger = network.sign(network.document(sender=NGHE_AN, recipients=(CAO_BANG,)))
-    first = await sender.call("sendEdoc", body=stranger, headers={**replayed, "XroadVnpt-hash-file": params["hash-file"]})
-    assert first["ErrorCode"] in ("request.hash_mismatch",)  # the signed hash is of another package
-    await refused("auth.vxp_replay", headers=replayed)
-    # acting for another agency: VPCP's system sends a package signed by Nghệ An
-    answer = await sender.send(stranger)
-    assert (answer["status"], answer["ErrorCode"]) == ("FAIL", "sender.not_granted")
-    # an unsigned package is refused exactly as POST /v1/messages refuses it
-    from axis import edxml
+    answer = await sender.send_edoc({"from": G22}, stranger)
+    assert (answer["ErrorCode"], answer["DocId"]) == ("sender.not_granted", "")
+    wrong = world.client("VPCP-QLVB", secret="not the secret")
+    assert (await wrong.send_edoc({}, package))["ErrorCode"] == "auth.vxp_bad_signature"
+    _, raw, _ = await sender.raw("sendEdoc", {}, body=package + b"\r\n", content_type="application/octet-stream")
+    assert read_like_the_sdk("sendEdoc", raw)["ErrorCode"] == "request.hash_mismatch"  # hash-file of another file
+    unknown = world.client("NOBODY", secret="guess")
+    assert (await unknown.call("getReceivedEdocList"))["ErrorCode"] == "auth.vxp_unknown_system"
+    assert world.nothing_stored()
+    # Vietnamese text in a refusal reaches sendEdoc's US-ASCII decoding intact, as \\u escapes
+    assert "\\u" in json.dumps(answer) or answer["ErrorDesc"].isascii()
 
-    answer = await sender.send(edxml.build(network.document(recipients=(NGHE_AN,))))
-    assert (answer["status"], answer["ErrorCode"]) == ("FAIL", "signature.missing")
-    answer = await sender.send(package, messagetype="status")
+    doc_id = (await sender.send_edoc({"from": G22}, package))["DocId"]
+    outsider = world.client("OPERATOR")
+    answer = await outsider.call("getEdoc", {"docId": doc_id})
+    assert (answer["status"], answer["ErrorCode"], answer["data"]) == ("FAIL", "message.not_found", "")
+    status, raw, headers = await outsider.download(doc_id)
+    assert (status, raw, headers[protocol.REFUSAL_HEADER]) == (404, b"", "message.not_found")
+    answer = await outsider.call("updateStatus", {"status": "done", "docId": doc_id}, body=b"{}")
+    assert answer["ErrorCode"] == "message.not_found"
+    answer = await outsider.call("getSentEdocList", {"docId": doc_id})
+    assert (answer["ErrorCode"], answer["data"]) == ("message.not_found", [])
+    answer = await sender.call("getEdoc", {"docId": "null"})  # an application's "no value"
+    assert (answer["ErrorCode"], answer["data"]) == ("request.invalid", "")
+    answer = await world.client("NGHEAN-QLVB").call("updateStatus", {"status": "finished", "docId": doc_id})
     assert answer["ErrorCode"] == "request.invalid"
-    assert nothing_stored(running)
-    # another system cannot read what was not sent to it
-    ok = await sender.send(package)
-    assert ok["status"] == "OK"
-    outsider = world["admin"]
-    answer = await outsider.call("getEdoc", {"docId": ok["DocId"]})
-    assert (answer["status"], answer["ErrorCode"]) == ("FAIL", "message.not_found")
+
+    # downloadEdoc2 sends no header at all: refused with an empty body, so the SDK says FAIL
+    async with world.session.get(world.base + "/downloadEdoc") as response:
+        assert (response.status, await response.read()) == (401, b"")
+        assert response.headers[protocol.REFUSAL_HEADER] == "auth.vxp_unsigned"
+    # an unknown method or verb still gets an envelope
+    async with world.session.post(world.base + "/sendEdocs", data=b"") as response:
+        assert read_like_the_sdk("?", await response.read())["ErrorCode"] == "request.not_found"
+    async with world.session.get(world.base + "/countReceiveEdoc") as response:
+        assert read_like_the_sdk("countReceiveEdoc", await response.read())["ErrorCode"] == "request.method_not_allowed"
 
 
-async def test_agency_lists_and_admin_methods(world: dict[str, Any]) -> None:
-    sender, admin = world["sender"], world["admin"]
-    listing = await sender.call("getAgenciesList")
+async def test_agency_lists_and_admin_register_and_delete(world: World) -> None:
+    sender, admin = world.client("VPCP-QLVB"), world.client("OPERATOR")
+    listing = await sender.call("getAgenciesList", {})
     assert {a["code"] for a in listing["data"]} >= {G22, H41, H14}
-    qd20 = await sender.call("getAgenciesListQD20")
+    qd20 = await sender.call("getAgenciesListQD20", {"level": "1"})
     assert all(set(a) == {"id", "code", "name", "mail", "code102"} for a in qd20["data"])
-    units = await sender.call("getSynchronizeUnit")
-    assert all(a["isAgency"] for a in units["data"])
-    answer = await sender.call("registerAgency", {"code": "000.00.00.H30", "name": "UBND Tỉnh Hà Tĩnh"})
-    assert (answer["status"], answer["ErrorCode"]) == ("FAIL", "auth.forbidden")
-    answer = await admin.call("registerAgency", {"code": "000.00.00.H30", "name": "UBND Tỉnh Hà Tĩnh"})
-    assert answer["status"] == "OK", answer
-    answer = await admin.call("registerAgency", {"code": "G22.99", "name": "Đơn vị theo QĐ 20"})
-    assert answer["status"] == "OK", answer  # the Decision 20/2020 form is kept as given
-    qd20 = await sender.call("getAgenciesListQD20")
-    assert {"id": "G22.99", "code": "G22.99", "name": "Đơn vị theo QĐ 20", "mail": "", "code102": ""} in qd20["data"]
-    answer = await admin.call("registerAgency", {"code": "not an id", "name": "x"})
-    assert (answer["status"], answer["ErrorCode"]) == ("FAIL", "identifier.organ_id")
-    answer = await admin.call("deleteAgency", {"code": "000.00.00.H30"})
-    assert answer["status"] == "OK"
-    assert world["axis"].axis.store.agency("000.00.00.H30").status == "suspended"
+    units = await sender.call("getSynchronizeUnit", {})
+    assert all(a["isAgency"] is True and isinstance(a["version"], int) for a in units["data"])
+
+    body = {"id": "", "pcode": G22, "code": "000.00.00.H30", "name": "UBND Tỉnh Hà Tĩnh",
+            "mail": "vanthu@hatinh.gov.vn", "mobile": "0239333333", "fax": "0239333334"}
+    text = json.dumps(body, ensure_ascii=False).encode()
+    assert (await sender.call("registerAgency", {}, body=text))["ErrorCode"] == "auth.forbidden"
+    assert (await admin.call("registerAgency", {}, body=text))["status"] == "OK"
+    registered = world.running.axis.store.agency("000.00.00.H30")
+    assert registered is not None and (registered.name, registered.parent) == ("UBND Tỉnh Hà Tĩnh", G22)
+    vendor = b'{"id":"","pcode":"00.22.W00","code":"999.010.01.H22","name":"x","mail":cc"","mobile":333"","fax":333""}'
+    answer = await admin.call("registerAgency", {}, body=vendor)
+    assert answer["ErrorCode"] == "request.invalid" and "not JSON" in answer["ErrorDesc"] and "cc" in answer["ErrorDesc"]
+    assert (await admin.call("deleteAgency", {"AgencyCode": "000.00.00.H30"}, body=b"{}"))["status"] == "OK"
+    assert world.running.axis.store.agency("000.00.00.H30").status == "suspended"  # type: ignore[union-attr]
+    units = await sender.call("getSynchronizeUnit", {})
+    assert {u["code"]: u["deleted"] for u in units["data"]}["000.00.00.H30"] is True
 
 
-def test_endpoint_add_shows_the_vxp_secret_once(tmp_path: Path) -> None:
-    def axis(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-c", "from cli import main; main()", "--config", str(tmp_path / "axis.toml"), *args],
-            cwd=REPO, capture_output=True, text=True, timeout=120,
-        )
+async def test_non_ascii_values_altered_on_the_way_are_named(world: World) -> None:
+    """With a port in its endpoint URL the SDK sends each character's low 8 bits (à → 0xE0) but
+    signs the UTF-8: the FAIL says why instead of a bare bad signature."""
+    client = world.client("VPCP-QLVB")
+    client.params.update({"Content-Type": "application/json", "note": "Hà Giang"})
+    headers = client.signed_headers()
+    host, port = world.running.url.removeprefix("http://").split(":")
+    lines = [f"POST /vxp/getReceivedEdocList HTTP/1.1", f"Host: {host}:{port}", "Content-Length: 0", "Connection: close"]
+    head = "\r\n".join(lines).encode() + b"\r\n"
+    head += b"".join(f"{k}: {v}\r\n".encode("latin-1", "replace") if k != "XroadVnpt-sign-header"
+                     else k.encode() + b": " + bytes(ord(c) & 0xFF for c in v) + b"\r\n" for k, v in headers.items())
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(head + b"\r\n")
+    await writer.drain()
+    response = await reader.read()
+    writer.close()
+    answer = read_like_the_sdk("getReceivedEdocList", response.split(b"\r\n\r\n", 1)[1])
+    assert answer["ErrorCode"] == "auth.vxp_non_ascii", answer
 
-    assert axis("init", "--dir", str(tmp_path)).returncode == 0
-    assert axis("agency", "add", G22, "--name", "Văn phòng Chính phủ").returncode == 0
-    result = axis("endpoint", "add", "vpcp-qlvb", "--agency", G22, "--pull", "--vxp-system-id", "VPCP-QLVB", "--json")
-    assert result.returncode == 0, result.stderr
-    shown = json.loads(result.stdout)
-    assert set(shown) == {"token", "vxp_secret"} and len(shown["vxp_secret"]) >= 40
-    database = (tmp_path / "data" / "axis.sqlite3").read_bytes()
-    assert shown["vxp_secret"].encode() not in database  # sealed, never in clear
-    assert (tmp_path / "keys" / "secrets.key").stat().st_mode & 0o777 == 0o600
-    result = axis("endpoint", "add", "push-one", "--agency", G22, "--push-url", "http://127.0.0.1:9/x", "--vxp-system-id", "X")
-    assert result.returncode != 0 and "--pull" in result.stderr
 
-
-async def test_hostile_bytes_and_a_large_raw_upload(world: dict[str, Any]) -> None:
-    network: Network = world["network"]
-    sender: VxpClient = world["sender"]
-    headers = sender.headers({"servicetype": "eDoc"})
-    for name, value in (("XroadVnpt-hash-header", "\u00e9" * 64), ("XroadVnpt-sign-header", headers["XroadVnpt-sign-header"][:-1] + "\u00e9}")):
-        answer = await sender.call("getReceivedEdocList", headers={**headers, name: value})
-        assert answer["status"] == "FAIL" and answer["ErrorCode"].startswith("auth.vxp_"), answer
-    # a 4 MB package arrives in many chunks: the whole of it is read, hashed and verified
-    big = replace(
-        network.document(recipients=(NGHE_AN,)),
-        attachments=(replace(network.document().attachments[0], data=b"\x00" * 3_000_000),),
+async def test_source_allowlist_window_and_rate_limit(tmp_path: Path) -> None:
+    opened, close = await open_world(
+        tmp_path, {"vxp": {"window": 60, "rate": 1, "burst": 3}}, sources=("10.0.0.0/8",)
     )
-    sent = await sender.send(network.sign(big))
-    assert sent["status"] == "OK", sent
+    try:
+        refused = await opened.client("VPCP-QLVB").call("getAgenciesList")
+        assert refused["ErrorCode"] == "auth.vxp_source"
+        stale = opened.client("NGHEAN-QLVB", built_at=datetime.now(UTC) - timedelta(minutes=10))
+        assert (await stale.call("getAgenciesList"))["ErrorCode"] == "auth.vxp_stale"
+        fresh = opened.client("NGHEAN-QLVB")
+        codes = [(await fresh.call("getAgenciesList"))["ErrorCode"] for _ in range(5)]
+        assert codes[:3] == ["0", "0", "0"] and "request.rate_limited" in codes[3:]
+    finally:
+        await close()
+
+
+def test_plain_http_is_refused_on_a_listener_that_is_not_loopback(tmp_path: Path) -> None:
+    """The SDK's signature is a constant anyone who sees it can replay: off loopback, VXP needs
+    HTTPS unless the operator says a TLS proxy stands in front."""
+
+    class Transport:
+        def __init__(self, sockname: tuple[str, int]) -> None:
+            self.sockname = sockname
+
+        def get_extra_info(self, name: str, default: Any = None) -> Any:
+            return {"sockname": self.sockname, "peername": ("10.1.2.3", 50000)}.get(name, default)
+
+    async def check(policy: config.Vxp, sockname: tuple[str, int]) -> str:
+        service = Service(backend=None, policy=policy, max_package=1)  # type: ignore[arg-type]
+        request = make_mocked_request("POST", "/vxp/getAgenciesList", transport=Transport(sockname))
+        try:
+            await service.authenticate(request)
+        except RequestRefused as error:
+            return error.code
+        return "passed"
+
+    assert asyncio.run(check(config.Vxp(), ("10.0.0.5", 8080))) == "auth.vxp_https_required"
+    # loopback, or the operator's explicit choice: on to the HMAC (no headers here: unsigned)
+    assert asyncio.run(check(config.Vxp(), ("127.0.0.1", 8080))) == "auth.vxp_unsigned"
+    assert asyncio.run(check(config.Vxp(allow_plain_http=True), ("10.0.0.5", 8080))) == "auth.vxp_unsigned"
+
+
+def test_the_vxp_section_is_read_from_axis_toml(tmp_path: Path) -> None:
+    path = tmp_path / "axis.toml"
+    path.write_text('[vxp]\nprefix = "/sdk"\nwindow = 120\nallow_plain_http = true\nrate = 5\n')
+    settings = config.load(path)
+    assert settings.vxp == config.Vxp(prefix="/sdk", window=120.0, allow_plain_http=True, rate=5.0)
+    path.write_text('[vxp]\nallow_plain_http = 1\n')
+    with pytest.raises(config.ConfigError):
+        config.load(path)
+
+
+@pytest.mark.parametrize(
+    ("body", "hash_of", "expected"),
+    [
+        (b"<edXML/>\r\n", b"<edXML/>", b"<edXML/>"),  # the SDK: file, then CRLF outside hash-file
+        (b"<edXML/>\r\n", b"<edXML/>\r\n", b"<edXML/>\r\n"),  # a file that itself ends with CRLF, sent alone
+        (b"<edXML/>\r\n\r\n", b"<edXML/>\r\n", b"<edXML/>\r\n"),  # ... and sent by the SDK
+        (b"<edXML/>", b"<edXML/>", b"<edXML/>"),
+    ],
+)
+def test_the_signed_hash_decides_which_bytes_are_the_file(body: bytes, hash_of: bytes, expected: bytes) -> None:
+    assert protocol.sent_file(body, protocol.file_hash(hash_of)) == expected
+    assert protocol.sent_file(body, hashlib.sha256(hash_of).hexdigest()) == expected
+
+
+def test_parameters_are_found_by_exact_spelling_first_then_ignoring_case() -> None:
+    params = protocol.Params((("docid", "old"), ("docId", "new"), ("STATUS", "done"), ("x", "null")))
+    assert (params.get("docId"), params.get("status"), params.get("x")) == ("new", "done", None)
+    assert protocol.Params((("docid", "only"),)).get("docId") == "only"
+
+
+def test_timestamps_end_in_milliseconds() -> None:
+    at = protocol.parse_timestamp("30112026T103118+0234")
+    assert at == datetime(2026, 11, 30, 3, 31, 18, 234000, tzinfo=UTC)
+    assert protocol.format_timestamp(at) == "30112026T103118+0234"
+    with pytest.raises(RequestRefused):
+        protocol.parse_timestamp("30112026T103118")

@@ -4,6 +4,7 @@ the HTTP API on 127.0.0.1 port 0, and real push receivers (aiohttp servers) for 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -31,12 +32,12 @@ FAST = {
 
 def write_config(root: Path, overrides: dict[str, dict[str, Any]]) -> Path:
     sections: dict[str, dict[str, Any]] = {"axis": {"data": "data", "keys": "keys"}}
-    for name in ("server", "delivery"):
-        sections[name] = {**FAST[name], **overrides.get(name, {})}
+    for name in ("server", "delivery", *overrides):
+        sections[name] = {**FAST.get(name, {}), **overrides.get(name, {})}
     lines = []
     for name, values in sections.items():
         lines.append(f"[{name}]")
-        lines += [f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in values.items()]
+        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
     path = root / "axis.toml"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -59,6 +59,7 @@ def test_migrations_are_recorded_once_and_reopening_keeps_data(tmp_path: Path) -
         "0004_inline_packages_registry_version",
         "0005_fewer_random_index_writes",
         "0006_receipt_bytes_kept_once",
+        "0007_vxp_sources_no_replay_cache",
     ]
     assert connect(second.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     second.close()
@@ -117,6 +118,30 @@ def test_migration_0006_keeps_each_receipt_readable(tmp_path: Path) -> None:
     try:
         assert [r[2] for r in store.receipts(m.id)] == xmls
         assert [r[0] for r in store.receipts(m.id)] == ["accepted", "delivered", "delivered"]
+    finally:
+        store.close()
+
+
+def test_migration_0007_keeps_vxp_credentials_and_drops_the_replay_cache(tmp_path: Path) -> None:
+    """A VXP system registered before 0007 still authenticates (any source address); the replay
+    cache, which refused the SDK's ordinary repeated signatures, is gone."""
+    old = _store_before(tmp_path / "data", "0007_vxp_sources_no_replay_cache")
+    old.execute("INSERT INTO agencies (organ_id, form, name, created_at) VALUES (?, 'qcvn102', 'VPCP', ?)", (SENDER, AT))
+    old.execute(
+        "INSERT INTO endpoints (name, mode, token_hash, status, created_at) VALUES ('qlvb', 'pull', 'h', 'active', ?)", (AT,)
+    )
+    old.execute("INSERT INTO endpoint_agencies (endpoint_id, organ_id) VALUES (1, ?)", (SENDER,))
+    old.execute("INSERT INTO vxp_credentials (system_id, endpoint_id, sealed_secret, role) VALUES ('SYS', 1, x'00', 'admin')")
+    old.execute("INSERT INTO vxp_replays (signature, seen_at) VALUES ('ab', 1.0)")
+    old.close()
+    store = SQLiteStore(tmp_path / "data")
+    try:
+        found = store.vxp_credential("SYS")
+        assert found is not None
+        endpoint, credential = found
+        assert (endpoint.agencies, credential.role, credential.sources) == ((SENDER,), "admin", ())
+        tables = {r[0] for r in connect(store.path).execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "vxp_replays" not in tables
     finally:
         store.close()
 

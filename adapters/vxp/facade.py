@@ -1,0 +1,173 @@
+"""The VXP facade of the axis: software built on the operator's Java SDK connects to the axis by
+changing its endpoint URL, system id and secret (docs/vxp.md).
+
+Mounted by ``axis serve`` under ``[vxp] prefix`` (``/vxp``). Each method is the axis's own
+operation, with the same checks as the HTTP API:
+
+- ``sendEdoc`` is ``POST /v1/messages`` (verification, authorisation, storage, signed receipt);
+  ``DocId`` is the message id, the same one for a resubmission of the same package.
+- ``getReceivedEdocList``, the counts, ``getEdoc``/``downloadEdoc`` and ``updateStatus`` are the
+  inbox, fetch and acknowledgement: ``done`` is delivered; ``fail`` ends the delivery (a dead
+  letter an administrator may requeue) and the sender's signed ``failed`` receipt says so;
+  ``processing`` changes nothing.
+- ``getSentEdocList`` reports each recipient's delivery and latest business status.
+- The agency lists come from the registry; ``registerAgency``/``deleteAgency`` (which suspends:
+  the registry keeps history) need a system id with the admin role.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from adapters.vxp.service import Backend, NewAgency, Received, Sent, Service, System, Unit
+from axis import edxml, keystore
+from axis.errors import RequestRefused, RoutingRefused, StoreError
+from axis.server.app import AXIS, SELF_AUTHENTICATED, addressed_to, submit_package, visible_message
+from axis.server.runtime import Axis
+
+log = logging.getLogger("axis.vxp")
+STATE_TEXT = {
+    "queued": "waiting to be taken by the recipient",
+    "leased": "being delivered",
+    "delivered": "delivered",
+    "expired": "not delivered (dead letter)",
+}
+
+
+class AxisBackend(Backend):
+    """The VXP methods over the axis's own operations, for the system ids registered with it."""
+
+    def __init__(self, axis: Axis, box: keystore.SecretBox) -> None:
+        self.axis, self.box = axis, box
+
+    async def system(self, system_id: str) -> System | None:
+        if self.axis.draining:
+            raise RequestRefused("request.shutting_down", "the axis is shutting down; retry shortly", retry_after=5)
+        found = await asyncio.to_thread(self.axis.store.vxp_credential, system_id)
+        if found is None:
+            return None
+        endpoint, credential = found
+        secret = self.box.open(credential.sealed_secret, system_id)
+        return System(system_id, endpoint, secret, credential.role, credential.sources)
+
+    async def send(self, system: System, package: bytes) -> str:
+        body, _ = await submit_package(self.axis, system.endpoint, package)
+        return str(body["message_id"])
+
+    async def received(self, system: System, kinds: tuple[str, ...], limit: int) -> list[Received]:
+        """Documents and statuses waiting (the axis's receipts are for its own API's clients)."""
+        items = await asyncio.to_thread(self.axis.store.inbox, system.endpoint.agencies, limit, kinds)
+        return [
+            Received(i.message.id, i.message.kind, i.message.sender, i.delivery.recipient, _at(i.message.accepted_at))
+            for i in items
+        ]
+
+    async def count(self, system: System, kind: str) -> int:
+        return len(await self.received(system, (kind,), 10_000))
+
+    async def package(self, system: System, doc_id: str) -> bytes:
+        message, _ = await visible_message(self.axis, doc_id, system.endpoint)
+        return await asyncio.to_thread(self.axis.store.blobs.get, message.sha256)
+
+    async def update(self, system: System, doc_id: str, status: str) -> None:
+        _, mine = await addressed_to(self.axis, doc_id, system.endpoint, set(system.endpoint.agencies))
+        if status == "processing":
+            return
+        for delivery in mine:
+            if status == "done":
+                if delivery.state == "expired":
+                    raise StoreError(
+                        "store.invalid_transition",
+                        f"the delivery of {doc_id} to {delivery.recipient} ended as a dead letter; an administrator"
+                        " must requeue it before it can be acknowledged",
+                    )
+                await asyncio.to_thread(self.axis.router.delivered, delivery, b"done")
+            elif delivery.state == "delivered":
+                raise StoreError(
+                    "store.invalid_transition",
+                    f"{doc_id} was already acknowledged (done) for {delivery.recipient}; it cannot fail now",
+                )
+            else:
+                reason = f"the receiving system {system.system_id!r} reported it could not take the package"
+                if await asyncio.to_thread(self.axis.store.give_up, delivery.id, time.time(), reason):
+                    await asyncio.to_thread(self.axis.router.issue_receipt, delivery.id)
+
+    async def sent(self, system: System, doc_id: str) -> list[Sent]:
+        message, deliveries = await visible_message(self.axis, doc_id, system.endpoint)
+        if message.sender not in system.endpoint.agencies:
+            raise RoutingRefused("message.not_found", f"message {message.id} was not sent by this system's agencies")
+        statuses = {s["recipient"]: s["status_code"] for s in await asyncio.to_thread(self.axis.store.statuses, message.document_id)}
+        package = await asyncio.to_thread(lambda: edxml.parse(self.axis.store.blobs.get(message.sha256)))
+        title, notation = "", ""
+        if isinstance(package, edxml.DocumentPackage):
+            title = package.subject
+            code = package.code
+            notation = f"{code.code_number or ''}/{code.code_notation or ''}".strip("/") if code else ""
+        else:
+            title = package.description or ""
+        return [
+            Sent(
+                doc_id=message.id,
+                kind=message.kind,
+                sender=message.sender,
+                recipient=d.recipient,
+                sent_at=_at(message.accepted_at),
+                send_status=d.state,
+                send_status_desc=d.last_error or STATE_TEXT.get(d.state, d.state),
+                title=title,
+                notation=notation,
+                received_at=datetime.fromtimestamp(d.delivered_at, UTC) if d.delivered_at else None,
+                receive_status=statuses.get(d.recipient, ""),
+                receive_status_desc=edxml.STATUS_CODES.get(statuses.get(d.recipient, ""), ""),
+            )
+            for d in deliveries
+        ]
+
+    async def units(self) -> list[Unit]:
+        return [
+            Unit(a.organ_id, a.name, a.form, a.parent, a.status == "active", _at(a.created_at))
+            for a in await asyncio.to_thread(self.axis.store.agencies)
+        ]
+
+    async def register(self, agency: NewAgency) -> None:
+        await asyncio.to_thread(self.axis.registry.add_agency, agency.code, agency.name, agency.parent)
+
+    async def delete(self, code: str) -> None:
+        await asyncio.to_thread(self.axis.registry.set_status, code, "suspended")
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def mount(app: web.Application) -> None:
+    """Add the facade to the API under ``[vxp] prefix`` (nothing when it is empty)."""
+    axis = app[AXIS]
+    settings = axis.settings
+    prefix = settings.vxp.prefix.rstrip("/")
+    if not prefix:
+        return
+    loopback = settings.server.host in ("127.0.0.1", "::1", "localhost")
+    if settings.server.tls_certificate is None and not loopback and not settings.vxp.allow_plain_http:
+        log.warning(
+            "VXP at %s answers plain HTTP only on a loopback listener; configure TLS, or set [vxp] allow_plain_http"
+            " behind a TLS-terminating proxy",
+            prefix,
+        )
+    # Loaded once: VXP calls do not read the file. Created when missing (no secret is sealed yet, so
+    # nothing is lost); a replaced key makes every call FAIL with keystore.secret_unreadable.
+    box = keystore.SecretBox.at(keystore.KeyStore(settings.keys).secrets)
+    service = Service(
+        AxisBackend(axis, box),
+        settings.vxp,
+        settings.server.max_package,
+        settings.server.inbox_page,
+        lambda code: axis.metrics.count("axis_vxp_refusals_total", "VXP calls answered FAIL, by code.", code=code),
+    )
+    app[SELF_AUTHENTICATED] = (*app[SELF_AUTHENTICATED], prefix + "/")
+    service.add_routes(app, prefix)
