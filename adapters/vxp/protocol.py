@@ -112,6 +112,8 @@ def read_signature(headers: Mapping[str, str]) -> SignedRequest:
             f"send {PREFIX}systemid, {PREFIX}sign-header-key, {PREFIX}sign-header and {PREFIX}hash-header"
             " (the SDK always does; downloadEdoc2 sends none and cannot be answered: use downloadEdoc)",
         )
+    if not (system_id + digest).isascii():  # both are ASCII when the SDK writes them
+        raise RequestRefused("auth.vxp_bad_signature", f"{PREFIX}systemid and {PREFIX}hash-header must be ASCII")
     if len(signed) > MAX_SIGNED_HEADER:
         raise RequestRefused("auth.vxp_header_mismatch", f"the signed header is over {MAX_SIGNED_HEADER} bytes")
     names = tuple(n.strip() for n in names_text.split(";") if n.strip())

@@ -322,7 +322,7 @@ async def test_non_ascii_values_altered_on_the_way_are_named(world: World) -> No
     client.params.update({"Content-Type": "application/json", "note": "Hà Giang"})
     headers = client.signed_headers()
     host, port = world.running.url.removeprefix("http://").split(":")
-    lines = [f"POST /vxp/getReceivedEdocList HTTP/1.1", f"Host: {host}:{port}", "Content-Length: 0", "Connection: close"]
+    lines = ["POST /vxp/getReceivedEdocList HTTP/1.1", f"Host: {host}:{port}", "Content-Length: 0", "Connection: close"]
     head = "\r\n".join(lines).encode() + b"\r\n"
     head += b"".join(f"{k}: {v}\r\n".encode("latin-1", "replace") if k != "XroadVnpt-sign-header"
                      else k.encode() + b": " + bytes(ord(c) & 0xFF for c in v) + b"\r\n" for k, v in headers.items())
@@ -413,3 +413,19 @@ def test_timestamps_end_in_milliseconds() -> None:
     assert protocol.format_timestamp(at) == "30112026T103118+0234"
     with pytest.raises(RequestRefused):
         protocol.parse_timestamp("30112026T103118")
+
+
+async def test_hostile_signature_headers_get_a_fail_not_an_error(world: World) -> None:
+    client = world.client("VPCP-QLVB")
+    client.params["Content-Type"] = "application/json"
+    headers = client.signed_headers()
+    cases = {
+        "XroadVnpt-hash-header": ("\u00e9" * 64, "auth.vxp_bad_signature"),
+        "XroadVnpt-sign-header": (headers["XroadVnpt-sign-header"][:-1] + "\u00e9}", "auth.vxp_bad_signature"),
+        "XroadVnpt-sign-header-key": ("systemid;timestamp", "auth.vxp_header_mismatch"),
+        "XroadVnpt-systemid": ("\u00e9", "auth.vxp_bad_signature"),
+    }
+    for name, (value, code) in cases.items():
+        async with world.session.post(world.base + "/getReceivedEdocList", headers={**headers, name: value}) as response:
+            answer = read_like_the_sdk("getReceivedEdocList", await response.read())
+        assert (answer["status"], answer["ErrorCode"]) == ("FAIL", code), (name, answer)

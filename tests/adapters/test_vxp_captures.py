@@ -25,8 +25,8 @@ import pytest
 from adapters import vxp
 from axis import edxml, keystore, pki, router, signing
 from axis.registry import new_token, token_hash
-from axis.store import Endpoint, SQLiteStore, VxpCredential
 from axis.server.runtime import start
+from axis.store import Endpoint, VxpCredential
 from tests.adapters.test_vxp import read_like_the_sdk
 from tests.server.conftest import G22, H14, H41, make_network
 
@@ -177,14 +177,13 @@ async def test_every_captured_sdk_request_gets_an_answer_the_sdk_reads(
     monkeypatch.setattr(router, "new_message_id", lambda at: ids.pop(0) if ids else made(at))
     running = await start(network.settings, extensions=[vxp.mount])
     try:
-        async with aiohttp.ClientSession() as session:
-            async with session.post(
-                running.url + "/v1/messages",
-                data=original_document(vxp_captures, now),
-                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/xml"},
-            ) as response:
-                assert response.status == 202, await response.text()
-                assert (await response.json())["message_id"] == ORIGINAL
+        async with aiohttp.ClientSession() as session, session.post(
+            running.url + "/v1/messages",
+            data=original_document(vxp_captures, now),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/xml"},
+        ) as response:
+            assert response.status == 202, await response.text()
+            assert (await response.json())["message_id"] == ORIGINAL
         host, port = running.url.removeprefix("http://").split(":")
         index = json.loads((vxp_captures / "index.json").read_text())
         package = (vxp_captures / "package.edxml").read_bytes()
