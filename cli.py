@@ -22,7 +22,7 @@ from axis import config, edxml, keystore, pki, signing
 from axis.errors import AxisError, KeyStoreError
 from axis.registry import Registry
 from axis.store import Agency, SQLiteStore
-from axis.verification import VerifiedPackage, verify_package
+from axis.verification import VerifiedPackage, sign_package, verify_package
 
 F = TypeVar("F", bound=Callable[..., Any])
 CA_PASSPHRASE_ENV = "AXIS_CA_PASSPHRASE"  # noqa: S105 - the name of a variable, not a secret
@@ -275,8 +275,14 @@ def endpoint() -> None:
 @click.option("--push-url", help="The axis POSTs packages to this URL.")
 @click.option("--pull", is_flag=True, help="The endpoint polls its inbox instead.")
 @click.option("--client-cert-fingerprint", help="Require this mTLS client certificate (SHA-256).")
-@click.option("--vxp-system-id", help="Also reachable by VXP software (adapters/vxp.py) as this system id (pull only).")
+@click.option("--vxp-system-id", help="Also reachable by VXP software (docs/vxp.md) as this system id (pull only).")
 @click.option("--vxp-admin", is_flag=True, help="The VXP system id may register and delete agencies.")
+@click.option(
+    "--vxp-source",
+    "vxp_sources",
+    multiple=True,
+    help="The VXP system id may call only from this address or network, e.g. 10.1.2.0/24 (repeatable).",
+)
 @click.option("--json", "as_json", is_flag=True, help='Print {"token": ...} (and "vxp_secret") as JSON.')
 @click.pass_context
 def endpoint_add(
@@ -288,6 +294,7 @@ def endpoint_add(
     client_cert_fingerprint: str | None,
     vxp_system_id: str | None,
     vxp_admin: bool,
+    vxp_sources: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Create an endpoint and print its bearer token (and VXP secret) once."""
@@ -295,11 +302,15 @@ def endpoint_add(
         raise click.UsageError("give exactly one of --push-url URL or --pull")
     if vxp_system_id is not None and not pull:
         raise click.UsageError("a VXP system id needs --pull: VXP software polls for its documents")
+    if vxp_system_id is None and (vxp_admin or vxp_sources):
+        raise click.UsageError("--vxp-admin and --vxp-source need --vxp-system-id")
     registry = _registry(ctx)
     shown: dict[str, str] = {}
     if vxp_system_id is not None:
         box = keystore.SecretBox.at(keystore.KeyStore(config.load(ctx.find_root().obj).keys).secrets)
-        created, token, secret = registry.add_vxp_endpoint(name, list(agencies), vxp_system_id, box, admin=vxp_admin)
+        created, token, secret = registry.add_vxp_endpoint(
+            name, list(agencies), vxp_system_id, box, admin=vxp_admin, sources=vxp_sources
+        )
         shown = {"token": token, "vxp_secret": secret}
     else:
         created, token = registry.add_endpoint(name, list(agencies), push_url, client_cert_fingerprint)
@@ -540,14 +551,18 @@ def keys_crl(directory: Path) -> None:
 )
 @click.option("--replace", is_flag=True, help="Remove an existing (or placeholder) Signature before signing.")
 def sign_command(file: Path, key_path: Path, cert_path: Path, out: Path, replace: bool) -> None:
-    """Sign an edXML package with an agency key (RSA-SHA256 or ECDSA-SHA256, exclusive c14n)."""
+    """Sign an edXML package with an agency key (RSA-SHA256 or ECDSA-SHA256, exclusive c14n).
+
+    A package the axis would refuse (its shape: edxml.* codes) or whose From is not the
+    certificate's agency (signature.signer_not_sender) is refused before it is signed.
+    """
     key = _with_passphrase(
         lambda passphrase: keystore.read_private_key(key_path, passphrase),
         KEY_PASSPHRASE_ENV,
         str(key_path),
     )
     certificate, *intermediates = keystore.read_certificates(cert_path)
-    signed = signing.sign(file.read_bytes(), key, certificate, tuple(intermediates), replace=replace)
+    signed = sign_package(file.read_bytes(), key, certificate, tuple(intermediates), replace=replace)
     keystore.write_public(out, signed)
     click.echo(f"signed {out} as {certificate.subject.rfc4514_string()}")
 
@@ -596,6 +611,7 @@ def _report(
         )
     if error is not None:
         report.update(code=error.code, detail=error.message)
+        report.update({k: error.fields[k] for k in ("line", "column") if k in error.fields})
     return report
 
 

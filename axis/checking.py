@@ -40,6 +40,7 @@ class Checked:
     revision_of: str | None = None
     """For a revoke/update/replace (BussinessDocType 1-3): the DocumentId it changes."""
     due_date: str | None = None
+    """The DueDate as ``yyyy/MM/dd`` (a ``dd/MM/yyyy`` one is rewritten), so that it compares as text."""
     priority: int = 0
     subject: str = ""
 
@@ -63,7 +64,7 @@ def summarise(package: edxml.Package, *, sha256: str, size: int, fingerprint: st
         document_id=package.document_id,
         recipients=tuple(r.organ_id for r in package.recipients),
         revision_of=((bussiness.document_id or package.document_id) if revision and bussiness else None),
-        due_date=package.due_date,
+        due_date=edxml.sortable_date(package.due_date),
         priority=(package.other_info.priority or 0) if package.other_info else 0,
         subject=package.subject,
         **common,  # type: ignore[arg-type]

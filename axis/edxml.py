@@ -6,6 +6,11 @@ document wrongly (sender and recipient OrganIds, duplicate recipients, the Docum
 document package). Building is strict: ``build`` refuses a package that breaks a length or
 shape rule of EDXML.md. Elements are matched by namespace URI, never by prefix.
 
+Shapes from real agency software that ``read`` accepts (EDXML.md, "Shapes seen in real agency
+software"): a status package whose header element is ``Status`` instead of ``MessageHeader``
+(holding only the status fields), ``TraceHeaderList`` children in any order, and ``Business``
+as a spelling of ``Bussiness``. ``build`` always writes the regulation's own forms.
+
 ``parse`` does not check signatures; ``axis.verification`` does, and reads only what was signed.
 """
 
@@ -23,7 +28,7 @@ from lxml import etree
 
 from axis import xmlguard
 from axis.errors import IdentifierError, PackageRefused
-from axis.identifiers import DATE_SHAPE, document_id, organ_id
+from axis.identifiers import document_id, organ_id
 
 NS = "http://www.mic.gov.vn/TBT/QCVN_102_2016"
 
@@ -395,14 +400,27 @@ def _attachments(root: etree._Element) -> tuple[Attachment, ...]:
     return tuple(result)
 
 
+BUSSINESS_NAMES = (q("Bussiness"), q("Business"))
+"""The regulation spells it ``Bussiness``; readers in the field also accept ``Business``."""
+
+
 def _trace_headers(header: etree._Element) -> tuple[tuple[TraceHeader, ...], etree._Element | None]:
+    """The hops and the Bussiness element, in any order (the operator's builder writes Bussiness first)."""
     trace_list = _child(header, "TraceHeaderList")
     if trace_list is None:
         return (), None
     hops = tuple(
         h for h in (_record(TraceHeader, e) for e in _children(trace_list, "TraceHeader")) if h is not None
     )
-    return hops, _child(trace_list, "Bussiness")
+    bussiness = [e for e in trace_list if e.tag in BUSSINESS_NAMES]
+    if len(bussiness) > 1:
+        raise _refuse(
+            "edxml.duplicate_field",
+            bussiness[1],
+            f"<TraceHeaderList> may hold one <Bussiness> (or <Business>), found {len(bussiness)}: "
+            "the axis and a recipient could read different ones",
+        )
+    return hops, bussiness[0] if bussiness else None
 
 
 @cache
@@ -446,26 +464,59 @@ SINGLE_VALUED = (
     "Timestamp",
 )
 DOCUMENT_ONLY = ("To", "DocumentId", "Subject", "Code", "PromulgationInfo", "DocumentType", "SignerInfo")
+"""Document parts a status MessageHeader may not carry."""
+STATUS_FIELDS = ("From", "ResponseFor", "StaffInfo", "StatusCode", "Description", "Timestamp")
+"""All that a ``Status`` header element may hold: the vendor SDK that writes it writes nothing else,
+so any other field there is a document part."""
 
 
-def _refuse_ambiguity(root: etree._Element, message: etree._Element) -> None:
+def _header_element(root: etree._Element) -> etree._Element:
+    """``MessageHeader``, or ``Status`` (one vendor's SDK names a status package's header so).
+
+    The schema lets both through together so that they are refused here with a precise code:
+    with two header elements the axis and a recipient could read different senders or kinds.
+    """
+    header = root.find(f"{q('edXMLEnvelope')}/{q('edXMLHeader')}")
+    found = [] if header is None else [e for e in header if e.tag in (q("MessageHeader"), q("Status"))]
+    if not found:
+        raise _refuse(
+            "edxml.missing_field",
+            root if header is None else header,
+            "edXMLEnvelope/edXMLHeader needs a <MessageHeader> (or, for a status package, <Status>)",
+        )
+    if len(found) > 1:
+        names = " and ".join(f"<{etree.QName(e).localname}>" for e in found)
+        raise _refuse(
+            "edxml.ambiguous_kind", found[1], f"edXMLHeader holds {names}; a package has one header element"
+        )
+    return found[0]
+
+
+def _refuse_ambiguity(root: etree._Element, message: etree._Element, is_status: bool) -> None:
+    name = etree.QName(message).localname
     present: dict[object, list[etree._Element]] = {}
-    for child in message:  # one pass over MessageHeader, not one search per field
+    for child in message:  # one pass over the header element, not one search per field
         present.setdefault(child.tag, []).append(child)
-    for name in SINGLE_VALUED:
-        repeated = present.get(q(name), [])
+    for field_name in SINGLE_VALUED:
+        repeated = present.get(q(field_name), [])
         if len(repeated) > 1:
             raise _refuse(
-                "edxml.duplicate_field", repeated[1], f"<{name}> may appear only once in MessageHeader"
+                "edxml.duplicate_field", repeated[1], f"<{field_name}> may appear only once in {name}"
             )
-    if _child(message, "StatusCode") is None:
+    if not is_status:
         return
     answered = _children(message, "ResponseFor")
     if len(answered) > 1:
         raise _refuse(
             "edxml.duplicate_field", answered[1], "a status package answers exactly one <ResponseFor>"
         )
-    mixed = [n for n in DOCUMENT_ONLY if _child(message, n) is not None]
+    if message.tag == q("Status"):
+        allowed = {q(n) for n in STATUS_FIELDS}
+        mixed = [etree.QName(t).localname for t in present if isinstance(t, str) and t not in allowed]
+        kind = "a <Status> header"
+    else:
+        mixed = [n for n in DOCUMENT_ONLY if q(n) in present]
+        kind = "a package with <StatusCode>"
     body = root.find(f"{q('edXMLEnvelope')}/{q('edXMLBody')}")
     if body is not None:
         mixed.append("edXMLBody")
@@ -475,27 +526,29 @@ def _refuse_ambiguity(root: etree._Element, message: etree._Element) -> None:
         raise _refuse(
             "edxml.ambiguous_kind",
             message,
-            f"a package with <StatusCode> is a status package and cannot also carry {', '.join(mixed)}",
+            f"{kind} is a status package and cannot also carry {', '.join(mixed)}",
         )
 
 
 def read(root: etree._Element) -> Package:
     """Turn a parsed (and, for anything trusted, signature-verified) tree into a package."""
     validate(root)
-    header = root.find(f"{q('edXMLEnvelope')}/{q('edXMLHeader')}")
-    message = header.find(q("MessageHeader")) if header is not None else None
-    if header is None or message is None:
-        raise _refuse("edxml.missing_field", root, "edXMLEnvelope/edXMLHeader/MessageHeader is missing")
+    message = _header_element(root)
+    header = message.getparent()
+    assert header is not None
     senders = _children(message, "From")
     if len(senders) != 1:
         raise _refuse(
-            "edxml.missing_field", message, f"MessageHeader needs exactly one <From>, found {len(senders)}"
+            "edxml.missing_field",
+            message,
+            f"{etree.QName(message).localname} needs exactly one <From>, found {len(senders)}",
         )
     sender = _organization(senders[0])
     trace_headers, bussiness = _trace_headers(header)
-    _refuse_ambiguity(root, message)
+    is_status = message.tag == q("Status") or _child(message, "StatusCode") is not None
+    _refuse_ambiguity(root, message, is_status)
 
-    if _child(message, "StatusCode") is not None:
+    if is_status:
         status_code = _required(message, "StatusCode").strip()
         if status_code not in STATUS_CODES:
             raise _refuse(
@@ -567,6 +620,22 @@ def parse(data: bytes, limits: xmlguard.XMLLimits = xmlguard.DEFAULT_LIMITS) -> 
 # ---------------------------------------------------------------- building
 
 _TIMESTAMP = re.compile(r"\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}", re.ASCII)
+FIELD_DATE = re.compile(r"(\d{4})/(\d{2})/(\d{2})|(\d{2})/(\d{2})/(\d{4})", re.ASCII)
+"""A PromulgationDate or DueDate: ``yyyy/MM/dd`` as EDXML.md writes it, or ``dd/MM/yyyy`` as agency
+software also does (``read`` does not check these dates; ``build`` writes either). Shape only,
+like ``identifiers.DATE_SHAPE``; a DocumentId's date stays ``yyyy/MM/dd`` only."""
+
+
+def sortable_date(value: str | None) -> str | None:
+    """``value`` as ``yyyy/MM/dd`` when it is a date of either FIELD_DATE shape, so that dates
+    compare as text (the store's overdue report does); any other text is returned unchanged."""
+    match = FIELD_DATE.fullmatch(value) if value is not None else None
+    if match is None or match.group(1):
+        return value
+    day, month, year = match.group(4, 5, 6)
+    return f"{year}/{month}/{day}"
+
+
 LENGTH_LIMITS = {
     "CodeNumber": 11,
     "CodeNotation": 30,
@@ -640,13 +709,16 @@ def check(package: Package) -> None:
     if package.promulgation_info:
         _check_length("Place", package.promulgation_info.place)
         _check_shape(
-            "PromulgationDate", package.promulgation_info.promulgation_date, DATE_SHAPE, "2026/11/21"
+            "PromulgationDate",
+            package.promulgation_info.promulgation_date,
+            FIELD_DATE,
+            "2026/11/21 or 21/11/2026",
         )
     if package.document_type:
         _check_length("TypeName", package.document_type.type_name)
     for place in package.to_places:
         _check_length("ToPlace", place)
-    _check_shape("DueDate", package.due_date, DATE_SHAPE, "2026/11/21")
+    _check_shape("DueDate", package.due_date, FIELD_DATE, "2026/11/21 or 21/11/2026")
     priority = package.other_info.priority if package.other_info else None
     if priority is not None and not 0 <= priority <= 4:
         raise PackageRefused("edxml.invalid_field", f"Priority must be 0-4, not {priority}", field="Priority")

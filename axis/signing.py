@@ -19,8 +19,10 @@ validated against the XMLDSig schema that signxml ships. Interoperability with o
 implementations is tested against xmlsec1 and signxml (tests/test_interop_xmlsec.py).
 
 Security: callers must read only ``Verified.signed_xml`` afterwards. It is the canonical form of
-what the signature covers, re-parsed, so comments and unsigned nodes are gone. The original bytes
-are what the axis stores and forwards; they are never re-serialised or "repaired".
+what the signature covers, re-parsed, so comments and unsigned nodes are gone. Its elements carry
+the line numbers of the original bytes, so that a fault found in it is reported where the sender
+can see it. The original bytes are what the axis stores and forwards; they are never
+re-serialised or "repaired".
 """
 
 from __future__ import annotations
@@ -93,7 +95,8 @@ class Verified:
     """What a valid signature proves. Read the package from ``signed_xml`` only."""
 
     signed_xml: etree._Element
-    """The signed content: the canonical document without its signature, re-parsed."""
+    """The signed content: the canonical document without its signature, re-parsed. Each element's
+    ``sourceline`` is its line in the original bytes (up to ``MAX_ELEMENT_LINE``)."""
     certificate: x509.Certificate
     """The signer's certificate."""
     chain: tuple[x509.Certificate, ...]
@@ -149,7 +152,17 @@ def sign(
 
     A document that already carries a ``Signature`` element (an XMLDSig one, or a legacy
     placeholder in another namespace) is refused unless ``replace`` is set, which removes them.
+    This signs any document the policy can place a signature in; ``verification.sign_package``
+    also refuses an edXML package the axis would refuse.
     """
+    root = unsigned_tree(data, replace=replace, policy=policy)
+    return sign_tree(root, key, certificate, intermediates, policy=policy)
+
+
+def unsigned_tree(
+    data: bytes, *, replace: bool = False, policy: SignaturePolicy = EDXML_POLICY
+) -> etree._Element:
+    """Parse a document to be signed, without any ``Signature`` element in it (see ``sign``)."""
     root = xmlguard.parse(data, policy.limits)
     existing = _signature_like(root)
     if existing and not replace:
@@ -159,7 +172,7 @@ def sign(
         )
     for element in existing:
         _remove_keeping_tail(element)
-    return sign_tree(root, key, certificate, intermediates, policy=policy)
+    return root
 
 
 def sign_tree(
@@ -598,6 +611,7 @@ def verify(data: bytes, trust: pki.Trust, at: datetime, policy: SignaturePolicy 
     # signature element (enveloped-signature), in exclusive c14n without comments.
     _remove_keeping_tail(signature)
     signed = _c14n(root)
+    lines: list[int | None] = [element.sourceline for element in root.iter(etree.Element)]  # type: ignore[misc]
     del root, signature, signed_info  # the tree is no longer read: free it before the re-parse
     if not hmac.compare_digest(hashlib.sha256(signed).digest(), digest_value):
         raise SignatureRefused(
@@ -608,6 +622,7 @@ def verify(data: bytes, trust: pki.Trust, at: datetime, policy: SignaturePolicy 
         signed_xml = etree.fromstring(signed, xmlguard.parser())
     except etree.XMLSyntaxError as error:  # cannot happen for c14n output; refused all the same
         raise SignatureRefused("signature.malformed", f"the signed content cannot be read: {error}") from None
+    _restore_lines(signed_xml, lines)
     return Verified(
         signed_xml=signed_xml,
         certificate=certificate,
@@ -620,6 +635,20 @@ def verify(data: bytes, trust: pki.Trust, at: datetime, policy: SignaturePolicy 
         checked_at=at,
         digest=digest_value.hex(),
     )
+
+
+MAX_ELEMENT_LINE = 65_535
+"""libxml2 keeps an element's line in 16 bits: past this line an element keeps its canonical line."""
+
+
+def _restore_lines(signed_xml: etree._Element, lines: list[int | None]) -> None:
+    """Give each element of the canonical form its line in the original bytes, which canonicalisation
+    shifts (the XML declaration, comments, the signature and line breaks inside tags are gone).
+    Schema faults and the reader's refusals then name the line the sender sees in its file. The
+    two trees hold the same elements in the same order: the digest just proved it."""
+    for element, line in zip(signed_xml.iter(etree.Element), lines, strict=True):
+        if line is not None and line <= MAX_ELEMENT_LINE:
+            element.sourceline = line  # type: ignore[assignment]  # lxml-stubs type sourceline as "..."
 
 
 @cache

@@ -3,6 +3,9 @@
 This is the one place a package's bytes become a trusted ``edxml.Package``: the offline
 ``axis verify`` uses it, and so does the server. The registry's checks (sender registered,
 certificate bound to the sender by fingerprint, recipients active) come after it, elsewhere.
+
+``sign_package`` is the signer's side of the same rules (``axis sign``): a package the axis would
+refuse for its shape, or for its signer, is refused before it is signed, with the same code.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+
+from cryptography import x509
 
 from axis import edxml, pki, signing
 from axis.errors import IdentifierError, SignatureRefused
@@ -36,18 +41,45 @@ def _names_an_agency(uid: str | None) -> bool:
     return True
 
 
-def verify_package(data: bytes, trust: pki.Trust, at: datetime) -> VerifiedPackage:
-    """Verify ``data`` at time ``at`` and return the package it signs; raise a refusal otherwise.
-
-    When the signer's certificate names an OrganId (UID in the subject), it must be the package's
-    sender: an agency cannot sign in another agency's name. Certificates without one are bound to
-    agencies by the registry's fingerprint binding alone.
-    """
-    verified = signing.verify(data, trust, at)
-    package = edxml.read(verified.signed_xml)
-    if _names_an_agency(verified.organ_id) and verified.organ_id != package.sender.organ_id:
+def _refuse_foreign_signer(certificate: x509.Certificate, sender: str) -> None:
+    """When the certificate names an OrganId (UID in the subject), it must be the package's sender:
+    an agency cannot sign in another agency's name. Certificates without one are bound to agencies
+    by the registry's fingerprint binding alone."""
+    signer = pki.organ_id_of(certificate)
+    if _names_an_agency(signer) and signer != sender:
         raise SignatureRefused(
             "signature.signer_not_sender",
-            f"the package is sent by {package.sender.organ_id} but signed with the certificate of {verified.organ_id}",
+            f"the package is sent by {sender} but the certificate is that of {signer}: "
+            "only the sender's own key may sign it",
         )
+
+
+def verify_package(data: bytes, trust: pki.Trust, at: datetime) -> VerifiedPackage:
+    """Verify ``data`` at time ``at`` and return the package it signs; raise a refusal otherwise
+    (the signer must be the sender, see ``_refuse_foreign_signer``)."""
+    verified = signing.verify(data, trust, at)
+    package = edxml.read(verified.signed_xml)
+    _refuse_foreign_signer(verified.certificate, package.sender.organ_id)
     return VerifiedPackage(package, verified, hashlib.sha256(data).hexdigest())
+
+
+def sign_package(
+    data: bytes,
+    key: pki.PrivateKey,
+    certificate: x509.Certificate,
+    intermediates: tuple[x509.Certificate, ...] = (),
+    *,
+    replace: bool = False,
+) -> bytes:
+    """Sign an unsigned edXML package for its sender and return the signed bytes.
+
+    Before anything is signed, the package is read as the axis will read it (schema, shape,
+    ``edxml.*`` codes) and its From must be the certificate's agency (``signature.signer_not_sender``):
+    a signature over a package the axis refuses only wastes the sender's time, and a signature in
+    another agency's name is never made. With ``replace``, existing (placeholder) Signature
+    elements are removed first and so are never taken for a shape fault.
+    """
+    root = signing.unsigned_tree(data, replace=replace)
+    package = edxml.read(root)
+    _refuse_foreign_signer(certificate, package.sender.organ_id)
+    return signing.sign_tree(root, key, certificate, intermediates)

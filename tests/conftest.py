@@ -1,7 +1,14 @@
-"""Shared fixtures: one development PKI per session on disk, real keys, real certificates."""
+"""Shared fixtures: one development PKI per session on disk, real keys, real certificates.
+
+Tests that read ../shared (the agencies' samples, the VXP captures) take it through the
+``samples`` and ``vxp_captures`` fixtures: when it is absent (a bare clone) they are skipped with
+the reason, unless ``AXIS_REQUIRE_SHARED=1`` (CI sets it), which makes them fail instead.
+``AXIS_SHARED`` points elsewhere than ../shared.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,8 +19,28 @@ from adapters.demo import example_document
 from axis import edxml, keystore, pki, signing
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLES = REPO.parent / "shared" / "samples" / "edxml-vdxp"
+SHARED = Path(os.environ.get("AXIS_SHARED") or REPO.parent / "shared")
+SAMPLES = SHARED / "samples" / "edxml-vdxp"
+VXP_CAPTURES = SHARED / "vxp-captures"
 MALFORMED_SAMPLES = {"edoc.edxml", "edoc_new.edxml"}
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+def _shared(path: Path, what: str) -> Path:
+    if path.is_dir():
+        return path
+    reason = f"{what} are expected at {path} (../shared beside the checkout, or $AXIS_SHARED)"
+    if os.environ.get("AXIS_REQUIRE_SHARED") == "1":
+        pytest.fail(f"{reason}; AXIS_REQUIRE_SHARED=1 requires them")
+    pytest.skip(reason)
+
+
+def well_formed_sample_names() -> list[str]:
+    """The well-formed shared samples' names, for ``parametrize``. Without the samples, one
+    placeholder: the test still runs once and its ``samples`` fixture skips it (or fails it) with
+    the reason, where an empty parameter set would be skipped without one."""
+    names = sorted(p.name for p in SAMPLES.glob("*.edxml") if p.name not in MALFORMED_SAMPLES)
+    return names or ["shared-samples-absent"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +108,11 @@ def signed_document(document: edxml.DocumentPackage, vpcp: Agency) -> bytes:
 
 @pytest.fixture(scope="session")
 def samples() -> Path:
-    if not SAMPLES.is_dir():
-        pytest.fail(f"the shared samples are expected at {SAMPLES}")
-    return SAMPLES
+    """../shared/samples/edxml-vdxp: packages written by real agency software."""
+    return _shared(SAMPLES, "the shared samples")
+
+
+@pytest.fixture(scope="session")
+def vxp_captures() -> Path:
+    """../shared/vxp-captures: requests and packages captured from the operator's VXP SDK."""
+    return _shared(VXP_CAPTURES, "the VXP captures")

@@ -11,10 +11,13 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives.serialization import Encoding
+from lxml import etree
 
+from axis import edxml, keystore, signing
 from cli import cli
-from tests.conftest import MALFORMED_SAMPLES
+from tests.conftest import FIXTURES, MALFORMED_SAMPLES, REPO
 
+EXAMPLES = REPO / "schemas" / "examples"
 EXPECTED_SAMPLE_CODES = {
     "edoc.edxml": "xml.malformed",
     "edoc_new.edxml": "xml.malformed",
@@ -152,7 +155,7 @@ def test_revoke_then_verify_now_and_at_acceptance_time(keys: Path, samples: Path
 
 def test_encrypted_key_needs_its_passphrase(keys: Path, samples: Path, tmp_path: Path) -> None:
     env = {"AXIS_KEY_PASSPHRASE": "correct horse battery staple"}
-    key, cert = _issue(keys, "000.00.00.G17", "--out", str(tmp_path), "--encrypt", env=env)
+    key, cert = _issue(keys, "000.00.00.G22", "--out", str(tmp_path), "--encrypt", env=env)
     assert b"ENCRYPTED" in key.read_bytes()
     out = tmp_path / "signed.edxml"
     args = [
@@ -184,16 +187,16 @@ def test_encrypted_key_needs_its_passphrase(keys: Path, samples: Path, tmp_path:
         ["keys", "issue"],
     ],
 )
-def test_usage_errors_exit_2(samples: Path, args: list[str]) -> None:
-    filled = [a.format(sample=samples / "status.edxml") for a in args]
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    filled = [a.format(sample=EXAMPLES / "status.edxml") for a in args]
     assert run(*filled).exit_code == 2
 
 
 def test_verify_without_trust_directory_is_a_usage_error(
-    samples: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    result = run("verify", str(samples / "status.edxml"))
+    result = run("verify", str(EXAMPLES / "status.edxml"))
     assert result.exit_code == 2 and "keystore.missing" in result.output
 
 
@@ -230,3 +233,129 @@ def test_trust_directory_may_hold_der_files(keys: Path, samples: Path, tmp_path:
     empty.mkdir()
     refused = run("verify", str(out), "--trust", str(empty))
     assert refused.exit_code == 1 and "certificate.untrusted" in refused.output
+
+
+# ---------------------------------------------------------------- axis sign refuses what the axis would refuse
+
+HEADER = f"{edxml.q('edXMLEnvelope')}/{edxml.q('edXMLHeader')}"
+
+
+def _example(name: str) -> etree._Element:
+    return etree.fromstring((EXAMPLES / name).read_bytes())
+
+
+def _write(root: etree._Element, path: Path) -> Path:
+    path.write_bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+    return path
+
+
+def _sign(keys: Path, tmp_path: Path, organ_id: str, package: Path, *extra: str) -> tuple[Result, Path]:
+    """``axis sign`` with a key issued to ``organ_id`` in ``tmp_path`` (once per test)."""
+    key, cert = tmp_path / f"{organ_id}.key", tmp_path / f"{organ_id}.pem"
+    if not key.exists():
+        _issue(keys, organ_id, "--out", str(tmp_path))
+    out = tmp_path / f"signed-{package.name}"
+    return run("sign", str(package), "--key", str(key), "--cert", str(cert), "-o", str(out), *extra), out
+
+
+def _status_header(root: etree._Element) -> etree._Element:
+    message = root.find(f"{HEADER}/{edxml.q('MessageHeader')}")
+    assert message is not None
+    message.tag = edxml.q("Status")
+    return root
+
+
+def test_sign_accepts_a_status_header_element_and_it_verifies(keys: Path, tmp_path: Path) -> None:
+    package = _write(_status_header(_example("status.edxml")), tmp_path / "status.edxml")
+    signed, out = _sign(keys, tmp_path, "000.00.00.H41", package)
+    assert signed.exit_code == 0, signed.output
+    verified = run("verify", str(out), "--trust", str(keys / "trust"))
+    assert verified.exit_code == 0, verified.output
+    assert "status 000.00.00.G22,2026/11/20,1234/VPCP-KSTT from 000.00.00.H41" in verified.output
+
+
+@pytest.mark.parametrize(
+    ("organ_id", "example", "damage", "code"),
+    [
+        ("000.00.00.G22", "document.edxml", "unknown element", "edxml.schema_invalid"),
+        ("000.00.00.G22", "document.edxml", "no subject", "edxml.missing_field"),
+        ("000.00.00.H41", "status.edxml", "two header elements", "edxml.ambiguous_kind"),
+        ("000.00.00.H41", "document.edxml", "another agency's package", "signature.signer_not_sender"),
+    ],
+)
+def test_sign_refuses_before_signing_what_the_axis_would_refuse(
+    keys: Path, tmp_path: Path, organ_id: str, example: str, damage: str, code: str
+) -> None:
+    root = _example(example)
+    message = root.find(f"{HEADER}/{edxml.q('MessageHeader')}")
+    assert message is not None
+    if damage == "unknown element":
+        message.append(etree.Element(edxml.q("Unknown")))
+    elif damage == "no subject":
+        message.remove(message.find(edxml.q("Subject")))  # type: ignore[arg-type]
+    elif damage == "two header elements":
+        status = etree.Element(edxml.q("Status"))
+        status.extend(etree.fromstring(etree.tostring(message)))
+        message.addnext(status)
+    signed, out = _sign(keys, tmp_path, organ_id, _write(root, tmp_path / example))
+    assert signed.exit_code == 1
+    assert f"Error: {code}: " in signed.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["edXMLHeader", "edXML"])
+def test_sign_replace_removes_a_placeholder_signature_before_the_shape_check(
+    keys: Path, tmp_path: Path, where: str
+) -> None:
+    """Agency software writes an edXML:Signature placeholder (where the schema allows one, or not):
+    with --replace it is removed first and is never taken for a shape fault."""
+    root = _example("document.edxml")
+    parent = root.find(HEADER) if where == "edXMLHeader" else root
+    assert parent is not None
+    etree.SubElement(parent, edxml.q("Signature")).text = "placeholder"
+    package = _write(root, tmp_path / "placeholder.edxml")
+    refused, out = _sign(keys, tmp_path, "000.00.00.G22", package)
+    assert refused.exit_code == 1 and "signature.already_signed" in refused.output
+    signed, out = _sign(keys, tmp_path, "000.00.00.G22", package, "--replace")
+    assert signed.exit_code == 0, signed.output
+    assert b"placeholder" not in out.read_bytes()
+    assert run("verify", str(out), "--trust", str(keys / "trust")).exit_code == 0
+
+
+# ---------------------------------------------------------------- axis verify names the file's own lines
+
+
+@pytest.mark.parametrize(
+    ("fixture", "line", "fault"),
+    [
+        ("unclosed-element.edxml", 16, "line 16, column 23: Opening and ending tag mismatch: From line 7 and MessageHeader"),
+        ("undeclared-prefix.edxml", 15, "line 15, column 38: Namespace prefix xlink for href on Reference is not defined"),
+    ],
+)
+def test_verify_names_libxml2_fault_in_a_malformed_file(keys: Path, fixture: str, line: int, fault: str) -> None:
+    result = run("verify", str(FIXTURES / fixture), "--trust", str(keys / "trust"))
+    assert result.exit_code == 1
+    assert "INVALID  xml.malformed" in result.output
+    assert f"reason       {fault}" in result.output
+    report = json.loads(run("verify", str(FIXTURES / fixture), "--trust", str(keys / "trust"), "--json").output)
+    assert (report["code"], report["line"]) == ("xml.malformed", line)
+
+
+def test_verify_reports_a_fault_in_the_signed_content_at_its_line_in_the_file(keys: Path, tmp_path: Path) -> None:
+    """The schema is checked on the canonical form (no XML declaration, comments or signature); the
+    fault is still reported at the line the sender sees."""
+    root = _example("document.edxml")
+    root.find(HEADER).insert(0, etree.Comment(" written by\n  the agency's software "))  # type: ignore[union-attr]
+    manifest = root.find(f"{edxml.q('edXMLEnvelope')}/{edxml.q('edXMLBody')}/{edxml.q('edXMLManifest')}")
+    assert manifest is not None
+    manifest.addnext(etree.Element(edxml.q("Unknown")))
+    etree.indent(root)
+    key, cert = _issue(keys, "000.00.00.G22", "--out", str(tmp_path))
+    unsigned = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    signed = signing.sign(unsigned, keystore.read_private_key(key), keystore.read_certificates(cert)[0])
+    package = tmp_path / "signed.edxml"
+    package.write_bytes(signed.replace(b"<ds:KeyInfo>", b"\n<ds:KeyInfo>"))
+    line = next(n for n, text in enumerate(package.read_text().splitlines(), 1) if "<Unknown" in text)
+    report = json.loads(run("verify", str(package), "--trust", str(keys / "trust"), "--json").output)
+    assert (report["code"], report["line"]) == ("edxml.schema_invalid", line)
+    assert report["detail"].startswith(f"line {line}: Element '{{{edxml.NS}}}Unknown'")

@@ -1,15 +1,17 @@
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from lxml import etree
 
 from axis import edxml, xmlguard
 from axis.errors import PackageRefused, XMLRefused
-from tests.conftest import MALFORMED_SAMPLES, SAMPLES
+from tests.conftest import FIXTURES, MALFORMED_SAMPLES, REPO, well_formed_sample_names
 
-WELL_FORMED = sorted(p.name for p in SAMPLES.glob("*.edxml") if p.name not in MALFORMED_SAMPLES)
+WELL_FORMED = well_formed_sample_names()
 
 
 def test_the_shared_samples_are_all_there(samples: Path) -> None:
@@ -290,3 +292,144 @@ def test_comments_are_refused_only_where_they_change_a_value(value: bytes, accep
         with pytest.raises(XMLRefused) as refused:
             xmlguard.parse(value)
         assert refused.value.code == "xml.comment_in_value"
+
+
+# ---------------------------------------------------------------- shapes from real agency software
+
+EXAMPLES = REPO / "schemas" / "examples"
+
+
+def _example(name: str) -> etree._Element:
+    return etree.fromstring((EXAMPLES / name).read_bytes())
+
+
+def _header(root: etree._Element) -> etree._Element:
+    header = root.find(f"{edxml.q('edXMLEnvelope')}/{edxml.q('edXMLHeader')}")
+    assert header is not None
+    return header
+
+
+def _status_header(root: etree._Element) -> etree._Element:
+    """The example status package rewritten as one vendor's SDK writes it: header element Status."""
+    message = _header(root).find(edxml.q("MessageHeader"))
+    assert message is not None
+    message.tag = edxml.q("Status")
+    return message
+
+
+def _bytes(root: etree._Element) -> bytes:
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def test_status_header_element_reads_as_the_same_status_package() -> None:
+    root = _example("status.edxml")
+    _status_header(root)
+    package = edxml.parse(_bytes(root))
+    assert isinstance(package, edxml.StatusPackage)
+    assert package == edxml.parse((EXAMPLES / "status.edxml").read_bytes())
+    assert (package.status_code, package.response_for.organ_id) == ("03", "000.00.00.G22")
+
+
+@pytest.mark.parametrize("status_first", [True, False])
+def test_status_beside_message_header_is_ambiguous(status_first: bool) -> None:
+    root = _example("status.edxml")
+    second = copy.deepcopy(_header(root)[0])
+    _status_header(root)
+    _header(root).insert(1 if status_first else 0, second)
+    with pytest.raises(PackageRefused) as refused:
+        edxml.parse(_bytes(root))
+    assert refused.value.code == "edxml.ambiguous_kind"
+    assert "<MessageHeader>" in refused.value.message and "<Status>" in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("To", "<OrganId>000.00.00.H14</OrganId>"),
+        ("DocumentId", "000.00.00.H41,2026/11/20,9/UBND-VP"),
+        ("Subject", "V/v lạ"),
+        ("DueDate", "2026/12/04"),
+        ("SteeringType", "1"),
+    ],
+)
+def test_status_header_holding_a_document_field_is_ambiguous(field: str, value: str) -> None:
+    root = _example("status.edxml")
+    _status_header(root).append(etree.fromstring(f'<{field} xmlns="{edxml.NS}">{value}</{field}>'))
+    with pytest.raises(PackageRefused) as refused:
+        edxml.parse(_bytes(root))
+    assert refused.value.code == "edxml.ambiguous_kind"
+    assert f"a <Status> header is a status package and cannot also carry {field}" in refused.value.message
+
+
+def test_status_header_needs_its_status_code() -> None:
+    root = _example("status.edxml")
+    status = _status_header(root)
+    status.remove(status.find(edxml.q("StatusCode")))  # type: ignore[arg-type]
+    with pytest.raises(PackageRefused) as refused:
+        edxml.parse(_bytes(root))
+    assert refused.value.code == "edxml.missing_field"
+    assert "<Status> needs a non-empty <StatusCode>" in refused.value.message
+
+
+def _trace_list(root: etree._Element) -> etree._Element:
+    trace_list = _header(root).find(edxml.q("TraceHeaderList"))
+    assert trace_list is not None
+    return trace_list
+
+
+def test_trace_header_list_children_in_any_order_and_business_spelling() -> None:
+    expected = edxml.parse((EXAMPLES / "document.edxml").read_bytes())
+    assert isinstance(expected, edxml.DocumentPackage) and expected.bussiness is not None
+    root = _example("document.edxml")
+    trace_list = _trace_list(root)
+    bussiness = trace_list.find(edxml.q("Bussiness"))
+    assert bussiness is not None
+    trace_list.insert(0, bussiness)  # the operator's EdXML102 builder writes Bussiness first
+    assert edxml.parse(_bytes(root)) == expected
+    bussiness.tag = edxml.q("Business")
+    assert edxml.parse(_bytes(root)) == expected
+
+
+@pytest.mark.parametrize("second", ["Bussiness", "Business"])
+def test_two_bussiness_elements_are_refused(second: str) -> None:
+    root = _example("document.edxml")
+    trace_list = _trace_list(root)
+    extra = copy.deepcopy(trace_list.find(edxml.q("Bussiness")))
+    assert extra is not None
+    extra.tag = edxml.q(second)
+    trace_list.insert(0, extra)
+    with pytest.raises(PackageRefused) as refused:
+        edxml.parse(_bytes(root))
+    assert refused.value.code == "edxml.duplicate_field"
+    assert "found 2" in refused.value.message
+
+
+@pytest.mark.parametrize("date", ["2026/11/21", "21/11/2026"])
+def test_build_writes_dates_in_both_shapes_read_accepts(document: edxml.DocumentPackage, date: str) -> None:
+    dated = replace(document, due_date=date, promulgation_info=edxml.PromulgationInfo(promulgation_date=date))
+    assert edxml.parse(edxml.build(dated)) == dated
+
+
+@pytest.mark.parametrize("date", ["2026-11-21", "21/11/26", "1/11/2026", "2026/11/21 "])
+def test_build_refuses_other_date_shapes(document: edxml.DocumentPackage, date: str) -> None:
+    with pytest.raises(PackageRefused) as refused:
+        edxml.build(replace(document, due_date=date))
+    assert refused.value.code == "edxml.invalid_field"
+    assert "2026/11/21 or 21/11/2026" in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("value", "sortable"),
+    [("21/11/2026", "2026/11/21"), ("2026/11/21", "2026/11/21"), ("sớm", "sớm"), (None, None)],
+)
+def test_sortable_date(value: str | None, sortable: str | None) -> None:
+    assert edxml.sortable_date(value) == sortable
+
+
+def test_unclosed_element_names_libxml2_fault_and_the_file_line() -> None:
+    with pytest.raises(XMLRefused) as refused:
+        edxml.parse((FIXTURES / "unclosed-element.edxml").read_bytes())
+    assert refused.value.code == "xml.malformed"
+    assert refused.value.message == (
+        "line 16, column 23: Opening and ending tag mismatch: From line 7 and MessageHeader"
+    )

@@ -6,6 +6,7 @@ import os
 from dataclasses import replace
 
 import pytest
+from lxml import etree
 
 from axis import edxml, pki, signing
 from axis.errors import AxisError
@@ -52,3 +53,24 @@ def test_certificate_uid_that_is_not_an_organ_id_is_not_compared(
 def test_verification_time_must_carry_a_timezone(dev_pki: PKI, signed_document: bytes) -> None:
     with pytest.raises(ValueError):
         signing.verify(signed_document, dev_pki.trust, dev_pki.now.replace(tzinfo=None))
+
+
+def test_signed_content_carries_the_line_numbers_of_the_original_bytes(
+    dev_pki: PKI, vpcp: Agency, document: edxml.DocumentPackage
+) -> None:
+    """Canonicalisation drops the XML declaration, comments and the signature: without the original
+    lines, every fault found in the signed content would be reported some lines too early."""
+    root = etree.fromstring(edxml.build(document))
+    root[0][0].insert(0, etree.Comment(" a comment\n  over\n  three lines "))
+    etree.indent(root)
+    unsigned = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    signed = signing.sign(unsigned, vpcp.key, vpcp.certificate)
+    signed = signed.replace(b"<ds:KeyInfo>", b"\n\n<ds:KeyInfo>")  # unsigned whitespace in the signature
+    verified = signing.verify(signed, dev_pki.trust, dev_pki.now)
+    in_file: list[object] = [
+        e.sourceline
+        for e in etree.fromstring(signed).iter(etree.Element)
+        if etree.QName(e).namespace != signing.DS
+    ]
+    assert [e.sourceline for e in verified.signed_xml.iter(etree.Element)] == in_file
+    assert in_file[0] == 2 and len(set(in_file)) > 40
