@@ -352,6 +352,24 @@ class AxisClient:
         )
         return answer
 
+    async def refuse(self, message_id: str, agency: str | None = None, reason: str | None = None) -> list[str]:
+        """The recipient's software cannot take a pulled package: its deliveries (to this endpoint's
+        agencies, or ``agency``'s) end as dead letters and the sender gets signed ``failed``
+        receipts. Returns the recipients refused now (none when it was refused already)."""
+        params = {"agency": agency} if agency is not None else {}
+        body = json.dumps({"reason": reason} if reason else {}).encode()
+        answer: dict[str, Any] = await self._json(
+            "POST", f"/v1/messages/{message_id}/refuse", params=params, data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        return list(answer["refused"])
+
+    async def agencies(self) -> list[dict[str, Any]]:
+        """The axis's agency directory (OrganId, name, form, parent, status)."""
+        answer = await self._json("GET", "/v1/agencies")
+        items: list[dict[str, Any]] = answer["items"]
+        return items
+
     async def receipts(self, message_id: str) -> list[dict[str, Any]]:
         answer = await self._json("GET", f"/v1/messages/{message_id}/receipts")
         items: list[dict[str, Any]] = answer["items"]

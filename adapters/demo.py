@@ -224,7 +224,7 @@ async def _story(story: Story, processes: Processes, http: aiohttp.ClientSession
         status, body = await call("POST", "/v1/admin/endpoints", admin_token, {"name": name, "agencies": agencies, "push_url": push_url})
         tokens[name] = body.get("token")
         say(f"      {name:<13} {'push ' + push_url if push_url else 'pull':<40} {', '.join(agencies)}")
-    status, listed = await call("GET", "/v1/admin/agencies", admin_token)
+    status, listed = await call("GET", "/v1/agencies", admin_token)
     story.expect(status == 200 and len(listed["items"]) == 9 and all(tokens.values()), "9 agencies and 5 endpoints registered")
 
     def adapter_env(endpoint: str) -> dict[str, str]:

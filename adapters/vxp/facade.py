@@ -19,15 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from datetime import UTC, datetime
 
 from aiohttp import web
 
 from adapters.vxp.service import Backend, NewAgency, Received, Sent, Service, System, Unit
 from axis import edxml, keystore
-from axis.errors import RequestRefused, RoutingRefused, StoreError
-from axis.server.app import AXIS, SELF_AUTHENTICATED, addressed_to, submit_package, visible_message
+from axis.errors import RequestRefused, RoutingRefused
+from axis.server.app import (
+    AXIS,
+    SELF_AUTHENTICATED,
+    acknowledge,
+    addressed_to,
+    refuse,
+    submit_package,
+    visible_message,
+)
 from axis.server.runtime import Axis
 
 log = logging.getLogger("axis.vxp")
@@ -75,27 +82,14 @@ class AxisBackend(Backend):
         return await asyncio.to_thread(self.axis.store.blobs.get, message.sha256)
 
     async def update(self, system: System, doc_id: str, status: str) -> None:
-        _, mine = await addressed_to(self.axis, doc_id, system.endpoint, set(system.endpoint.agencies))
-        if status == "processing":
-            return
-        for delivery in mine:
-            if status == "done":
-                if delivery.state == "expired":
-                    raise StoreError(
-                        "store.invalid_transition",
-                        f"the delivery of {doc_id} to {delivery.recipient} ended as a dead letter; an administrator"
-                        " must requeue it before it can be acknowledged",
-                    )
-                await asyncio.to_thread(self.axis.router.delivered, delivery, b"done")
-            elif delivery.state == "delivered":
-                raise StoreError(
-                    "store.invalid_transition",
-                    f"{doc_id} was already acknowledged (done) for {delivery.recipient}; it cannot fail now",
-                )
-            else:
-                reason = f"the receiving system {system.system_id!r} reported it could not take the package"
-                if await asyncio.to_thread(self.axis.store.give_up, delivery.id, time.time(), reason):
-                    await asyncio.to_thread(self.axis.router.issue_receipt, delivery.id)
+        agencies = set(system.endpoint.agencies)
+        if status == "done":
+            await acknowledge(self.axis, system.endpoint, doc_id, agencies)
+        elif status == "fail":
+            reason = f"the receiving system {system.system_id!r} reported it could not take the package"
+            await refuse(self.axis, system.endpoint, doc_id, agencies, reason)
+        else:  # processing: nothing changes, but only for what was addressed to the system
+            await addressed_to(self.axis, doc_id, system.endpoint, agencies)
 
     async def sent(self, system: System, doc_id: str) -> list[Sent]:
         message, deliveries = await visible_message(self.axis, doc_id, system.endpoint)

@@ -33,12 +33,6 @@ def _field(body: dict[str, Any], name: str, kind: type = str, required: bool = T
     return value
 
 
-@require("admin", "auditor")
-async def list_agencies(request: web.Request) -> web.Response:
-    rows = await asyncio.to_thread(_axis(request).store.agencies)
-    return json_response({"items": [asdict(a) for a in rows]})
-
-
 @require("admin")
 async def add_agency(request: web.Request) -> web.Response:
     body = await _json(request)
@@ -173,7 +167,6 @@ async def requeue(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     r = app.router
-    r.add_get("/v1/admin/agencies", list_agencies)
     r.add_post("/v1/admin/agencies", add_agency)
     r.add_post("/v1/admin/agencies/{organ_id}/{action:suspend|resume}", agency_status)
     r.add_get("/v1/admin/endpoints", list_endpoints)

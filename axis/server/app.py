@@ -345,24 +345,22 @@ async def fetch(request: web.Request) -> web.Response:
     )
 
 
-@require("endpoint")
-async def ack(request: web.Request) -> web.Response:
-    """The recipient has the package. An optional body is its signed status 01 (arrived), which
-    travels to the sender like any status; its SHA-256 goes into the ``delivered`` receipt."""
-    axis = _axis(request)
-    endpoint = _principal(request).endpoint
-    assert endpoint is not None
-    message, mine = await addressed_to(axis, request.match_info["message_id"], endpoint, set(_agencies(request, endpoint)))
+async def acknowledge(
+    axis: Axis, endpoint: Endpoint, message_id: str, agencies: set[str], status: bytes = b""
+) -> tuple[Message, list[str], dict[str, Any] | None]:
+    """The recipient has the package: its deliveries to ``agencies`` become ``delivered`` (again:
+    no change) and the sender gets signed ``delivered`` receipts. ``status`` is an optional signed
+    status 01 (arrived) about it, submitted like any status; its SHA-256 goes into the receipts.
+    Returns the message, the recipients acknowledged and the status's acceptance."""
+    message, mine = await addressed_to(axis, message_id, endpoint, agencies)
     for delivery in mine:
         if delivery.state == "expired":
             raise StoreError(
                 "store.invalid_transition",
                 f"the delivery of {message.id} to {delivery.recipient} expired; an administrator must requeue it",
             )
-    data = await read_body(request, axis.settings.server.max_package)
-    status = None
-    if data:
-        _require_xml(request)
+    accepted = None
+    if status:
         recipients = {d.recipient for d in mine}
 
         def arrived(checked: Checked) -> None:
@@ -377,13 +375,66 @@ async def ack(request: web.Request) -> web.Response:
                     "an acknowledgement's body must be the recipient's signed status 01 about this document",
                 )
 
-        status, _ = await submit_package(axis, endpoint, data, arrived)
-    acknowledged = []
+        accepted, _ = await submit_package(axis, endpoint, status, arrived)
     for delivery in mine:
-        await asyncio.to_thread(axis.router.delivered, delivery, data)
-        acknowledged.append(delivery.recipient)
-    axis.metrics.count("axis_deliveries_total", "Delivery outcomes.", len(acknowledged), outcome="delivered")
+        await asyncio.to_thread(axis.router.delivered, delivery, status)
+    axis.metrics.count("axis_deliveries_total", "Delivery outcomes.", len(mine), outcome="delivered")
+    return message, [d.recipient for d in mine], accepted
+
+
+async def refuse(axis: Axis, endpoint: Endpoint, message_id: str, agencies: set[str], reason: str) -> list[str]:
+    """The recipient cannot take the package: its waiting deliveries to ``agencies`` end now as
+    dead letters (an administrator may requeue them) and the sender gets signed ``failed``
+    receipts. A delivery acknowledged already cannot be refused; one that ended stays as it is.
+    Returns the recipients refused now."""
+    message, mine = await addressed_to(axis, message_id, endpoint, agencies)
+    for delivery in mine:
+        if delivery.state == "delivered":
+            raise StoreError(
+                "store.invalid_transition",
+                f"{message.id} was already acknowledged for {delivery.recipient}; it cannot be refused now",
+            )
+    refused = []
+    for delivery in mine:
+        if await asyncio.to_thread(axis.store.give_up, delivery.id, time.time(), reason[:500]):
+            await asyncio.to_thread(axis.router.issue_receipt, delivery.id)
+            refused.append(delivery.recipient)
+    axis.metrics.count("axis_deliveries_total", "Delivery outcomes.", len(refused), outcome="refused")
+    return refused
+
+
+@require("endpoint")
+async def ack(request: web.Request) -> web.Response:
+    axis = _axis(request)
+    endpoint = _principal(request).endpoint
+    assert endpoint is not None
+    data = await read_body(request, axis.settings.server.max_package)
+    if data:
+        _require_xml(request)
+    message_id, agencies = request.match_info["message_id"], set(_agencies(request, endpoint))
+    message, acknowledged, status = await acknowledge(axis, endpoint, message_id, agencies, data)
     return json_response({"message_id": message.id, "acknowledged": acknowledged, "status": status})
+
+
+@require("endpoint")
+async def refuse_message(request: web.Request) -> web.Response:
+    """The recipient's software cannot take the package (``{"reason": "..."}``, optional)."""
+    axis = _axis(request)
+    endpoint = _principal(request).endpoint
+    assert endpoint is not None
+    body = await read_body(request, 64 * 1024)
+    reason = f"the recipient's endpoint {endpoint.name!r} refused the package"
+    if body:
+        try:
+            given = json.loads(body)
+        except (ValueError, RecursionError):
+            given = None
+        if not isinstance(given, dict) or not isinstance(given.get("reason", ""), str):
+            raise RequestRefused("request.invalid", 'the body must be a JSON object {"reason": "..."}')
+        reason = str(given.get("reason") or reason)
+    message_id, agencies = request.match_info["message_id"], set(_agencies(request, endpoint))
+    refused = await refuse(axis, endpoint, message_id, agencies, reason)
+    return json_response({"message_id": message_id, "refused": refused})
 
 
 def _own_view(request: web.Request, message: Message) -> set[str] | None:
@@ -479,6 +530,13 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(text=axis.metrics.render(gauges), content_type="text/plain", charset="utf-8")
 
 
+@require("endpoint", "admin", "auditor")
+async def agencies(request: web.Request) -> web.Response:
+    """The registry's agencies (the directory agency software addresses documents from)."""
+    rows = await asyncio.to_thread(_axis(request).store.agencies)
+    return json_response({"items": [asdict(a) for a in rows]})
+
+
 @cache
 def _openapi() -> bytes:
     text = resources.files("axis.server").joinpath("openapi.yaml").read_text(encoding="utf-8")
@@ -527,6 +585,8 @@ def build_app(axis: Axis, extensions: Sequence[Extension] = ()) -> web.Applicati
     app.router.add_get("/v1/inbox", inbox)
     app.router.add_get("/v1/messages/{message_id}", fetch)
     app.router.add_post("/v1/messages/{message_id}/ack", ack)
+    app.router.add_post("/v1/messages/{message_id}/refuse", refuse_message)
+    app.router.add_get("/v1/agencies", agencies)
     app.router.add_get("/v1/messages/{message_id}/receipts", message_receipts)
     app.router.add_get("/v1/messages/{message_id}/trail", trail)
     app.router.add_get("/v1/axis/certificate", certificate)

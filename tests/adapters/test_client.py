@@ -64,6 +64,30 @@ async def test_send_is_idempotent_and_receive_hands_each_package_once(network: N
         assert error.value.code == "adapter.trail_altered"
 
 
+async def test_a_recipient_refuses_a_package_and_the_sender_gets_a_failed_receipt(network: Network, axis: Running) -> None:
+    trust = network.settings.trust
+    async with AxisClient(axis.url, network.endpoint("vpcp", [G22]), trust=trust, signer=signer(network, G22)) as sender, \
+            AxisClient(axis.url, network.endpoint("nghe-an", [H41]), trust=trust) as recipient:
+        assert {a["organ_id"] for a in await recipient.agencies()} >= {G22, H41, H14}
+        refused, _ = await sender.send_package(network.document())
+        assert await recipient.refuse(refused.message_id, reason="the attachment cannot be opened") == [H41]
+        assert await recipient.refuse(refused.message_id) == []  # once is enough: nothing changes
+        receipts = {r["recipient"]: r["kind"] for r in await sender.receipts(refused.message_id)}
+        assert receipts[H41] == "failed"
+        trail = await sender.trail(refused.message_id)
+        (delivery,) = [d for d in trail["deliveries"] if d["recipient"] == H41]
+        assert (delivery["state"], delivery["last_error"]) == ("expired", "the attachment cannot be opened")
+
+        taken, _ = await sender.send_package(network.document())
+        await recipient.ack(taken.message_id)
+        with pytest.raises(Refused) as late:
+            await recipient.refuse(taken.message_id)
+        assert (late.value.code, late.value.status) == ("store.invalid_transition", 409)
+        with pytest.raises(Refused) as foreign:
+            await sender.refuse(taken.message_id)  # the sender is not a recipient
+        assert foreign.value.code == "message.not_found"
+
+
 async def test_an_axis_that_does_not_answer_is_reported_after_the_retries(network: Network) -> None:
     client = AxisClient(f"http://127.0.0.1:{free_port()}", "token", attempts=3, backoff=0.01)
     with pytest.raises(AdapterError) as error:

@@ -113,11 +113,13 @@ async def test_endpoints_are_isolated(network: Network, session: aiohttp.ClientS
         status, body, _ = await sender.request("POST", f"/v1/messages/{message}/ack")
         assert (status, body["code"]) == (404, "message.not_found")
         assert (await nghe_an.request("GET", f"/v1/messages/{message}"))[0] == 200
-        # endpoints cannot use the admin API; auditors can read it but not write
-        status, body, _ = await nghe_an.request("GET", "/v1/admin/agencies")
+        # endpoints read the agency directory but cannot use the admin API; auditors cannot write
+        status, body, _ = await nghe_an.request("GET", "/v1/agencies")
+        assert status == 200 and {a["organ_id"] for a in body["items"]} >= {G22, H41}
+        status, body, _ = await nghe_an.request("GET", "/v1/admin/endpoints")
         assert (status, body["code"]) == (403, "auth.forbidden")
         auditor = Client(session, axis.url, network.auditor_token)
-        assert (await auditor.request("GET", "/v1/admin/agencies"))[0] == 200
+        assert (await auditor.request("GET", "/v1/agencies"))[0] == 200
         status, body, _ = await auditor.request("POST", "/v1/admin/agencies", json_body={"organ_id": "000.00.00.H30", "name": "x"})
         assert (status, body["code"]) == (403, "auth.forbidden")
     finally:
