@@ -1095,6 +1095,170 @@ def adapter_webhook(listen: str, directory: Path, agencies: tuple[str, ...], key
     _run_until_signalled(main)
 
 
+GATEWAY_STATE_ENV = "AXIS_GATEWAY_STATE"
+GATEWAY_KEYS = {
+    "listen": "listen", "agency": "agencies", "keys": "keys_dir", "state": "state_dir", "url": "url",
+    "trust": "trust", "prefix": "prefix", "allow_plain_http": "allow_plain_http",
+}
+"""``[gateway]`` keys of a gateway's configuration file, and the options they stand for."""
+
+
+def _gateway_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    """``--config FILE``: a ``[gateway]`` table whose keys are defaults for the options (paths in
+    it relative to the file). The token is not among them: give it as $AXIS_TOKEN."""
+    if value is None:
+        return
+    import tomllib
+
+    try:
+        section = tomllib.loads(value.read_text(encoding="utf-8")).get("gateway", {})
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise click.BadParameter(f"{value}: {error}") from None
+    unknown = set(section) - set(GATEWAY_KEYS)
+    if unknown:
+        raise click.BadParameter(f"{value}: unknown key(s) in [gateway]: {', '.join(sorted(unknown))}")
+    base = value.resolve().parent
+    defaults: dict[str, Any] = {}
+    for key, option in GATEWAY_KEYS.items():
+        if key in section:
+            given = section[key]
+            defaults[option] = str(base / given) if key in ("keys", "state", "trust") else given
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+
+
+@adapter.group("vxp-gateway", invoke_without_command=True)
+@click.option(
+    "--config", type=click.Path(exists=True, dir_okay=False, path_type=Path), is_eager=True, expose_value=False,
+    callback=_gateway_config, help="A TOML file whose [gateway] table gives these options (docs/vxp-gateway.md).",
+)
+@click.option("--listen", help="HOST:PORT the agency's software (its VXP SDK) connects to.")
+@click.option("--agency", "agencies", multiple=True, help="An agency whose key the gateway holds (repeat: a platform serves several).")
+@click.option("--keys", "keys_dir", type=click.Path(file_okay=False, path_type=Path), help="ORGANID.key + ORGANID.pem of each agency [$AXIS_KEY_PASSPHRASE opens encrypted keys].")
+@click.option("--state", "state_dir", type=click.Path(file_okay=False, path_type=Path), envvar=GATEWAY_STATE_ENV, default=Path("gateway"), show_default=True, help=f"The gateway's ledger and sealed credentials [env {GATEWAY_STATE_ENV}].")
+@click.option("--url", envvar="AXIS_URL", help="The axis [env AXIS_URL].")
+@click.option("--token", envvar="AXIS_TOKEN", help="The token of the axis endpoint acting for these agencies [env AXIS_TOKEN].")
+@click.option("--trust", envvar="AXIS_TRUST", type=click.Path(file_okay=False, path_type=Path), help="Trust directory of the state CA [env AXIS_TRUST].")
+@click.option("--prefix", default="/vxp", show_default=True, help="Path the SDK's endpoint URL ends with.")
+@click.option("--allow-plain-http", is_flag=True, help="Answer plain HTTP on a listener that is not loopback (behind a TLS proxy only).")
+@click.pass_context
+def adapter_vxp_gateway(
+    ctx: click.Context, listen: str | None, agencies: tuple[str, ...], keys_dir: Path | None, state_dir: Path,
+    url: str | None, token: str | None, trust: Path | None, prefix: str, allow_plain_http: bool,
+) -> None:
+    """The signing gateway an agency runs next to software built on the operator's VXP SDK: it
+    signs what the software sends with the agency's key and serves what arrives, verified.
+    Runs until SIGTERM; `credential add` issues the SDK's system id and secret."""
+    ctx.meta["gateway_state"] = state_dir
+    if ctx.invoked_subcommand is not None:
+        return
+    missing = [name for name, value in (("--listen", listen), ("--agency", agencies), ("--keys", keys_dir),
+                                        ("--url", url), ("--token", token), ("--trust", trust)) if not value]
+    if missing:
+        raise click.UsageError(f"the gateway needs {', '.join(missing)} (or a --config file giving them)")
+    assert listen and keys_dir and url and token and trust
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.UsageError("--listen must be HOST:PORT, e.g. 127.0.0.1:8095")
+    from adapters.client import AxisClient
+    from adapters.folder import signers_in
+    from adapters.vxp.gateway import Gateway, serve
+    from adapters.vxp.ledger import Ledger
+    from axis.errors import AdapterError
+
+    signers = _with_passphrase(lambda p: signers_in(keys_dir, tuple(agencies), p), KEY_PASSPHRASE_ENV, str(keys_dir))
+    for agency in agencies:
+        signer = signers.get(agency)
+        if signer is None or signer.organ_id not in (None, agency):
+            raise AdapterError(
+                "adapter.no_key",
+                f"{keys_dir} must hold {agency}.key and {agency}.pem, a certificate of {agency}: the gateway signs for it",
+            )
+    gateway = Gateway(Ledger(state_dir), AxisClient(url, token, trust=trust), signers)
+    policy = config.Vxp(prefix=prefix, allow_plain_http=allow_plain_http)
+
+    async def main(stop: Any) -> None:
+        def announce(endpoint: str) -> None:
+            click.echo(json.dumps({"event": "listening", "url": endpoint, "agencies": list(agencies)}))
+
+        await serve(gateway, host, int(port), policy, stop, announce)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _run_until_signalled(main)
+
+
+@adapter_vxp_gateway.group("credential")
+def gateway_credential() -> None:
+    """System ids and secrets the gateway issues to the agency's software."""
+
+
+@gateway_credential.command("add")
+@click.argument("system_id")
+@click.option("--agency", "agencies", multiple=True, required=True, help="An agency the system may act for (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help='Print {"system_id", "secret"} as JSON.')
+@click.pass_context
+def gateway_credential_add(ctx: click.Context, system_id: str, agencies: tuple[str, ...], as_json: bool) -> None:
+    """Issue a system id and its secret (shown once, stored sealed) for the SDK's VnptProperties."""
+    from adapters.vxp.ledger import Ledger
+    from axis.identifiers import organ_id
+    from axis.registry import new_token
+
+    for agency in agencies:
+        organ_id(agency)
+    ledger = Ledger(ctx.meta["gateway_state"])
+    try:
+        secret = new_token()
+        ledger.add_system(system_id, agencies, secret)
+    finally:
+        ledger.close()
+    if as_json:
+        click.echo(json.dumps({"system_id": system_id, "secret": secret}))
+        return
+    click.echo(f"system id  {system_id}  ({', '.join(agencies)})")
+    click.echo(f"secret     {secret}")
+    click.echo("Shown once: the secret is stored only sealed.", err=True)
+
+
+@gateway_credential.command("list")
+@json_option
+@click.pass_context
+def gateway_credential_list(ctx: click.Context, as_json: bool) -> None:
+    """The system ids issued (never their secrets)."""
+    from adapters.vxp.ledger import Ledger
+
+    ledger = Ledger(ctx.meta["gateway_state"])
+    try:
+        rows = [{"system_id": s, "agencies": list(a), "issued_at": at} for s, a, at in ledger.systems()]
+    finally:
+        ledger.close()
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for row in rows:
+        click.echo(f"{row['system_id']:<24} {', '.join(row['agencies']):<40} {row['issued_at']}")
+
+
+@adapter_vxp_gateway.command("status")
+@json_option
+@click.pass_context
+def gateway_status(ctx: click.Context, as_json: bool) -> None:
+    """What the gateway sent (with the axis's receipts it keeps) and what waits for the software."""
+    from adapters.vxp.ledger import Ledger
+
+    ledger = Ledger(ctx.meta["gateway_state"])
+    try:
+        report = ledger.report()
+    finally:
+        ledger.close()
+    if as_json:
+        click.echo(json.dumps(report, ensure_ascii=False))
+        return
+    click.echo(f"received: {report['waiting']} waiting for the software, {report['done']} done, {report['failed']} failed,"
+               f" {report['untold']} not yet told to the axis")
+    for sent in report["sent"]:
+        receipts = ", ".join(f"{r['kind']} {r['recipient']}".strip() for r in sent["receipts"])
+        click.echo(f"{sent['message_id']}  {sent['kind']:<8} {sent['document_id']}  {receipts}")
+
+
 @cli.command("demo")
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), help="Copy the demo's directory (folders, logs, data) here.")
 def demo_command(keep: Path | None) -> None:

@@ -23,7 +23,17 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from adapters.vxp.service import Backend, NewAgency, Received, Sent, Service, System, Unit
+from adapters.vxp.service import (
+    STATE_TEXT,
+    Backend,
+    NewAgency,
+    Received,
+    Sent,
+    Service,
+    System,
+    Unit,
+    title_and_notation,
+)
 from axis import edxml, keystore
 from axis.errors import RequestRefused, RoutingRefused
 from axis.server.app import (
@@ -38,12 +48,6 @@ from axis.server.app import (
 from axis.server.runtime import Axis
 
 log = logging.getLogger("axis.vxp")
-STATE_TEXT = {
-    "queued": "waiting to be taken by the recipient",
-    "leased": "being delivered",
-    "delivered": "delivered",
-    "expired": "not delivered (dead letter)",
-}
 
 
 class AxisBackend(Backend):
@@ -97,13 +101,7 @@ class AxisBackend(Backend):
             raise RoutingRefused("message.not_found", f"message {message.id} was not sent by this system's agencies")
         statuses = {s["recipient"]: s["status_code"] for s in await asyncio.to_thread(self.axis.store.statuses, message.document_id)}
         package = await asyncio.to_thread(lambda: edxml.parse(self.axis.store.blobs.get(message.sha256)))
-        title, notation = "", ""
-        if isinstance(package, edxml.DocumentPackage):
-            title = package.subject
-            code = package.code
-            notation = f"{code.code_number or ''}/{code.code_notation or ''}".strip("/") if code else ""
-        else:
-            title = package.description or ""
+        title, notation = title_and_notation(package)
         return [
             Sent(
                 doc_id=message.id,

@@ -29,6 +29,7 @@ from aiohttp import web
 
 from adapters.vxp import protocol
 from adapters.vxp.protocol import Params
+from axis import edxml
 from axis.config import Vxp
 from axis.errors import AxisError, RequestRefused
 from axis.server.problems import status_of
@@ -40,6 +41,13 @@ MAX_SMALL_BODY = 64 * 1024
 KINDS = {"edoc": "document", "status": "status"}
 """VXP's message types and the axis's package kinds."""
 STATUSES = ("done", "fail", "processing")
+STATE_TEXT = {
+    "queued": "waiting to be taken by the recipient",
+    "leased": "being delivered",
+    "delivered": "delivered",
+    "expired": "not delivered (dead letter)",
+}
+"""``sendStatusDesc`` of a delivery state, when the delivery has no error of its own."""
 
 
 @dataclass(frozen=True)
@@ -282,6 +290,15 @@ def _from(remote: str | None, sources: tuple[str, ...]) -> bool:
     except ValueError:
         return False
     return any(address in ipaddress.ip_network(s) for s in sources)
+
+
+def title_and_notation(package: edxml.Package) -> tuple[str, str]:
+    """``getSentEdocList``'s ``title`` and ``notation`` (``number/notation``) of a package."""
+    if isinstance(package, edxml.StatusPackage):
+        return package.description or "", ""
+    code = package.code
+    notation = f"{code.code_number or ''}/{code.code_notation or ''}".strip("/") if code else ""
+    return package.subject, notation
 
 
 def _time(at: datetime) -> str:
