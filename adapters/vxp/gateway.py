@@ -26,9 +26,10 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -51,6 +52,7 @@ from axis.errors import AdapterError, AxisError, Refused, RequestRefused, Routin
 from axis.store import Endpoint
 
 log = logging.getLogger("axis.adapter.vxp_gateway")
+T = TypeVar("T")
 IDLE = 2.0
 """Seconds between looks at the axis's inbox while everything it lists waits for the SDK."""
 
@@ -159,7 +161,9 @@ class Gateway:
             try:
                 for incoming in await asyncio.to_thread(self.ledger.untold):
                     await self.tell(incoming)
-                entries = await self.client.inbox(self.agencies, wait=wait)
+                entries = await _unless_stopped(stop, self.client.inbox(self.agencies, wait=wait))
+                if entries is None:
+                    return
                 fresh = [await self.take(entry) for entry in entries]
                 delay = 1.0
                 if entries and not any(fresh):  # all of it waits for the SDK: do not spin on it
@@ -168,6 +172,21 @@ class Gateway:
                 log.warning("pulling from the axis failed (%s); again in %.0f s", error, delay)
                 await _sleep(stop, delay)
                 delay = min(delay * 2, 60.0)
+
+
+async def _unless_stopped(stop: asyncio.Event, call: Awaitable[T]) -> T | None:
+    """``call``'s result, or None as soon as ``stop`` is set (a long-poll is not waited out)."""
+    work, stopping = asyncio.ensure_future(call), asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((work, stopping), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not work.done():
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
+        return None
+    return work.result()
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

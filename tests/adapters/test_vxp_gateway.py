@@ -18,7 +18,7 @@ from lxml import etree
 
 from adapters.demo import NGHE_AN, VPCP
 from adapters.vxp.ledger import Ledger
-from axis import edxml, keystore
+from axis import edxml, keystore, pki
 from axis.server.runtime import Running
 from axis.verification import verify_package
 from tests.adapters.conftest import Adapter, axis_command, environment
@@ -242,3 +242,36 @@ async def test_sigkill_of_the_receiving_gateway_loses_and_duplicates_nothing(
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_the_gateway_runs_from_a_config_file_with_an_encrypted_key_never_logged(
+    network: Network, axis: Running, tmp_path: Path
+) -> None:
+    keys = tmp_path / "encrypted-keys"
+    keys.mkdir()
+    key = keystore.read_private_key(network.root / "agencies" / f"{G22}.key")
+    passphrase = "mật khẩu của văn thư"
+    keystore.write_secret(keys / f"{G22}.key", pki.key_pem(key, passphrase.encode()))
+    (keys / f"{G22}.pem").write_bytes((network.root / "agencies" / f"{G22}.pem").read_bytes())
+    a = await gateway(network, axis, tmp_path, "vpcp", G22)
+    await a.stop()
+    port = a.url.split(":")[2].split("/")[0]
+    settings = tmp_path / "gateway.toml"
+    settings.write_text(
+        "[gateway]\n"
+        f'listen = "127.0.0.1:{port}"\nagency = ["{G22}"]\nkeys = "encrypted-keys"\nstate = "vpcp"\n'
+        f'url = "{axis.url}"\ntrust = "{network.settings.trust}"\n'
+    )
+    a.args = ["adapter", "vxp-gateway", "--config", str(settings)]
+    a.env = {**a.env, "AXIS_KEY_PASSPHRASE": passphrase, "AXIS_URL": "", "AXIS_TRUST": ""}
+    await a.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            sent = await a.sdk(session).send_edoc({"from": G22}, with_placeholder(network.document(recipients=(NGHE_AN,))))
+            assert sent["status"] == "OK", sent
+            verified = verify_package(stored(axis, sent["DocId"]), keystore.read_trust(network.settings.trust), datetime.now(UTC))
+            assert verified.signature.organ_id == G22
+    finally:
+        await a.stop()
+    log = a.log.read_bytes()
+    assert passphrase.encode() not in log and a.secret.encode() not in log and b"PRIVATE KEY" not in log
