@@ -275,3 +275,55 @@ async def test_the_gateway_runs_from_a_config_file_with_an_encrypted_key_never_l
         await a.stop()
     log = a.log.read_bytes()
     assert passphrase.encode() not in log and a.secret.encode() not in log and b"PRIVATE KEY" not in log
+
+
+async def test_the_real_sdks_captured_sends_go_through_a_gateway_signed(
+    network: Network, axis: Running, tmp_path: Path, vxp_captures: Path
+) -> None:
+    """The captured sendEdoc requests of both SDK versions, byte for byte, to a gateway holding
+    the keys of 000.00.00.G22 and 000.00.00.H41 (a platform) that issued the captures' system id
+    and secret: each package reaches the axis signed by its sender's key here, once."""
+    from tests.adapters.test_vxp_captures import exchange
+
+    registry, store = network.registry()
+    try:
+        registry.add_agency("000.00.00.G17", "Bộ Tư pháp")
+    finally:
+        store.close()
+    state = tmp_path / "platform"
+    ledger = Ledger(state)
+    ledger.add_system("vxp.test", [G22, H41], "vxp-test-secret")
+    ledger.close()
+    port = free_port()
+    env = environment(AXIS_URL=axis.url, AXIS_TOKEN=network.endpoint("platform-gateway", [G22, H41]),
+                      AXIS_TRUST=str(network.settings.trust))
+    args = ["adapter", "vxp-gateway", "--listen", f"127.0.0.1:{port}", "--agency", G22, "--agency", H41,
+            "--keys", str(network.root / "agencies"), "--state", str(state)]
+    platform = GatewayProcess("platform", args, env, tmp_path / "platform.log", f"http://127.0.0.1:{port}/vxp",
+                              "vxp.test", "vxp-test-secret")
+    await platform.start()
+    try:
+        captured = edxml.parse((vxp_captures / "package.edxml").read_bytes())
+        assert isinstance(captured, edxml.DocumentPackage) and captured.bussiness is not None
+        original = replace(captured, document_id=captured.bussiness.document_id or "", bussiness=None, attachments=())
+        async with aiohttp.ClientSession() as session:  # the document the captured package updates
+            first = await platform.sdk(session).send_edoc({"from": G22}, with_placeholder(original))
+        assert first["status"] == "OK", first
+        index = json.loads((vxp_captures / "index.json").read_text())
+        answers: dict[str, list[str]] = {"edoc": [], "status": []}
+        for vector in index["vectors"]:
+            if vector["method"] != "sendEdoc":
+                continue
+            status, _, body = await exchange("127.0.0.1", port, (vxp_captures / vector["request"]).read_bytes())
+            answer = json.loads(body)
+            assert (status, answer["status"], answer["ErrorCode"]) == (200, "OK", "0"), (vector["nn"], answer)
+            answers["status" if vector["variant"] == "status" else "edoc"].append(answer["DocId"])
+        assert len(answers["edoc"]) == 6 and len(set(answers["edoc"])) == 1  # one message for one file
+        assert len(answers["status"]) == 2 and len(set(answers["status"])) == 1
+        trust = keystore.read_trust(network.settings.trust)
+        for message_id, signer in ((answers["edoc"][0], G22), (answers["status"][0], H41)):
+            verified = verify_package(stored(axis, message_id), trust, datetime.now(UTC))
+            assert verified.signature.organ_id == signer == verified.package.sender.organ_id
+            assert verified.signature.fingerprint == pki.fingerprint(network.credentials(signer)[1])
+    finally:
+        await platform.stop()
