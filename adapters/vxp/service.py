@@ -32,6 +32,7 @@ from adapters.vxp.protocol import Params
 from axis import edxml
 from axis.config import Vxp
 from axis.errors import AxisError, RequestRefused
+from axis.server.app import read_body
 from axis.server.problems import status_of
 from axis.store import Endpoint
 
@@ -175,16 +176,7 @@ class Call:
         return self.service.backend
 
     async def body(self, limit: int = MAX_SMALL_BODY) -> bytes:
-        request = self.request
-        if request.content_length is not None and request.content_length > limit:
-            raise RequestRefused("request.too_large", f"the body is {request.content_length} bytes; the limit is {limit}")
-        chunks, size = [], 0
-        async for chunk in request.content.iter_chunked(1 << 20):
-            size += len(chunk)
-            if size > limit:
-                raise RequestRefused("request.too_large", f"the body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_body(self.request, limit)
 
 
 @dataclass
