@@ -116,8 +116,9 @@ class Router:
         earlier = self._earlier(checked)
         if earlier is not None:
             return earlier
+        status_for = None
         if checked.kind == "status":
-            recipients, status_of = self._route_status(checked)
+            recipients, status_of, status_for = self._route_status(checked)
         else:
             recipients, status_of = self._route_document(checked), ()
         self._check_backlog(recipients)
@@ -154,6 +155,7 @@ class Router:
                 receipt=receipt,
                 status_code=checked.status_code,
                 status_of=status_of,
+                status_for=status_for,
                 data=data if len(data) <= INLINE_MAX else None,
             ),
             data,
@@ -258,8 +260,11 @@ class Router:
                 )
         return checked.recipients
 
-    def _route_status(self, checked: Checked) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(agencies the status travels to, agencies whose latest status it records)."""
+    def _route_status(self, checked: Checked) -> tuple[tuple[str, ...], tuple[str, ...], str]:
+        """(agencies the status travels to, agencies whose latest status it records, the sender of
+        the document it answers). A status is matched only to a document this axis carried between
+        the same two agencies: a DocumentId names a document of one sender, not of every agency
+        that ever used the same text."""
         if checked.status_code == "13":  # the original sender takes the document back
             carried = tuple(sorted(self._carried(checked.sender, checked.document_id)))
             if not carried:
@@ -267,7 +272,7 @@ class Router:
                     "status.unknown_document",
                     f"{checked.sender} sent no document {checked.document_id} through this axis",
                 )
-            return carried, carried
+            return carried, carried, checked.sender
         original_sender = checked.answers or checked.document_id.split(",", 1)[0]
         if checked.sender not in self._carried(original_sender, checked.document_id):
             raise RoutingRefused(
@@ -275,7 +280,7 @@ class Router:
                 f"this axis carried no document {checked.document_id} from {original_sender} to {checked.sender}",
             )
         self._check_recipients((original_sender,))
-        return (original_sender,), (checked.sender,)
+        return (original_sender,), (checked.sender,), original_sender
 
     def _check_backlog(self, recipients: Iterable[str]) -> None:
         """Counting a recipient's queue costs time in proportion to it, so the count is taken at most

@@ -122,7 +122,7 @@ def test_receipts_and_latest_status_are_kept(queue: Queue) -> None:
         ("delivered", "000.00.00.H41"),
     ]
     for code in ("01", "03", "04"):
-        store.record_status(message.document_id, "000.00.00.H41", code, message.id, "2026-11-21T10:00:00Z")
-    assert store.status(message.document_id, "000.00.00.H41") == "04"
-    assert store.status(message.document_id, "000.00.00.H14") is None
+        store.record_status(message.sender, message.document_id, "000.00.00.H41", code, message.id, "2026-11-21T10:00:00Z")
+    assert store.status(message.sender, message.document_id, "000.00.00.H41") == "04"
+    assert store.status(message.sender, message.document_id, "000.00.00.H14") is None
     assert store.verify_chain().events > 5

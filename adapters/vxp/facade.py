@@ -99,7 +99,7 @@ class AxisBackend(Backend):
         message, deliveries = await visible_message(self.axis, doc_id, system.endpoint)
         if message.sender not in system.endpoint.agencies:
             raise RoutingRefused("message.not_found", f"message {message.id} was not sent by this system's agencies")
-        statuses = {s["recipient"]: s["status_code"] for s in await asyncio.to_thread(self.axis.store.statuses, message.document_id)}
+        statuses = {s["recipient"]: s["status_code"] for s in await asyncio.to_thread(self.axis.store.statuses, message.sender, message.document_id)}
         package = await asyncio.to_thread(lambda: edxml.parse(self.axis.store.blobs.get(message.sha256)))
         title, notation = title_and_notation(package)
         return [

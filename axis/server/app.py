@@ -479,7 +479,11 @@ async def trail(request: web.Request) -> web.Response:
     deliveries = [d for d in deliveries if own is None or d.recipient in own]
     subjects = {message.id, *(str(d.id) for d in deliveries)}
     events = [e for e in await asyncio.to_thread(axis.store.trail, message.id) if e.get("subject") in subjects]
-    statuses = await asyncio.to_thread(axis.store.statuses, message.document_id) if message.kind == "document" else []
+    statuses = (
+        await asyncio.to_thread(axis.store.statuses, message.sender, message.document_id)
+        if message.kind == "document"
+        else []
+    )
     statuses = [s for s in statuses if own is None or s["recipient"] in own]
     return json_response(
         {

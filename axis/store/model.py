@@ -63,8 +63,10 @@ class NewMessage:
     """The signed ``accepted`` receipt, stored in the same transaction as the message."""
     status_code: str | None = None
     """For a status package: the code recorded, in the same transaction, as the latest status of
-    ``document_id`` at each agency of ``status_of``."""
+    the document ``document_id`` of ``status_for`` at each agency of ``status_of``."""
     status_of: tuple[str, ...] = ()
+    status_for: str | None = None
+    """For a status package: the sender of the document it answers."""
     data: bytes | None = field(default=None, repr=False)
     """The package bytes when they are stored in the same transaction (``blobs.INLINE_MAX``);
     None when they are in the blob directory already."""

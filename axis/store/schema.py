@@ -303,6 +303,42 @@ SCHEMA_0007 = [
 ]
 
 
+@migrations(name="0008_statuses_keyed_by_the_document_sender")
+def _m0008(db: Database) -> None:
+    """A DocumentId is a text the sender writes, and several senders may write the same one
+    (packages exist whose DocumentId names another agency than their From). Keyed by (DocumentId,
+    recipient) alone, one sender's status rows could be read and overwritten through another's
+    document: the latest status is now keyed by the sender of the document it answers too. Rows
+    kept so far take it from the status package that recorded them (for a 13, its own sender; for
+    any other, the agency it was delivered to)."""
+    _execute(db, SCHEMA_0008)
+
+
+SCHEMA_0008 = [
+    """
+    CREATE TABLE statuses_0008 (
+        sender      TEXT NOT NULL,
+        document_id TEXT NOT NULL,
+        recipient   TEXT NOT NULL,
+        status_code TEXT NOT NULL,
+        message_id  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (sender, document_id, recipient)
+    ) WITHOUT ROWID
+    """,
+    """
+    INSERT OR REPLACE INTO statuses_0008 (sender, document_id, recipient, status_code, message_id, updated_at)
+    SELECT CASE WHEN s.status_code = '13' THEN m.sender
+                ELSE (SELECT d.recipient FROM deliveries d WHERE d.message_id = s.message_id ORDER BY d.id LIMIT 1)
+           END,
+           s.document_id, s.recipient, s.status_code, s.message_id, s.updated_at
+    FROM statuses s JOIN messages m ON m.id = s.message_id
+    """,
+    "DROP TABLE statuses",
+    "ALTER TABLE statuses_0008 RENAME TO statuses",
+]
+
+
 def migrate(db: Database) -> None:
     """Apply every pending migration, each in one transaction with its record."""
     migrations.apply(db)

@@ -420,6 +420,8 @@ class SQLiteStore:
                 (message.id, recipient, message.priority, now, now, expires_at),
             )
             ids.append(int(cursor.lastrowid or 0))
+        issuer = message.document_id.split(",", 1)[0]
+        flags = {"document_id_issuer": issuer} if message.kind == "document" and issuer != message.sender else {}
         append_event(
             c,
             "message.accepted",
@@ -428,6 +430,7 @@ class SQLiteStore:
             package=message.kind,
             sender=message.sender,
             document_id=message.document_id,
+            **flags,  # a DocumentId naming another agency than the sender: accepted, and said in the trail
             sha256=message.sha256,
             recipients=list(message.recipients),
             deliveries=ids,
@@ -435,7 +438,10 @@ class SQLiteStore:
         if message.receipt is not None:
             self._insert_receipt(c, message.id, "accepted", None, message.receipt, message.accepted_at)
         for agency in message.status_of:
-            self._upsert_status(c, message.document_id, agency, message.status_code or "", message.id, message.accepted_at)
+            self._upsert_status(
+                c, message.status_for or "", message.document_id, agency, message.status_code or "", message.id,
+                message.accepted_at,
+            )
         return ids
 
     @staticmethod
@@ -775,28 +781,30 @@ class SQLiteStore:
         return [(r[0], r[1], bytes(r[2])) for r in rows]
 
     def record_status(
-        self, document_id: str, recipient: str, status_code: str, message_id: str, at: str
+        self, sender: str, document_id: str, recipient: str, status_code: str, message_id: str, at: str
     ) -> None:
-        """Keep the latest business status (01-06, 13, 15, 16) of a document at one recipient."""
+        """Keep the latest business status (01-06, 13, 15, 16) of ``sender``'s document at one recipient."""
 
-        self.committer.run(lambda c: self._upsert_status(c, document_id, recipient, status_code, message_id, at))
+        self.committer.run(lambda c: self._upsert_status(c, sender, document_id, recipient, status_code, message_id, at))
 
     @staticmethod
     def _upsert_status(
-        c: sqlite3.Connection, document_id: str, recipient: str, status_code: str, message_id: str, at: str
+        c: sqlite3.Connection, sender: str, document_id: str, recipient: str, status_code: str, message_id: str, at: str
     ) -> None:
         c.execute(
-            "INSERT INTO statuses (document_id, recipient, status_code, message_id, updated_at)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (document_id, recipient) DO UPDATE SET"
+            "INSERT INTO statuses (sender, document_id, recipient, status_code, message_id, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sender, document_id, recipient) DO UPDATE SET"
             " status_code = excluded.status_code, message_id = excluded.message_id, updated_at = excluded.updated_at",
-            (document_id, recipient, status_code, message_id, at),
+            (sender, document_id, recipient, status_code, message_id, at),
         )
-        append_event(c, "status.recorded", document_id, at, recipient=recipient, status_code=status_code)
+        append_event(
+            c, "status.recorded", document_id, at, sender=sender, recipient=recipient, status_code=status_code
+        )
 
-    def status(self, document_id: str, recipient: str) -> str | None:
+    def status(self, sender: str, document_id: str, recipient: str) -> str | None:
         rows = self._rows(
-            "SELECT status_code FROM statuses WHERE document_id = ? AND recipient = ?",
-            (document_id, recipient),
+            "SELECT status_code FROM statuses WHERE sender = ? AND document_id = ? AND recipient = ?",
+            (sender, document_id, recipient),
         )
         return str(rows[0][0]) if rows else None
 
@@ -813,12 +821,12 @@ class SQLiteStore:
         )
         return [Delivery(**dict(r)) for r in rows]
 
-    def statuses(self, document_id: str) -> list[dict[str, Any]]:
-        """The latest business status of a document at each recipient."""
+    def statuses(self, sender: str, document_id: str) -> list[dict[str, Any]]:
+        """The latest business status of ``sender``'s document at each recipient."""
         rows = self._rows(
-            "SELECT recipient, status_code, message_id, updated_at FROM statuses WHERE document_id = ?"
+            "SELECT recipient, status_code, message_id, updated_at FROM statuses WHERE sender = ? AND document_id = ?"
             " ORDER BY recipient",
-            (document_id,),
+            (sender, document_id),
         )
         return [dict(r) for r in rows]
 
@@ -860,7 +868,8 @@ class SQLiteStore:
         for r in self._rows(
             "SELECT d.recipient, count(DISTINCT m.document_id) FROM deliveries d"
             " JOIN messages m ON m.id = d.message_id"
-            " LEFT JOIN statuses s ON s.document_id = m.document_id AND s.recipient = d.recipient"
+            " LEFT JOIN statuses s ON s.sender = m.sender AND s.document_id = m.document_id"
+            " AND s.recipient = d.recipient"
             " WHERE m.kind = 'document' AND m.due_date IS NOT NULL AND m.due_date < ?"
             " AND coalesce(s.status_code, '') != '06' AND m.accepted_at >= ? AND m.accepted_at < ?"
             " GROUP BY d.recipient",

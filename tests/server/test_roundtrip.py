@@ -147,7 +147,7 @@ async def test_status_round_trip(network: Network, session: aiohttp.ClientSessio
             status, body = await recipient.submit(network.sign(network.status(document, NGHE_AN, code)))
             assert status == 202, body
             assert body["recipients"] == [G22]
-        assert axis.axis.store.status(document.document_id, H41) == codes[-1]
+        assert axis.axis.store.status(G22, document.document_id, H41) == codes[-1]
 
         _, inbox, _ = await sender.request("GET", "/v1/inbox", params={"limit": 100})
         statuses = [i for i in inbox["items"] if i["kind"] == "status"]
@@ -193,6 +193,45 @@ async def test_status_13_takes_a_document_back_from_every_recipient(network: Net
         status, body = await sender.submit(network.sign(network.status(document, VPCP, "13")))
         assert status == 202, body
         assert sorted(body["recipients"]) == sorted([H41, H14])
-        assert axis.axis.store.status(document.document_id, H14) == "13"
+        assert axis.axis.store.status(G22, document.document_id, H14) == "13"
+    finally:
+        await axis.stop()
+
+
+async def test_statuses_are_kept_per_sender_of_the_document_and_never_cross(
+    network: Network, session: aiohttp.ClientSession
+) -> None:
+    """Cao Bằng sends its own package to Nghệ An under VPCP's DocumentId (accepted: real packages
+    carry a DocumentId of another agency; flagged in the trail). Nghệ An's statuses about VPCP's
+    document and about Cao Bằng's stay apart: neither sender reads nor overwrites the other's."""
+    tokens = {a: network.endpoint(f"software-{a}", [a]) for a in (G22, H41, H14)}
+    axis = await start(network.settings)
+    try:
+        vpcp, nghe_an, cao_bang = (Client(session, axis.url, tokens[a]) for a in (G22, H41, H14))
+        original = network.document(recipients=(NGHE_AN,))
+        status, sent = await vpcp.submit(network.sign(original))
+        assert status == 202, sent
+        assert (await nghe_an.submit(network.sign(network.status(original, NGHE_AN, "03"))))[0] == 202
+
+        borrowed = replace(network.document(sender=CAO_BANG, recipients=(NGHE_AN,)), document_id=original.document_id)
+        status, copied = await cao_bang.submit(network.sign(borrowed))
+        assert status == 202, copied
+        _, trail, _ = await cao_bang.request("GET", f"/v1/messages/{copied['message_id']}/trail")
+        assert trail["statuses"] == []  # Nghệ An's status about VPCP's document is not Cao Bằng's to read
+        (accepted,) = [e for e in trail["events"] if e["kind"] == "message.accepted"]
+        assert accepted["document_id_issuer"] == G22
+
+        assert (await nghe_an.submit(network.sign(network.status(borrowed, NGHE_AN, "06"))))[0] == 202
+        _, trail, _ = await vpcp.request("GET", f"/v1/messages/{sent['message_id']}/trail")
+        assert [(s["recipient"], s["status_code"]) for s in trail["statuses"]] == [(H41, "03")]
+        _, trail, _ = await cao_bang.request("GET", f"/v1/messages/{copied['message_id']}/trail")
+        assert [(s["recipient"], s["status_code"]) for s in trail["statuses"]] == [(H41, "06")]
+
+        # Cao Bằng cannot speak for VPCP's document: it carried nothing of it to Cao Bằng
+        forged = network.status(original, CAO_BANG, "06")
+        status, problem = await cao_bang.submit(network.sign(forged))
+        assert (status, problem["code"]) == (422, "status.unknown_document")
+        assert axis.axis.store.status(G22, original.document_id, H41) == "03"
+        assert axis.axis.store.status(H14, original.document_id, H41) == "06"
     finally:
         await axis.stop()

@@ -60,6 +60,7 @@ def test_migrations_are_recorded_once_and_reopening_keeps_data(tmp_path: Path) -
         "0005_fewer_random_index_writes",
         "0006_receipt_bytes_kept_once",
         "0007_vxp_sources_no_replay_cache",
+        "0008_statuses_keyed_by_the_document_sender",
     ]
     assert connect(second.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     second.close()
@@ -142,6 +143,38 @@ def test_migration_0007_keeps_vxp_credentials_and_drops_the_replay_cache(tmp_pat
         assert (endpoint.agencies, credential.role, credential.sources) == ((SENDER,), "admin", ())
         tables = {r[0] for r in connect(store.path).execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert "vxp_replays" not in tables
+    finally:
+        store.close()
+
+
+def test_migration_0008_keys_each_kept_status_by_the_sender_of_its_document(tmp_path: Path) -> None:
+    """Statuses kept before 0008 (keyed by DocumentId and recipient) move under the sender of the
+    document they answer: the agency a status was delivered to, or for a 13 its own sender."""
+    old = _store_before(tmp_path / "data", "0008_statuses_keyed_by_the_document_sender")
+    answered, taken_back = f"{SENDER},2026/11/21,1/VPCP", f"{SENDER},2026/11/21,2/VPCP"
+    # (status message, its sender, code, DocumentId, where it was delivered, whose status it records)
+    rows = [("status-03", RECIPIENT, "03", answered, SENDER, RECIPIENT),
+            ("status-13", SENDER, "13", taken_back, RECIPIENT, RECIPIENT)]
+    for message_id, sender, code, document_id, delivered_to, recorded_for in rows:
+        old.execute(
+            "INSERT INTO messages (id, kind, sender, document_id, sha256, size, accepted_at) VALUES (?, 'status', ?, ?, ?, 1, ?)",
+            (message_id, sender, document_id, "ab" * 32, AT),
+        )
+        old.execute(
+            "INSERT INTO deliveries (message_id, recipient, state, priority, created_at, due_at, expires_at)"
+            " VALUES (?, ?, 'delivered', 0, 0, 0, 0)",
+            (message_id, delivered_to),
+        )
+        old.execute(
+            "INSERT INTO statuses (document_id, recipient, status_code, message_id, updated_at) VALUES (?, ?, ?, ?, ?)",
+            (document_id, recorded_for, code, message_id, AT),
+        )
+    old.close()
+    store = SQLiteStore(tmp_path / "data")
+    try:
+        assert store.status(SENDER, answered, RECIPIENT) == "03"
+        assert store.status(SENDER, taken_back, RECIPIENT) == "13"
+        assert store.statuses(RECIPIENT, answered) == [] and store.statuses(RECIPIENT, taken_back) == []
     finally:
         store.close()
 
