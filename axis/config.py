@@ -47,6 +47,14 @@ class Server:
     inbox_page: int = 100
     max_wait: float = 60.0
     """Longest long-poll an inbox request may ask for."""
+    idle_timeout: float = 30.0
+    """Seconds a connection may stay without a complete request: from its start, and from each
+    answer (keep-alive). Slowly-sent headers count as no request."""
+    body_timeout: float = 60.0
+    """Seconds a request body may go without a byte arriving before it is refused (408)."""
+    max_connections: int = 0
+    """Connections held at once; 0 = the descriptor limit less a reserve of 256. Beyond it a new
+    connection is answered 503 ``request.overloaded``."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,9 @@ verify_workers = 0          # 0 = one per core
 recipient_backlog = 100000  # waiting deliveries per agency before 429
 min_free_disk = 268435456   # bytes kept free in the data directory, else 507
 shutdown_grace = 30         # seconds SIGTERM waits for work in flight
+idle_timeout = 30           # seconds a connection may stay without a complete request
+body_timeout = 60           # seconds a request body may stall
+max_connections = 0         # 0 = the descriptor limit less 256
 
 [delivery]
 ttl = 604800                # seconds before an undelivered package is a dead letter (7 days)

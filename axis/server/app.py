@@ -30,6 +30,7 @@ from axis.checking import Checked
 from axis.errors import AxisError, RequestRefused, RoutingRefused, StoreError
 from axis.registry import token_hash
 from axis.router import Admission
+from axis.server.connections import LOW_HEADROOM, descriptor_limit, open_descriptors
 from axis.server.metrics import Labels
 from axis.server.problems import problem
 from axis.server.runtime import Axis
@@ -507,12 +508,22 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """Ready: not draining, the database answers, disk and file descriptors have headroom."""
     axis = _axis(request)
     if axis.draining:
         raise RequestRefused("request.shutting_down", "the axis is shutting down", retry_after=5)
     await asyncio.to_thread(axis.store.agency, "")  # the database answers
     _check_disk(axis, 0)
-    return json_response({"status": "ready"})
+    limit, opened = descriptor_limit(), open_descriptors()
+    connections = axis.connections
+    held = {"open": connections.open, "cap": connections.cap, "refused": connections.refused} if connections else None
+    if (opened is not None and opened > LOW_HEADROOM * limit) or (connections and connections.open >= connections.cap):
+        raise RequestRefused(
+            "request.overloaded",
+            f"{opened} of {limit} file descriptors are open and {held} connections are held: little headroom is left",
+            retry_after=5,
+        )
+    return json_response({"status": "ready", "descriptors": {"open": opened, "limit": limit}, "connections": held})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -577,12 +588,23 @@ async def stats(request: web.Request) -> web.Response:
     return json_response({"from": start.isoformat(), "to": end.isoformat(), "period": period, "items": rows})
 
 
+@web.middleware
+async def _in_flight(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count the requests being answered: SIGTERM lets them finish (``Running.stop``)."""
+    axis = _axis(request)
+    axis.in_flight += 1
+    try:
+        return await handler(request)
+    finally:
+        axis.in_flight -= 1
+
+
 def build_app(axis: Axis, extensions: Sequence[Extension] = ()) -> web.Application:
     """The API; each extension (adapters such as the VXP facade) adds its routes to it."""
     from axis.server import admin
 
     # The submit route reads its own body with the configured limit; other bodies are small.
-    app = web.Application(middlewares=[middleware], client_max_size=axis.settings.server.max_package)
+    app = web.Application(middlewares=[_in_flight, middleware], client_max_size=axis.settings.server.max_package)
     app[AXIS] = axis
     app[SELF_AUTHENTICATED] = ()
     app.router.add_post("/v1/messages", submit)

@@ -29,6 +29,7 @@ BY_CODE = {
     "request.recipient_busy": 429,
     "request.rate_limited": 429,
     "request.shutting_down": 503,
+    "request.overloaded": 503,
     "request.verify_timeout": 503,
     "request.unavailable": 503,
     "request.disk_full": 507,

@@ -32,6 +32,15 @@ from axis.delivery import Dispatcher
 from axis.queue import Queue, QueuePolicy
 from axis.registry import Registry
 from axis.router import Router
+from axis.server.connections import (
+    QUIET_BAD_REQUESTS,
+    RESERVE,
+    CappedSite,
+    Connections,
+    QuietLoopErrors,
+    derived_cap,
+    descriptor_limit,
+)
 from axis.server.metrics import Metrics
 from axis.server.pusher import Pusher
 from axis.store import SQLiteStore
@@ -69,6 +78,10 @@ class Axis:
     metrics: Metrics = field(default_factory=Metrics)
     waiters: Waiters = field(default_factory=Waiters)
     dispatcher: Dispatcher | None = None
+    connections: Connections | None = None
+    """The listener's connections (``/readyz`` reports them)."""
+    in_flight: int = 0
+    """Requests being answered now: SIGTERM lets them finish while new ones are refused (503)."""
     draining: bool = False
     _loop: asyncio.AbstractEventLoop | None = None
     _woken: set[str] = field(default_factory=set)
@@ -178,6 +191,12 @@ class Running:
         axis = self.axis
         axis.draining = True
         axis.waiters.closing.set()
+        # The listener stays open meanwhile: a new request is answered 503 request.shutting_down
+        # (a load balancer moves on) instead of finding the port closed.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + axis.settings.server.shutdown_grace
+        while axis.in_flight > 0 and loop.time() < deadline:
+            await asyncio.sleep(0.05)
         if axis.dispatcher is not None:
             await axis.dispatcher.stop()
         await self.runner.cleanup()
@@ -198,18 +217,34 @@ async def start(
 
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(64, "axis-io"))  # store calls block; let commits group
+    loop.set_exception_handler(QuietLoopErrors(loop.default_exception_handler))
+    logging.getLogger("aiohttp.server").addFilter(QUIET_BAD_REQUESTS)
     axis = await asyncio.to_thread(Axis.open, settings)
     axis._loop = loop
+    limit = descriptor_limit()
+    axis.connections = Connections(derived_cap(settings.server.max_connections, limit))
+    if axis.connections.cap + RESERVE > limit:
+        log.warning(
+            "the descriptor limit (%d) leaves less than %d over the connection cap (%d): raise it (ulimit -n)",
+            limit, RESERVE, axis.connections.cap,
+        )
+    log.info("descriptor limit %d, at most %d connections", limit, axis.connections.cap)
     pusher = Pusher(keystore.KeyStore(settings.keys), settings.delivery.push_timeout)
-    runner = web.AppRunner(build_app(axis, extensions), shutdown_timeout=settings.server.shutdown_grace, access_log=None)
+    runner = web.AppRunner(
+        build_app(axis, extensions),
+        shutdown_timeout=settings.server.shutdown_grace,
+        keepalive_timeout=settings.server.idle_timeout,
+        access_log=None,
+    )
     try:
         await asyncio.gather(asyncio.to_thread(axis.pool.warm_up), pusher.start())
         await asyncio.to_thread(axis.recover)
         axis.dispatcher = Dispatcher(axis.router, pusher.post, concurrency=settings.delivery.push_concurrency)
         await runner.setup()
         context = _ssl_context(settings.server)
-        site = web.TCPSite(
-            runner, host or settings.server.host, settings.server.port if port is None else port, ssl_context=context
+        site = CappedSite(
+            runner, axis.connections, host or settings.server.host, settings.server.port if port is None else port,
+            ssl_context=context,
         )
         await site.start()
     except BaseException:  # the port is taken, TLS files are missing, ...: release what was opened
