@@ -38,6 +38,9 @@ class Server:
     verify_timeout: float = 10.0
     verify_workers: int = 0
     """Verification processes; 0 = one per core."""
+    verify_memory: int = 1024 * 1024 * 1024
+    """Address space each verification process may use (bytes); a package needing more is refused
+    (``request.too_complex``). 0 = not capped."""
     recipient_backlog: int = 100_000
     """Deliveries waiting for one agency before new packages to it are refused with 429."""
     min_free_disk: int = 256 * 1024 * 1024
@@ -125,6 +128,7 @@ port = 8080
 max_package = 67108864      # bytes (64 MiB)
 verify_timeout = 10         # seconds per package
 verify_workers = 0          # 0 = one per core
+verify_memory = 1073741824  # bytes of address space per verification process (1 GiB)
 recipient_backlog = 100000  # waiting deliveries per agency before 429
 min_free_disk = 268435456   # bytes kept free in the data directory, else 507
 shutdown_grace = 30         # seconds SIGTERM waits for work in flight

@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache, lru_cache
@@ -578,6 +579,26 @@ def _check_key_value(key_value: etree._Element | None, certificate: x509.Certifi
         )
 
 
+UNSIGNED_AT_A_GLANCE = 4 * 1024 * 1024
+"""Packages above this size that never name the XMLDSig namespace are refused before the
+pre-check and the parse: they cannot hold a ds:Signature, and a heavy one (nine megabytes of
+elements dense with attributes) costs a worker a second to find out otherwise. Smaller ones go
+the whole way, so that a malformed file is refused with libxml2's own account of its fault."""
+_SIGNATURE_TAG = re.compile(rb"<(?:[^\s<>:/!?]+:)?Signature[\s/>]")
+
+
+def _refuse_large_unsigned(data: bytes) -> None:
+    if len(data) <= UNSIGNED_AT_A_GLANCE or DS.encode() in data or b"<!DOCTYPE" in data:
+        return  # a DTD is refused by the pre-check with its own code
+    if _SIGNATURE_TAG.search(data):
+        raise SignatureRefused(
+            "signature.wrong_namespace",
+            f"the package's <Signature> is not in the XMLDSig namespace {DS}: it is a placeholder, not an XML"
+            " signature; sign the package with a real XMLDSig signature",
+        )
+    raise SignatureRefused("signature.missing", "the package is not signed: it has no ds:Signature element")
+
+
 def verify(data: bytes, trust: pki.Trust, at: datetime, policy: SignaturePolicy = EDXML_POLICY) -> Verified:
     """Verify ``data`` under ``policy`` with certificates checked at ``at``; raise a refusal otherwise.
 
@@ -586,6 +607,7 @@ def verify(data: bytes, trust: pki.Trust, at: datetime, policy: SignaturePolicy 
     """
     if at.tzinfo is None:
         raise ValueError("verify() needs a timezone-aware time")
+    _refuse_large_unsigned(data)
     root = xmlguard.parse(data, policy.limits)
     signature = _locate(root, policy)
     method, digest_method = _check_signed_info(signature, policy)

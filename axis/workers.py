@@ -11,6 +11,13 @@ already waits in its pipe, so it does not sit idle while the busy loop gets roun
 its result. A check's timer runs from when its worker starts on it (as far as the loop can tell:
 when it was given, or when the one before it came back), so it measures that check alone.
 
+Checks wait in one queue per endpoint, and a free worker takes the next check of the endpoint with
+the fewest bytes in the workers (round robin among equals): one endpoint sending a stream of heavy
+packages holds at most its share of the workers while others wait, and a package of ten
+kilobytes does not wait behind megabytes of someone else's. A large package gets no
+second check queued behind it in its worker's pipe. Each worker's address space is capped
+(``memory``): a package needing more is refused (``request.too_complex``) and the worker replaced.
+
 A package that takes longer than the timeout is refused (``request.verify_timeout``) and its
 worker is killed and replaced (a stuck process cannot be interrupted any other way); the other
 workers and their checks are untouched, and the check that waited behind it goes to another. A
@@ -29,6 +36,7 @@ import collections
 import multiprocessing
 import os
 import pickle
+import resource
 import signal
 import threading
 import time
@@ -49,6 +57,11 @@ would block the loop until the worker starts reading."""
 DEPTH = 2
 """Packages given to one worker at once: the one it works on and the next, waiting in its pipe."""
 READY = b"ready"
+TOO_COMPLEX = RequestRefused(
+    "request.too_complex",
+    "verifying the package needs more memory than a verification worker may use ([server] verify_memory);"
+    " split its attachments across packages",
+)
 
 
 def _send(connection: Connection, header: bytes, data: bytes) -> None:
@@ -72,9 +85,25 @@ def watch_parent(pid: int, every: float = 1.0) -> None:
     threading.Thread(target=watch, name="axis-parent-watch", daemon=True).start()
 
 
-def serve(connection: Connection, trust_directory: Path, parent: int) -> None:
-    """A worker process: check packages from the pipe until it closes."""
+def _peak_address_space() -> int:
+    """The most address space this process has held (VmPeak), in bytes; 0 where /proc is not there."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmPeak:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def serve(connection: Connection, trust_directory: Path, parent: int, memory: int = 0) -> None:
+    """A worker process: check packages from the pipe until it closes. With ``memory``, its address
+    space is capped there; a check that runs out of it is refused and the worker ends (the pool
+    starts another): a process that has seen MemoryError is not trusted further."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if memory > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     watch_parent(parent)
     connection.send_bytes(READY)
     while True:
@@ -83,16 +112,22 @@ def serve(connection: Connection, trust_directory: Path, parent: int) -> None:
             data = connection.recv_bytes()
         except (EOFError, OSError):
             return
+        exhausted = False
         try:
             answer: tuple[bool, Any] = (True, checking.check(data, trust_directory, at))
         except Exception as error:  # the refusal (or failure) travels back to the request
-            answer = (False, error)
+            # libxml2 reports an allocation it could not make in its own words ("unknown error"):
+            # a refusal while the process's address space reached the cap is the cap's doing.
+            exhausted = isinstance(error, MemoryError) or (memory > 0 and _peak_address_space() > 0.9 * memory)
+            answer = (False, TOO_COMPLEX if exhausted else error)
         del data
         try:
             message = pickle.dumps(answer)
         except Exception:
             message = pickle.dumps((False, RuntimeError(f"verification failed: {answer[1]!r}")))
         connection.send_bytes(message)
+        if exhausted:
+            return
 
 
 @dataclass
@@ -100,6 +135,8 @@ class _Check:
     at: datetime
     data: bytes
     future: asyncio.Future[checking.Checked]
+    owner: str = ""
+    """Who sent it (an endpoint's name): checks are shared out fairly between senders."""
     attempts: int = 0
 
 
@@ -125,11 +162,16 @@ class VerifierPool:
     workers: int | None = None
     """Worker processes; None: one per core."""
     timeout: float = 10.0
+    memory: int = 0
+    """Address space each worker may use, in bytes; 0 = not capped."""
     replaced: int = 0
     """Workers replaced after a timeout or a crash (exported as a metric)."""
     _context: Any = field(default_factory=lambda: multiprocessing.get_context("spawn"))
     _pool: list[_Worker] = field(default_factory=list)
-    _waiting: collections.deque[_Check] = field(default_factory=collections.deque)
+    _waiting: dict[str, collections.deque[_Check]] = field(default_factory=dict)
+    """Checks not yet given to a worker, per owner, the owner served longest ago first."""
+    _running: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Bytes of the checks in the workers, per owner."""
     _loop: asyncio.AbstractEventLoop | None = None
     _closing: bool = False
 
@@ -139,7 +181,7 @@ class VerifierPool:
     def _start(self) -> _Worker:
         ours, theirs = self._context.Pipe(duplex=True)
         process = self._context.Process(
-            target=serve, args=(theirs, self.trust_directory, os.getpid()), name="axis-verify", daemon=True
+            target=serve, args=(theirs, self.trust_directory, os.getpid(), self.memory), name="axis-verify", daemon=True
         )
         process.start()
         theirs.close()
@@ -153,8 +195,9 @@ class VerifierPool:
                     raise RuntimeError("a verification worker did not start")
                 worker.ready = True
 
-    async def check(self, data: bytes, at: datetime) -> checking.Checked:
-        """Verify in a worker. Waiting for a free worker is not timed; only the work is."""
+    async def check(self, data: bytes, at: datetime, owner: str = "") -> checking.Checked:
+        """Verify in a worker. Waiting for a free worker is not timed; only the work is. ``owner``
+        (who sent it) decides its turn: the sender with the fewest bytes in the workers goes next."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # first use, or a new event loop (tests): watch the pipes from this one
             if self._loop is not None and not self._loop.is_closed():
@@ -164,8 +207,8 @@ class VerifierPool:
             self._loop = loop
         for worker in self._pool:
             self._watch(worker)
-        check = _Check(at, data, loop.create_future())
-        self._waiting.append(check)
+        check = _Check(at, data, loop.create_future(), owner)
+        self._wait(check)
         self._dispatch()
         return await check.future
 
@@ -176,20 +219,51 @@ class VerifierPool:
             worker.watched = True
             self._loop.add_reader(worker.connection.fileno(), self._readable, worker)
 
+    def _wait(self, check: _Check, first: bool = False) -> None:
+        """Queue a check with its owner's (``first``: at the head, for one that was already given)."""
+        queue = self._waiting.setdefault(check.owner, collections.deque())
+        if first:
+            queue.appendleft(check)
+        else:
+            queue.append(check)
+
+    def _next(self) -> _Check | None:
+        """The next check to give: its owner has the fewest bytes in the workers; among equals, the
+        one served longest ago. Checks whose request went away are dropped here."""
+        while self._waiting:
+            owner = min(self._waiting, key=self._running.__getitem__)  # dict order: served longest ago first
+            queue = self._waiting.pop(owner)
+            check = queue.popleft()
+            if queue:
+                self._waiting[owner] = queue  # back of the line
+            if not check.future.done():
+                return check
+        return None
+
     def _dispatch(self) -> None:
         """Give waiting packages to workers: first one to every idle worker, then a second one each,
-        queued in its pipe, so it starts on it without waiting for the loop to read its result."""
+        queued in its pipe, so it starts on it without waiting for the loop to read its result (but
+        not behind a large one, which would hold it up for as long as it takes)."""
         for depth in range(1, DEPTH + 1):
             for worker in self._pool:
                 while (
                     len(worker.checks) < depth and worker.ready and not worker.sending and not worker.gone and self._waiting
+                    and not (worker.checks and len(worker.checks[-1].data) > LARGE)
                 ):
-                    check = self._waiting.popleft()
-                    if not check.future.done():  # else the request went away while it waited
-                        self._give(worker, check)
+                    check = self._next()
+                    if check is None:
+                        return
+                    self._give(worker, check)
+
+    def _given_back(self, check: _Check) -> None:
+        """A check left its worker (answered, timed out, or its worker died)."""
+        self._running[check.owner] -= len(check.data)
+        if self._running[check.owner] <= 0:
+            del self._running[check.owner]
 
     def _give(self, worker: _Worker, check: _Check) -> None:
         assert self._loop is not None
+        self._running[check.owner] += len(check.data)
         worker.checks.append(check)
         if len(worker.checks) == 1:
             self._start_timer(worker)
@@ -232,6 +306,7 @@ class VerifierPool:
         if not worker.checks:
             return
         check = worker.checks.popleft()
+        self._given_back(check)
         if worker.timer is not None:
             worker.timer.cancel()
             worker.timer = None
@@ -250,9 +325,13 @@ class VerifierPool:
         if not worker.checks or worker.checks[0] is not check:
             return
         worker.checks.popleft()
+        self._given_back(check)
         queued = list(worker.checks)  # not started: they go to another worker, no attempt counted
         worker.checks.clear()
-        self._waiting.extendleft(reversed([c for c in queued if not c.future.done()]))
+        for waiting in reversed(queued):
+            self._given_back(waiting)
+            if not waiting.future.done():
+                self._wait(waiting, first=True)
         self._replace(worker)
         if not check.future.done():
             check.future.set_exception(
@@ -271,10 +350,11 @@ class VerifierPool:
         if lost:
             lost[0].attempts += 1  # the one it was working on; the others had not started
         for check in reversed(lost):
+            self._given_back(check)
             if check.future.done():
                 continue
             if check.attempts < 2:
-                self._waiting.appendleft(check)
+                self._wait(check, first=True)
             else:
                 check.future.set_exception(
                     RequestRefused("request.unavailable", "the verification workers are restarting; send the package again")

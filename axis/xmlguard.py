@@ -52,6 +52,7 @@ DEFAULT_LIMITS = XMLLimits()
 _WS = b" \t\r\n"
 _NAME = re.compile(rb"[^\s/>=<\"']+")
 _ATTRIBUTE = re.compile(rb"""[ \t\r\n]+([^\s/>=<"']+)[ \t\r\n]*=[ \t\r\n]*(?:"[^"<]*"|'[^'<]*')""")
+_ATTRIBUTES = re.compile(rb"""(?:[ \t\r\n]+[^\s/>=<"']+[ \t\r\n]*=[ \t\r\n]*(?:"[^"<]*"|'[^'<]*'))*""")
 _TAG_END = re.compile(rb"[ \t\r\n]*(/?)>")
 _ENCODING = re.compile(rb"""encoding[ \t\r\n]*=[ \t\r\n]*["']([A-Za-z0-9._-]+)["']""")
 
@@ -194,28 +195,25 @@ def precheck(data: bytes, limits: XMLLimits = DEFAULT_LIMITS) -> None:
         nodes += 1
         if nodes > limits.max_nodes:
             raise _too_many_nodes(data, lt, limits)
-        cursor, attributes = name.end(), 0
-        while (attribute := _ATTRIBUTE.match(data, cursor)) is not None:
-            attr_name = attribute.group(1)
-            if attr_name != b"xmlns" and not attr_name.startswith(b"xmlns:"):
-                attributes += 1
-                if attributes > limits.max_attributes:
-                    raise _refuse(
-                        "xml.too_many_attributes",
-                        data,
-                        lt,
-                        f"more than {limits.max_attributes} attributes on one element",
-                    )
-            else:
-                namespaces += 1
-                if namespaces > limits.max_namespace_declarations:
-                    raise _refuse(
-                        "xml.too_many_namespaces",
-                        data,
-                        attribute.start(1),
-                        f"more than {limits.max_namespace_declarations} namespace declarations",
-                    )
-            cursor = attribute.end()
+        # The attributes are matched as one run, then named in one pass: two calls into the regex
+        # engine per element, not several per attribute (a tag of 60 attributes cost 60 loops).
+        run = _ATTRIBUTES.match(data, name.end())  # always matches: the run may be empty
+        cursor = run.end() if run is not None else name.end()
+        if cursor > name.end():
+            names = _ATTRIBUTE.findall(data, name.end(), cursor)
+            declared = [n for n in names if n == b"xmlns" or n.startswith(b"xmlns:")] if b"xmlns" in data[name.end() : cursor] else []
+            if len(names) - len(declared) > limits.max_attributes:
+                raise _refuse(
+                    "xml.too_many_attributes", data, lt, f"more than {limits.max_attributes} attributes on one element"
+                )
+            namespaces += len(declared)
+            if namespaces > limits.max_namespace_declarations:
+                raise _refuse(
+                    "xml.too_many_namespaces",
+                    data,
+                    lt,
+                    f"more than {limits.max_namespace_declarations} namespace declarations",
+                )
         tag_end = _TAG_END.match(data, cursor)
         if tag_end is None:
             fault = "the document ends inside a start tag" if cursor >= size else "a start tag cannot be read"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -82,3 +83,52 @@ def test_a_pool_serves_a_second_event_loop(pool: VerifierPool, signed_document: 
     for _ in range(2):
         checked = asyncio.run(asyncio.wait_for(pool.check(signed_document, dev_pki.now), 30))
         assert checked.sha256 == hashlib.sha256(signed_document).hexdigest()
+
+
+def heavy_package() -> bytes:
+    """Nine megabytes inside every limit, dense with attributes, naming the XMLDSig namespace (so
+    it goes the whole way through the pre-check and the parse before it is refused)."""
+    attributes = " ".join(f'a{i}="v"' for i in range(60))
+    body = "".join(f"<e {attributes}/>" for i in range(19_000))
+    return (
+        '<edXML xmlns="http://www.mic.gov.vn/TBT/QCVN_102_2016" xmlns:ds="http://www.w3.org/2000/09/xmldsig#">'
+        f"{body}</edXML>"
+    ).encode()
+
+
+def test_a_stream_of_heavy_packages_from_one_endpoint_does_not_hold_up_the_others(
+    pool: VerifierPool, signed_document: bytes, dev_pki: PKI
+) -> None:
+    """Twenty heavy packages from one sender are queued first; another sender's ten packages, sent
+    meanwhile, are all verified while most of the heavy ones still wait (first come, first served
+    would have verified all twenty first)."""
+    heavy = heavy_package()
+
+    async def run() -> tuple[int, list[Any]]:
+        attacks = [asyncio.ensure_future(pool.check(heavy, dev_pki.now, "attacker")) for _ in range(20)]
+        await asyncio.sleep(0)
+        legitimate = await asyncio.gather(*(pool.check(signed_document, dev_pki.now, "ministry") for _ in range(10)))
+        finished = sum(a.done() for a in attacks)
+        await asyncio.gather(*attacks, return_exceptions=True)
+        return finished, legitimate
+
+    finished, legitimate = asyncio.run(run())
+    assert all(getattr(c, "sha256", None) == hashlib.sha256(signed_document).hexdigest() for c in legitimate)
+    assert finished <= 6, f"{finished} of the 20 heavy checks went first"
+
+
+def test_a_package_that_needs_more_memory_than_a_worker_may_use_is_refused(dev_pki: PKI, signed_document: bytes) -> None:
+    pool = VerifierPool(dev_pki.store.trust, workers=1, timeout=30, memory=320 * 1024 * 1024)
+    pool.warm_up()
+    try:
+        async def run() -> list[object]:
+            return await asyncio.gather(
+                pool.check(heavy_package(), dev_pki.now), pool.check(signed_document, dev_pki.now), return_exceptions=True
+            )
+
+        refused, checked = asyncio.run(run())
+        assert isinstance(refused, AxisError) and refused.code == "request.too_complex", refused
+        assert getattr(checked, "sha256", None) == hashlib.sha256(signed_document).hexdigest()  # a fresh worker
+        assert pool.replaced == 1
+    finally:
+        pool.close()

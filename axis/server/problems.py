@@ -24,6 +24,7 @@ BY_CODE = {
     "request.not_found": 404,
     "request.method_not_allowed": 405,
     "request.too_large": 413,
+    "request.too_complex": 413,
     "xml.too_large": 413,
     "request.unsupported_media_type": 415,
     "request.recipient_busy": 429,

@@ -100,7 +100,10 @@ class Axis:
         )
         router = Router(queue, key, certificate, backlog_cap=settings.server.recipient_backlog)
         pool = VerifierPool(
-            settings.trust, workers=settings.server.verify_workers or None, timeout=settings.server.verify_timeout
+            settings.trust,
+            workers=settings.server.verify_workers or None,
+            timeout=settings.server.verify_timeout,
+            memory=settings.server.verify_memory,
         )
         axis = cls(
             settings=settings,
