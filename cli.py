@@ -368,6 +368,24 @@ def token_add(ctx: click.Context, role: str, name: str, as_json: bool) -> None:
     click.echo(json.dumps({"token": secret}) if as_json else f"{role} token for {name}: {secret}")
 
 
+@token.command("list")
+@json_option
+@click.pass_context
+def token_list(ctx: click.Context, as_json: bool) -> None:
+    """List role tokens by id, name, role and creation time (never the tokens or their hashes)."""
+    _show(_registry(ctx).store.role_tokens(), ["id", "name", "role", "created_at", "revoked_at"], as_json)
+
+
+@token.command("revoke")
+@click.argument("which", metavar="NAME-OR-ID")
+@click.pass_context
+def token_revoke(ctx: click.Context, which: str) -> None:
+    """Revoke a role token by its id (from `axis token list`), or every token with that NAME; it
+    stops working at once, on a running axis too. A name made of digits is read as an id."""
+    for revoked in _registry(ctx).revoke_role_tokens(which):
+        click.echo(f"{revoked['role']} token {revoked['id']} ({revoked['name']}) revoked at {revoked['revoked_at']}")
+
+
 # ---------------------------------------------------------------- certificates and CRLs
 
 
@@ -705,9 +723,10 @@ def verify_receipt_command(file: Path, trust: Path, axis_cert: Path | None, as_j
     if as_json:
         _echo_json(report)
     else:
-        for label, value in report.items():
-            if value is not None:
-                click.echo(f"{label:<24}{', '.join(value) if isinstance(value, list) else value}")
+        shown = {label: value for label, value in report.items() if value is not None}
+        width = max(map(len, shown))
+        for label, value in shown.items():
+            click.echo(f"{label:<{width}}  {', '.join(value) if isinstance(value, list) else value}")
     sys.exit(0 if report["valid"] else 1)
 
 
@@ -988,7 +1007,7 @@ def trail_command(
     _show(trail["deliveries"], ["recipient", "state", "attempts", "delivered_at", "last_error"], False)
     if trail["statuses"]:
         click.echo("")
-        _show(trail["statuses"], ["recipient", "status_code", "at"], False)
+        _show(trail["statuses"], ["recipient", "status_code", "updated_at"], False)
     click.echo(f"\n{len(trail['events'])} audit events, each hash recomputed and matching:")
     _show([{"seq": e["seq"], "kind": e.get("kind"), "at": e.get("at"), "hash": e["hash"][:16]} for e in trail["events"]], ["seq", "kind", "at", "hash"], False)
 

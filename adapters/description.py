@@ -50,23 +50,35 @@ class Description:
     def load(cls, path: Path) -> Description:
         try:
             values = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as error:
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:  # RecursionError: nested too deep
             raise _invalid(f"{path.name} is not a JSON document description: {error}") from None
         if not isinstance(values, dict):
             raise _invalid(f"{path.name} must hold a JSON object")
         return cls(values, path.parent)
 
+    def attachments(self) -> list[Any]:
+        """The ``attachments`` items: a list, one name or ``{"file": ...}``, or none."""
+        items = self.values.get("attachments")
+        return [] if items is None else _list(items, "attachments")
+
     def attachment_paths(self) -> list[Path]:
-        """The files this description attaches, checked to lie inside its folder."""
+        """The files this description attaches, checked to lie inside its folder. Every fault of
+        the description is an ``adapter.invalid_description``: the folder bridge moves the file
+        to ``error/`` on it, where any other exception would stop the bridge for every agency."""
         paths = []
-        for item in self.values.get("attachments") or []:
+        for item in self.attachments():
             name = item.get("file") if isinstance(item, dict) else item
             if not isinstance(name, str) or not name:
                 raise _invalid(f"an attachment must be a file name or {{\"file\": name}}, not {item!r}")
-            path = (self.folder / name).resolve()
-            if self.folder.resolve() not in path.parents:
+            try:
+                path = (self.folder / name).resolve()
+                inside = self.folder.resolve() in path.parents
+                present = inside and path.is_file()
+            except (OSError, ValueError, RuntimeError) as error:  # a NUL byte, a symlink loop, a name too long
+                raise _invalid(f"attachment {name!r} cannot name a file: {error}") from None
+            if not inside:
                 raise _invalid(f"attachment {name!r} lies outside the folder of the description")
-            if not path.is_file():
+            if not present:
                 raise AdapterError("adapter.attachment_missing", f"attachment {name!r} is not in {self.folder}")
             paths.append(path)
         return paths
@@ -107,7 +119,7 @@ class Description:
                 content_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream",
                 description=item.get("description") if isinstance(item, dict) else None,
             )
-            for item, path in zip(v.get("attachments") or [], self.attachment_paths(), strict=True)
+            for item, path in zip(self.attachments(), self.attachment_paths(), strict=True)
         )
         try:
             package = edxml.DocumentPackage(
@@ -127,7 +139,7 @@ class Description:
                 bussiness=bussiness,
                 attachments=attachments,
             )
-        except (TypeError, ValueError) as error:
+        except (TypeError, ValueError, OverflowError) as error:  # OverflowError: "priority": 1e400 is infinite
             raise _invalid(f"the description does not make a document: {error}") from None
         return package
 

@@ -74,6 +74,10 @@ class Vxp:
     """Answer VXP calls over plain HTTP on a listener that is not loopback (behind a TLS-terminating
     proxy). Without it such calls are refused: the SDK's HMAC is a per-object constant that anyone
     who sees one request can replay."""
+    admin_window: float = 300.0
+    """``registerAgency`` and ``deleteAgency`` (admin system ids) need a signed timestamp this
+    close to the axis's clock and a signature the system has not used before: their body is not
+    signed, so a seen request must not be replayable with another agency in it. 0 turns them off."""
     rate: float = 20.0
     """Calls per second each system id may make, on average; 0 = unlimited."""
     burst: int = 100
@@ -146,6 +150,7 @@ push_concurrency = 4        # simultaneous pushes per endpoint
 prefix = "/vxp"             # the facade for the operator's VXP SDK ("" = off)
 window = 0                  # seconds a signed timestamp may be off (0: the SDK signs once per object)
 allow_plain_http = false    # VXP over plain HTTP on a non-loopback listener (behind a TLS proxy)
+admin_window = 300          # registerAgency/deleteAgency: fresh, unused signatures only (0 = off)
 rate = 20                   # calls per second per system id (0 = unlimited)
 burst = 100
 """

@@ -201,6 +201,9 @@ class Dispatcher:
         body: bytes,
         signed: Signed | None,
     ) -> None:
+        """Commit the attempt's outcome. It runs in a task nobody awaits, so nothing may escape it:
+        when recording fails the delivery stays leased, and at its lease deadline housekeeping
+        returns it to the queue and it is sent again (a push receiver dedupes by message id)."""
         try:
             if error is None:
                 await asyncio.wrap_future(self.router.acknowledge(delivery, body, message, signed))
@@ -213,6 +216,12 @@ class Dispatcher:
             # The delivery changed state while the push was in flight (acknowledged by a pull, given
             # up by the recipient, or expired past its TTL): record nothing more, keep serving.
             log.warning("delivery %s to %s: outcome not recorded: %s", delivery.id, endpoint.name, changed)
+        except Exception:
+            log.exception(
+                "delivery %s to %s: outcome not recorded; it is sent again after its lease ends",
+                delivery.id,
+                endpoint.name,
+            )
 
     async def stop(self) -> None:
         """Finish the attempts in flight (their outcome is recorded), then stop every task."""

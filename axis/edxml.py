@@ -3,8 +3,9 @@
 Reading is lenient where real agency software is sloppy (element order, prefixes, empty
 optional fields, impossible dates inside identifiers) and strict where an error would route a
 document wrongly (sender and recipient OrganIds, duplicate recipients, the DocumentId of a
-document package). Building is strict: ``build`` refuses a package that breaks a length or
-shape rule of EDXML.md. Elements are matched by namespace URI, never by prefix.
+document package) or a value the axis relies on would mislead it (a DueDate no calendar has).
+Building is strict: ``build`` refuses a package that breaks a length or shape rule of EDXML.md,
+or carries a date or time no calendar has. Elements are matched by namespace URI, never by prefix.
 
 Shapes from real agency software that ``read`` accepts (EDXML.md, "Shapes seen in real agency
 software"): a status package whose header element is ``Status`` instead of ``MessageHeader``
@@ -28,7 +29,7 @@ from lxml import etree
 
 from axis import xmlguard
 from axis.errors import IdentifierError, PackageRefused
-from axis.identifiers import document_id, organ_id
+from axis.identifiers import document_id, in_calendar, organ_id
 
 NS = "http://www.mic.gov.vn/TBT/QCVN_102_2016"
 
@@ -597,7 +598,7 @@ def read(root: etree._Element) -> Package:
         document_type=_record(DocumentType, _child(message, "DocumentType")),
         content=_text(message, "Content"),
         signer_info=_record(SignerInfo, _child(message, "SignerInfo")),
-        due_date=_text(message, "DueDate"),
+        due_date=_due_date(message),
         to_places=tuple(
             (p.text or "") for p in (_children(to_places, "Place") if to_places is not None else [])
         ),
@@ -620,10 +621,27 @@ def parse(data: bytes, limits: xmlguard.XMLLimits = xmlguard.DEFAULT_LIMITS) -> 
 # ---------------------------------------------------------------- building
 
 _TIMESTAMP = re.compile(r"\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}", re.ASCII)
+TIMESTAMP_FORMAT = "%Y/%m/%d %H:%M:%S"
 FIELD_DATE = re.compile(r"(\d{4})/(\d{2})/(\d{2})|(\d{2})/(\d{2})/(\d{4})", re.ASCII)
 """A PromulgationDate or DueDate: ``yyyy/MM/dd`` as EDXML.md writes it, or ``dd/MM/yyyy`` as agency
-software also does (``read`` does not check these dates; ``build`` writes either). Shape only,
-like ``identifiers.DATE_SHAPE``; a DocumentId's date stays ``yyyy/MM/dd`` only."""
+software also does (``build`` writes either, and only days the calendar has; ``read`` checks the
+calendar for the DueDate alone, see ``_due_date``). A DocumentId's date stays ``yyyy/MM/dd`` only."""
+
+
+def _field_date_exists(value: str) -> bool:
+    """A ``FIELD_DATE``-shaped ``value`` names a day the calendar has."""
+    return in_calendar(value, "%Y/%m/%d" if value[4] == "/" else "%d/%m/%Y")
+
+
+def _due_date(message: etree._Element) -> str | None:
+    """The DueDate as written, read leniently (other shapes pass, as agency software writes them),
+    except a date of a ``FIELD_DATE`` shape that no calendar has: the overdue report compares
+    DueDates as dates, and ``2026/02/31`` or ``99/99/2026`` would be counted wrongly for as long
+    as the document is kept. The other dates of a package read are the agency's, never relied on."""
+    value = _text(message, "DueDate")
+    if value is not None and FIELD_DATE.fullmatch(value) and not _field_date_exists(value):
+        raise _refuse("edxml.invalid_field", _child(message, "DueDate"), f"DueDate {value!r} is not a day in the calendar")
+    return value
 
 
 def sortable_date(value: str | None) -> str | None:
@@ -663,6 +681,18 @@ def _check_shape(name: str, value: str | None, pattern: re.Pattern[str], example
         )
 
 
+def _check_date(name: str, value: str | None) -> None:
+    _check_shape(name, value, FIELD_DATE, "2026/11/21 or 21/11/2026")
+    if value is not None and not _field_date_exists(value):
+        raise PackageRefused("edxml.invalid_field", f"{name} {value!r} is not a day in the calendar", field=name)
+
+
+def _check_timestamp(name: str, value: str | None) -> None:
+    _check_shape(name, value, _TIMESTAMP, "2026/11/21 09:30:00")
+    if value is not None and not in_calendar(value, TIMESTAMP_FORMAT):
+        raise PackageRefused("edxml.invalid_field", f"{name} {value!r} is not a real date and time", field=name)
+
+
 def _check_identifier(check: Any, value: str, name: str) -> None:
     try:
         check(value)
@@ -674,7 +704,7 @@ def check(package: Package) -> None:
     """The producer's rules: what ``build`` refuses to write, even though ``read`` may accept it."""
     _check_identifier(organ_id, package.sender.organ_id, "From/OrganId")
     for hop in package.trace_headers:
-        _check_shape("TraceHeader/Timestamp", hop.timestamp, _TIMESTAMP, "2026/11/21 09:30:00")
+        _check_timestamp("TraceHeader/Timestamp", hop.timestamp)
     if isinstance(package, StatusPackage):
         if package.status_code not in STATUS_CODES:
             raise PackageRefused(
@@ -684,8 +714,9 @@ def check(package: Package) -> None:
             raise PackageRefused(
                 "edxml.missing_field", "a status package needs ResponseFor/DocumentId", field="ResponseFor"
             )
+        # The document answered may carry an impossible date in its DocumentId: shape only.
         _check_identifier(document_id, package.response_for.document_id, "ResponseFor/DocumentId")
-        _check_shape("Timestamp", package.timestamp, _TIMESTAMP, "2026/11/21 09:30:00")
+        _check_timestamp("Timestamp", package.timestamp)
         return
     if not package.recipients:
         raise PackageRefused(
@@ -698,7 +729,7 @@ def check(package: Package) -> None:
         raise PackageRefused(
             "edxml.duplicate_recipient", "a recipient appears more than once in To", field="To"
         )
-    _check_identifier(document_id, package.document_id, "DocumentId")
+    _check_identifier(lambda value: document_id(value, calendar=True), package.document_id, "DocumentId")
     if not package.subject.strip():
         raise PackageRefused("edxml.missing_field", "Subject is required", field="Subject")
     _check_length("Subject", package.subject)
@@ -708,17 +739,12 @@ def check(package: Package) -> None:
         _check_length("CodeNotation", package.code.code_notation)
     if package.promulgation_info:
         _check_length("Place", package.promulgation_info.place)
-        _check_shape(
-            "PromulgationDate",
-            package.promulgation_info.promulgation_date,
-            FIELD_DATE,
-            "2026/11/21 or 21/11/2026",
-        )
+        _check_date("PromulgationDate", package.promulgation_info.promulgation_date)
     if package.document_type:
         _check_length("TypeName", package.document_type.type_name)
     for place in package.to_places:
         _check_length("ToPlace", place)
-    _check_shape("DueDate", package.due_date, FIELD_DATE, "2026/11/21 or 21/11/2026")
+    _check_date("DueDate", package.due_date)
     priority = package.other_info.priority if package.other_info else None
     if priority is not None and not 0 <= priority <= 4:
         raise PackageRefused("edxml.invalid_field", f"Priority must be 0-4, not {priority}", field="Priority")

@@ -7,15 +7,17 @@ Two OrganId forms live side by side on the national axis, and neither is rewritt
 * Decision 20/2020/QĐ-TTg — up to 35 characters from ``0-9 A-Z .``, dot-separated groups,
   level-1 code at the left: a letter A–Y and two digits (``G22``, ``H41.15.03``).
 
-A DocumentId is ``OrganId,yyyy/MM/dd,Number/Notation``. Its date is checked for shape only: real
-packages carry impossible dates such as ``2014/02/30`` inside identifiers, and an identifier is
-a name, not a calendar entry.
+A DocumentId is ``OrganId,yyyy/MM/dd,Number/Notation``. Read, its date is checked for shape only:
+real packages carry impossible dates such as ``2014/02/30`` inside identifiers, and an identifier
+read is a name, not a calendar entry. One the axis's side makes is checked against the calendar
+(``document_id(..., calendar=True)``), so no new impossible date enters circulation.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from axis.errors import IdentifierError
@@ -41,6 +43,8 @@ _QD20_GROUP = re.compile(r"[0-9A-Z]+", re.ASCII)
 _QD20_LEVEL1 = re.compile(r"[A-Y]\d{2}", re.ASCII)
 DATE_SHAPE = re.compile(r"\d{4}/\d{2}/\d{2}", re.ASCII)
 """How edXML writes a date: yyyy/MM/dd (shape only; impossible dates occur in real identifiers)."""
+DATE_FORMAT = "%Y/%m/%d"
+"""``DATE_SHAPE`` as a ``strptime`` format, for ``in_calendar``."""
 QD20_MAX = 35
 
 
@@ -100,6 +104,17 @@ def organ_id(text: str) -> OrganId:
     return OrganId(text, "qd20")
 
 
+def in_calendar(text: str, form: str = DATE_FORMAT) -> bool:
+    """Whether ``text``, already checked for its shape, names a day (or a moment) that exists: a
+    shape lets ``2026/02/31`` and ``99:99:99`` through, and a date the axis compares or writes
+    must be one a calendar has."""
+    try:
+        datetime.strptime(text, form)
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class DocumentId:
     """A checked ``OrganId,yyyy/MM/dd,Number/Notation``; ``value`` is the string as written."""
@@ -113,8 +128,9 @@ class DocumentId:
         return self.value
 
 
-def document_id(text: str) -> DocumentId:
-    """Check the shape of a DocumentId; the date is not checked against the calendar."""
+def document_id(text: str, *, calendar: bool = False) -> DocumentId:
+    """Check the shape of a DocumentId. The date is checked against the calendar only with
+    ``calendar``: for a DocumentId being made, never for one read or referred to (see above)."""
     parts = text.split(",")
     if len(parts) != 3:
         raise IdentifierError(
@@ -134,6 +150,10 @@ def document_id(text: str) -> DocumentId:
             "identifier.document_id",
             f"DocumentId {text!r}: the date {date!r} must be written yyyy/MM/dd",
             value=text,
+        )
+    if calendar and not in_calendar(date):
+        raise IdentifierError(
+            "identifier.document_id", f"DocumentId {text!r}: the date {date!r} is not a day in the calendar", value=text
         )
     number, slash, notation = number_notation.partition("/")
     if not number.strip() or not slash or not notation.strip():

@@ -21,6 +21,8 @@ from axis.store import Delivery, IssuedReceipt, NewMessage, Store
 from axis.store.blobs import INLINE_MAX
 
 Clock = Callable[[], float]
+MAX_DOUBLINGS = 1000
+"""The backoff's exponent never exceeds this: ``2.0 ** 1000`` is still a finite float."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,11 @@ class Queue:
         return self.store.submit_ack(delivery_id, self.clock(), ack_sha256, receipt)
 
     def backoff(self, attempts: int) -> float:
-        """Delay before the next attempt after ``attempts`` failures: doubling, capped, with jitter."""
-        base = min(self.policy.backoff_max, self.policy.backoff_initial * 2.0 ** max(0, attempts - 1))
+        """Delay before the next attempt after ``attempts`` failures: doubling, capped, with jitter.
+        The doublings stop at ``MAX_DOUBLINGS`` (far past any cap): ``2.0 ** 1024`` raises
+        OverflowError, and a delivery that keeps failing (requeued, a long TTL) gets there."""
+        doublings = min(max(0, attempts - 1), MAX_DOUBLINGS)
+        base = min(self.policy.backoff_max, self.policy.backoff_initial * 2.0**doublings)
         spread = base * self.policy.jitter
         return max(0.0, base + self.rng.uniform(-spread, spread))
 

@@ -73,13 +73,21 @@ def _canonical(receipt: Receipt) -> bytes:
     ]
     if receipt.acknowledgement_sha256 is not None:
         fields.append(("AcknowledgementSHA256", receipt.acknowledgement_sha256))
-    if receipt.reason is not None:
-        fields.append(("Reason", receipt.reason[:1000]))
+    if receipt.reason is not None:  # free text (a recipient's, a push endpoint's)
+        fields.append(("Reason", xml_text(receipt.reason[:1000])))
     body = "".join(f"<{name}>{_text(value)}</{name}>" for name, value in fields)
     return f'<Receipt xmlns="{NS}" version="1">{body}</Receipt>'.encode()
 
 
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(text: str) -> str:
+    """Free text (a reason given by a recipient or a push endpoint) with every character XML cannot
+    carry, lone surrogates included, replaced by U+FFFD: it goes into signed receipts and the store."""
+    return _NOT_XML.sub("\ufffd", text)
+
+
 _C14N_TEXT = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#xD;"})
 
 

@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from axis import pki
 from axis.errors import IdentifierError, StoreError
@@ -56,12 +57,17 @@ class Registry:
         return agency
 
     def import_agencies(self, text: str) -> list[Agency]:
-        """CSV with columns organ_id,name[,parent]. Every row is checked before any is stored."""
+        """CSV whose first line is the header ``organ_id,name[,parent]`` (columns are found by
+        name, so a spreadsheet's export works in any column order). Every row is checked before
+        any is stored."""
         reader = csv.DictReader(io.StringIO(text))
-        missing = {"organ_id", "name"} - set(reader.fieldnames or [])
+        missing = [c for c in ("organ_id", "name") if c not in (reader.fieldnames or [])]
         if missing:
+            first = ",".join(reader.fieldnames or [])[:80]
             raise StoreError(
-                "store.bad_import", f"the CSV needs the columns organ_id,name[,parent]; missing {missing}"
+                "store.bad_import",
+                f"the CSV's first line must be the header organ_id,name[,parent]; it is {first!r}"
+                f" (no {' or '.join(missing)} column)",
             )
         rows = []
         for line, row in enumerate(reader, start=2):
@@ -175,3 +181,8 @@ class Registry:
         token = new_token()
         self.store.add_role_token(token_hash(token), role, name, self._now())
         return token
+
+    def revoke_role_tokens(self, which: str) -> list[dict[str, Any]]:
+        """Revoke the role token with id ``which`` (digits), else every token named ``which``
+        (a person leaving loses all their tokens); it stops working at the next request."""
+        return self.store.revoke_role_tokens(which.strip(), self._now())

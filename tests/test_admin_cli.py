@@ -178,3 +178,46 @@ def test_auditor_token_is_stored_hashed_with_its_role(site: Path) -> None:
     finally:
         store.close()
     assert axis(site, "token", "add", "root", "x").exit_code == 2
+
+
+def test_import_without_a_header_line_says_the_header_is_needed(site: Path, tmp_path: Path) -> None:
+    headless = tmp_path / "headless.csv"
+    headless.write_text("000.00.00.H41,UBND Tỉnh Nghệ An,\n")
+    refused = axis(site, "agency", "import", str(headless))
+    assert refused.exit_code == 1 and "store.bad_import" in refused.output
+    assert "first line must be the header organ_id,name[,parent]" in refused.output
+    assert json.loads(axis(site, "agency", "list", "--json").output) == []
+
+
+def test_role_tokens_are_listed_without_secrets_and_revoked_by_id_or_name(site: Path) -> None:
+    auditor = json.loads(axis(site, "token", "add", "auditor", "Kiểm toán Nhà nước", "--json").stdout)["token"]
+    admins = [json.loads(axis(site, "token", "add", "admin", "Trần Văn A", "--json").stdout)["token"] for _ in range(2)]
+    listed = axis(site, "token", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.output)
+    assert [(r["name"], r["role"], r["revoked_at"]) for r in rows] == [
+        ("initial admin", "admin", None),
+        ("Kiểm toán Nhà nước", "auditor", None),
+        ("Trần Văn A", "admin", None),
+        ("Trần Văn A", "admin", None),
+    ]
+    assert set(rows[0]) == {"id", "name", "role", "created_at", "revoked_at"}
+    table = axis(site, "token", "list").output
+    for secret in (auditor, *admins):
+        assert secret not in listed.output + table and token_hash(secret) not in listed.output + table
+    store = SQLiteStore(site / "data")
+    try:
+        assert store.role_by_token(token_hash(auditor)) == "auditor"  # cached now
+        revoked = axis(site, "token", "revoke", str(rows[1]["id"]))
+        assert revoked.exit_code == 0 and "Kiểm toán Nhà nước" in revoked.output
+        assert store.role_by_token(token_hash(auditor)) is None  # another process's cache sees it at once
+        assert axis(site, "token", "revoke", "Trần Văn A").exit_code == 0
+        assert [store.role_by_token(token_hash(t)) for t in admins] == [None, None]
+        assert axis(site, "token", "revoke", "Trần Văn A").exit_code == 0  # again: no change, no new event
+        revocations = [json.loads(e.content) for e in store.events() if '"token.revoked"' in e.content]
+        assert sorted(e["subject"] for e in revocations) == ["Kiểm toán Nhà nước", "Trần Văn A", "Trần Văn A"]
+    finally:
+        store.close()
+    assert [r["revoked_at"] is None for r in json.loads(axis(site, "token", "list", "--json").output)] == [True, False, False, False]
+    unknown = axis(site, "token", "revoke", "nobody")
+    assert unknown.exit_code == 1 and "store.unknown_token" in unknown.output

@@ -359,3 +359,49 @@ def test_verify_reports_a_fault_in_the_signed_content_at_its_line_in_the_file(ke
     report = json.loads(run("verify", str(package), "--trust", str(keys / "trust"), "--json").output)
     assert (report["code"], report["line"]) == ("edxml.schema_invalid", line)
     assert report["detail"].startswith(f"line {line}: Element '{{{edxml.NS}}}Unknown'")
+
+
+def test_trail_prints_when_each_status_was_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store names the status time ``updated_at``; a column read under another key stays empty."""
+    import cli as cli_module
+
+    class Axis:
+        def __enter__(self) -> Axis:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def trail(self, message_id: str) -> dict[str, object]:
+            return {
+                "message": {"kind": "document", "id": message_id, "document_id": "000.00.00.G22,2026/01/02,7/VPCP",
+                            "sender": "000.00.00.G22", "accepted_at": "2026-01-02T01:00:00+00:00"},
+                "deliveries": [{"recipient": "000.00.00.H41", "state": "delivered", "attempts": 1,
+                                "delivered_at": "2026-01-02T01:00:05+00:00", "last_error": None}],
+                "statuses": [{"recipient": "000.00.00.H41", "status_code": "03", "message_id": "s1",
+                              "updated_at": "2026-01-02T02:30:00+00:00"}],
+                "events": [],
+            }
+
+    monkeypatch.setattr(cli_module, "_client", lambda *args, **kwargs: Axis())
+    result = run("trail", "m1", "--url", "http://axis.invalid", "--token", "t")
+    assert result.exit_code == 0, result.output
+    status_row = next(line for line in result.output.splitlines() if " 03 " in f" {line} ")
+    assert "2026-01-02T02:30:00+00:00" in status_row
+
+
+def test_verify_receipt_keeps_every_label_apart_from_its_value(keys: Path, tmp_path: Path) -> None:
+    from axis import receipts
+
+    key, certificate = keystore.KeyStore(keys).axis_signer()
+    receipt = receipts.Receipt(
+        "accepted", "m1", "document", "000.00.00.G22,2026/01/02,7/VPCP", "ab" * 32, "000.00.00.G22",
+        ("000.00.00.H41",), datetime.now(UTC).isoformat(),
+    )
+    path = tmp_path / "receipt.xml"
+    path.write_bytes(receipts.sign(receipt, key, certificate))
+    result = run("verify-receipt", str(path), "--trust", str(keys / "trust"), "--axis-cert", str(keys / "axis.pem"))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert all(len(line.split(maxsplit=1)) == 2 and "  " in line for line in lines), lines
+    assert dict(line.split(maxsplit=1) for line in lines)["axis_certificate_checked"] == "True"

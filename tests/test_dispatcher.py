@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ from axis.delivery import Answer, Dispatcher
 from axis.queue import Queue, QueuePolicy
 from axis.receipts import Receipt
 from axis.router import Router
-from axis.store import Agency, Endpoint, NewMessage, SQLiteStore
+from axis.store import Agency, Delivery, Endpoint, NewMessage, SQLiteStore
 from tests.conftest import PKI
 
 SENDER, RECIPIENT = "000.00.00.G22", "000.00.00.H41"
@@ -110,3 +112,56 @@ def test_cancelling_an_endpoint_cancels_its_posts(router: Router) -> None:
         assert (started, cancelled) == (2, 2)  # before asyncio.run would cancel leftovers itself
 
     asyncio.run(run())
+
+
+def test_an_unexpected_error_recording_an_outcome_is_logged_and_the_lease_runs_out(
+    router: Router, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Recording a failed attempt raises something that is not a StoreError: the dispatcher logs
+    it and keeps serving, and the delivery returns to the queue when its lease ends."""
+    _queue_packages(router, 2)
+    recorded: list[int] = []
+    broken: list[int] = []
+    attempt_failed = router.attempt_failed
+
+    def flaky(delivery: Delivery, error: str) -> str:
+        if not broken:
+            broken.append(delivery.id)
+            raise RuntimeError("the disk controller hiccupped")
+        recorded.append(delivery.id)
+        return attempt_failed(delivery, error)
+
+    monkeypatch.setattr(router, "attempt_failed", flaky)
+    unhandled: list[dict[str, object]] = []
+
+    async def post(url: str, body: bytes, headers: dict[str, str], receipt: Receipt | None) -> Answer:
+        return 503, b"busy", None
+
+    async def run() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: unhandled.append(context))
+        dispatcher = Dispatcher(router, post, concurrency=2, poll=0.05)
+        endpoint = Endpoint("push", "push", (RECIPIENT,), "2026-11-21T09:00:00Z", push_url="http://x/in", id=1)
+        task = asyncio.create_task(dispatcher._serve(endpoint))
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if recorded:
+                break
+        assert not task.done()  # still serving
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        gc.collect()  # a task whose exception nobody retrieved would be reported now
+        await asyncio.sleep(0)
+
+    with caplog.at_level(logging.INFO, logger="axis.delivery"):
+        asyncio.run(run())
+    assert unhandled == []
+    (stuck,) = broken
+    assert recorded and stuck not in recorded
+    errors = [r for r in caplog.records if r.name == "axis.delivery" and r.levelno == logging.ERROR]
+    assert [f"delivery {stuck} " in r.getMessage() and "not recorded" in r.getMessage() for r in errors] == [True]
+    assert router.store.delivery(stuck).state == "leased"  # type: ignore[union-attr]
+    deadline = router.store.delivery(stuck).lease_deadline  # type: ignore[union-attr]
+    assert deadline is not None
+    assert stuck in router.store.release_stale_leases(deadline)  # housekeeping at the deadline
+    assert router.store.delivery(stuck).state == "queued"  # type: ignore[union-attr]

@@ -433,3 +433,93 @@ def test_unclosed_element_names_libxml2_fault_and_the_file_line() -> None:
     assert refused.value.message == (
         "line 16, column 23: Opening and ending tag mismatch: From line 7 and MessageHeader"
     )
+
+
+def _status(**changes: object) -> edxml.StatusPackage:
+    status = edxml.StatusPackage(
+        sender=edxml.Organization(organ_id="000.00.00.H41"),
+        response_for=edxml.ResponseFor(organ_id="000.00.00.G22", document_id="000.00.00.G22,2026/11/20,1234/VPCP-KSTT"),
+        status_code="03",
+        timestamp="2026/11/21 10:15:00",
+    )
+    return replace(status, **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "value"),
+    [
+        ({"due_date": "2026/02/31"}, "DueDate", "2026/02/31"),
+        ({"due_date": "31/02/2026"}, "DueDate", "31/02/2026"),
+        ({"due_date": "99/99/2026"}, "DueDate", "99/99/2026"),
+        ({"promulgation_info": edxml.PromulgationInfo(promulgation_date="2026/02/30")}, "PromulgationDate", "2026/02/30"),
+        ({"promulgation_info": edxml.PromulgationInfo(promulgation_date="2025/02/29")}, "PromulgationDate", "2025/02/29"),
+        ({"trace_headers": (edxml.TraceHeader(organ_id="000.00.00.G22", timestamp="2026/11/21 99:99:99"),)},
+         "TraceHeader/Timestamp", "2026/11/21 99:99:99"),
+        ({"trace_headers": (edxml.TraceHeader(organ_id="000.00.00.G22", timestamp="2026/02/31 09:30:00"),)},
+         "TraceHeader/Timestamp", "2026/02/31 09:30:00"),
+        ({"document_id": "000.00.00.G22,2026/02/31,1234/VPCP-KSTT"}, "DocumentId", "2026/02/31"),
+    ],
+)
+def test_build_refuses_dates_no_calendar_has(
+    document: edxml.DocumentPackage, change: dict[str, object], field: str, value: str
+) -> None:
+    with pytest.raises(PackageRefused) as refused:
+        edxml.build(replace(document, **change))  # type: ignore[arg-type]
+    assert refused.value.code == "edxml.invalid_field"
+    assert field in refused.value.message and repr(value) in refused.value.message
+    assert "calendar" in refused.value.message or "real date and time" in refused.value.message
+
+
+@pytest.mark.parametrize("timestamp", ["2026/11/21 24:00:00", "2026/11/21 23:60:00", "2026/02/29 10:00:00"])
+def test_build_refuses_a_status_timestamp_no_calendar_has(timestamp: str) -> None:
+    with pytest.raises(PackageRefused) as refused:
+        edxml.build(_status(timestamp=timestamp))
+    assert refused.value.code == "edxml.invalid_field"
+    assert f"Timestamp {timestamp!r} is not a real date and time" in refused.value.message
+
+
+def test_build_accepts_real_dates_and_references_to_documents_with_impossible_ones(document: edxml.DocumentPackage) -> None:
+    """A leap day is a day; a DocumentId the axis carried (``2014/02/30`` in real packages) may be
+    answered by a status or revised by a document: it is a name, not a date made here."""
+    leap = replace(document, due_date="29/02/2028", promulgation_info=edxml.PromulgationInfo(promulgation_date="2028/02/29"))
+    assert edxml.parse(edxml.build(leap)) == leap
+    carried = "000.00.00.G22,2014/02/30,7806/VPCP-TTĐT"
+    status = _status(response_for=edxml.ResponseFor(organ_id="000.00.00.G22", document_id=carried))
+    assert edxml.parse(edxml.build(status)) == status
+    revision = replace(document, bussiness=edxml.Bussiness(document_id=carried, bussiness_doc_type=2, paper=0))
+    assert edxml.parse(edxml.build(revision)) == revision
+
+
+@pytest.mark.parametrize("due_date", ["2026/02/31", "30/02/2026", "2026/13/01", "00/01/2026"])
+def test_parse_refuses_a_due_date_no_calendar_has(document: edxml.DocumentPackage, due_date: str) -> None:
+    """The overdue report compares DueDates as days: an impossible one would count wrongly."""
+    data = _edit(edxml.build(replace(document, due_date="2026/12/05")), "<DueDate>2026/12/05", f"<DueDate>{due_date}")
+    with pytest.raises(PackageRefused) as refused:
+        edxml.parse(data)
+    assert refused.value.code == "edxml.invalid_field"
+    assert f"DueDate {due_date!r} is not a day in the calendar" in refused.value.message
+    assert refused.value.message.startswith("line ")
+
+
+def test_parse_stays_lenient_on_dates_the_axis_does_not_rely_on(document: edxml.DocumentPackage) -> None:
+    """Read, only the DueDate is checked against the calendar: the package's own DocumentId, its
+    PromulgationDate, TraceHeader timestamps and the DocumentIds it refers to are the agency's."""
+    data = edxml.build(replace(document, due_date="2026/12/05"))
+    data = _edit(data, f"<DocumentId>{document.document_id}", "<DocumentId>000.00.00.G22,2014/02/30,7806/VPCP-TTĐT")
+    stamp = document.trace_headers[0].timestamp
+    assert stamp is not None
+    data = _edit(data, f"<Timestamp>{stamp}", "<Timestamp>2026/11/21 99:99:99")
+    promulgated = document.promulgation_info.promulgation_date if document.promulgation_info else None
+    assert promulgated is not None
+    data = _edit(data, f"<PromulgationDate>{promulgated}", "<PromulgationDate>2026/02/31")
+    package = edxml.parse(data)
+    assert isinstance(package, edxml.DocumentPackage)
+    assert package.document_id == "000.00.00.G22,2014/02/30,7806/VPCP-TTĐT"
+    assert package.trace_headers[0].timestamp == "2026/11/21 99:99:99"
+    assert package.promulgation_info is not None and package.promulgation_info.promulgation_date == "2026/02/31"
+
+
+def test_a_real_captured_package_with_an_impossible_reference_date_is_read(vxp_captures: Path) -> None:
+    package = edxml.parse((vxp_captures / "package.edxml").read_bytes())
+    assert isinstance(package, edxml.DocumentPackage)
+    assert package.bussiness is not None and package.bussiness.document_id == "000.00.00.G22,2014/02/30,7806/VPCP-TTĐT"

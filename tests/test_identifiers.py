@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from axis.errors import IdentifierError
-from axis.identifiers import document_id, organ_id
+from axis.identifiers import document_id, in_calendar, organ_id
 
 
 @pytest.mark.parametrize(
@@ -77,3 +77,20 @@ def test_invalid_document_ids_name_the_fault(text: str, fault: str) -> None:
         document_id(text)
     assert refused.value.code == "identifier.document_id"
     assert fault in refused.value.message
+
+
+@pytest.mark.parametrize("date", ["2026/02/31", "2026/13/01", "2026/00/10", "2025/02/29", "0000/01/01"])
+def test_a_document_id_being_made_needs_a_day_the_calendar_has(date: str) -> None:
+    text = f"000.00.00.G22,{date},7806/VPCP-TTĐT"
+    assert document_id(text).date == date  # read: a name, kept as written
+    with pytest.raises(IdentifierError) as refused:
+        document_id(text, calendar=True)
+    assert refused.value.code == "identifier.document_id"
+    assert f"the date {date!r} is not a day in the calendar" in refused.value.message
+
+
+def test_in_calendar_checks_days_and_moments() -> None:
+    assert in_calendar("2028/02/29") and not in_calendar("2026/02/29")
+    assert document_id("000.00.00.G22,2028/02/29,1/VPCP", calendar=True).date == "2028/02/29"
+    assert in_calendar("2026/11/21 23:59:59", "%Y/%m/%d %H:%M:%S")
+    assert not in_calendar("2026/11/21 99:99:99", "%Y/%m/%d %H:%M:%S")

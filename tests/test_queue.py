@@ -61,6 +61,14 @@ def test_backoff_doubles_with_jitter_and_is_capped() -> None:
     assert len({round(d, 6) for d in delays[-4:]}) == 4  # jitter spreads capped retries
 
 
+@pytest.mark.parametrize("attempts", [1_025, 10_000, 10**9])
+def test_backoff_stays_capped_after_thousands_of_failed_attempts(attempts: int) -> None:
+    """A push endpoint down for weeks: the doubling must not overflow (``2.0 ** 1024``)."""
+    policy = QueuePolicy(backoff_initial=1, backoff_max=900, jitter=0.2)
+    queue = Queue(store=None, policy=policy, rng=random.Random(1))  # type: ignore[arg-type]
+    assert 0.8 * 900 <= queue.backoff(attempts) <= 1.2 * 900
+
+
 def test_a_failed_delivery_is_retried_when_due_then_expires(queue: Queue) -> None:
     clock: Clock = queue.clock  # type: ignore[assignment]
     (delivery_id,) = queue.enqueue(*_message())

@@ -71,12 +71,21 @@ class AxisBackend(Backend):
         return str(body["message_id"])
 
     async def received(self, system: System, kinds: tuple[str, ...], limit: int) -> list[Received]:
-        """Documents and statuses waiting (the axis's receipts are for its own API's clients)."""
+        """Documents and statuses waiting. The axis's receipts are for its own API's clients: VXP
+        has no way to show them, so they are acknowledged here (they stay readable at
+        ``/v1/messages/{id}/receipts``) instead of waiting, counted in the agency's backlog, until
+        they expire as dead letters."""
+        await self._settle_receipts(system)
         items = await asyncio.to_thread(self.axis.store.inbox, system.endpoint.agencies, limit, kinds)
         return [
             Received(i.message.id, i.message.kind, i.message.sender, i.delivery.recipient, _at(i.message.accepted_at))
             for i in items
         ]
+
+    async def _settle_receipts(self, system: System) -> None:
+        waiting = await asyncio.to_thread(self.axis.store.inbox, system.endpoint.agencies, 1000, ("receipt",))
+        for item in waiting:
+            await asyncio.to_thread(self.axis.router.delivered, item.delivery, b"", item.message)
 
     async def count(self, system: System, kind: str) -> int:
         return len(await self.received(system, (kind,), 10_000))

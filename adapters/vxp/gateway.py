@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from aiohttp import web
+from lxml import etree
 
 from adapters.client import AxisClient, Entry, Signer
 from adapters.vxp.ledger import Incoming, Ledger, Outgoing
@@ -72,9 +73,14 @@ class Gateway:
 
     # ------------------------------------------------------------ out
 
-    def sign(self, system: System, data: bytes) -> tuple[edxml.Package, bytes]:
-        """The package the SDK sent, signed by its sender's key here (placeholders removed)."""
-        package = edxml.read(signing.unsigned_tree(data, replace=True))
+    def sign(self, system: System, data: bytes) -> tuple[str, edxml.Package, bytes]:
+        """The package the SDK sent, signed by its sender's key here (placeholders removed), and
+        the SHA-256 of its content: its exclusive c14n without any signature, the same for two
+        files that differ only in their placeholders or serialisation (the same signed content,
+        which the axis takes for the same package)."""
+        root = signing.unsigned_tree(data, replace=True)
+        content = hashlib.sha256(etree.tostring(root, method="c14n", exclusive=True, with_comments=False)).hexdigest()
+        package = edxml.read(root)
         sender = package.sender.organ_id
         if sender not in system.endpoint.agencies or sender not in self.signers:
             raise RoutingRefused(
@@ -83,13 +89,12 @@ class Gateway:
                 f" {', '.join(a for a in system.endpoint.agencies if a in self.signers) or 'no agency of this system'}",
             )
         signer = self.signers[sender]
-        return package, verification.sign_package(data, signer.key, signer.certificate, replace=True)
+        return content, package, verification.sign_package(data, signer.key, signer.certificate, replace=True)
 
     async def send(self, system: System, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
+        digest, package, signed = await asyncio.to_thread(self.sign, system, data)
         known = await asyncio.to_thread(self.ledger.outgoing, digest)
         if known is None:
-            package, signed = await asyncio.to_thread(self.sign, system, data)
             kind = "status" if isinstance(package, edxml.StatusPackage) else "document"
             document_id = (
                 package.document_id if isinstance(package, edxml.DocumentPackage) else package.response_for.document_id or ""
@@ -131,8 +136,14 @@ class Gateway:
         """Keep one package listed by the axis; False when there was nothing new to keep."""
         kept = await asyncio.to_thread(self.ledger.incoming, entry.message_id, [entry.recipient])
         if kept:
-            if kept[0].decision is not None and not kept[0].told:
-                await self.tell(kept[0])
+            held = kept[0]
+            if held.decision is None:
+                return False  # waits for the software
+            if held.told and held.decision == "fail":
+                # refused, then requeued by an administrator: the software sees it again as new
+                await asyncio.to_thread(self.ledger.reopen, held.message_id, held.recipient)
+                return True
+            await self.tell(held)  # not told yet, or acknowledged and listed again: (again) done
             return False
         data = await self.client.fetch(entry.message_id)
         try:
@@ -154,6 +165,17 @@ class Gateway:
                             datetime.now(UTC).isoformat())
         return await asyncio.to_thread(self.ledger.receive, incoming)
 
+    async def _take_one(self, entry: Entry) -> bool:
+        """``take``, with a refusal about this one package logged and left for the next round
+        (the next entries are not held up by it); a fault of the connection stops the round."""
+        try:
+            return await self.take(entry)
+        except (AdapterError, Refused) as error:
+            if isinstance(error, Refused) and not error.transient:
+                log.warning("%s for %s is left for now: %s", entry.message_id, entry.recipient, error)
+                return False
+            raise
+
     async def pull(self, stop: asyncio.Event, wait: float = 20.0) -> None:
         """The pull loop, until ``stop``: decisions the axis has not heard, then what waits."""
         delay = 1.0
@@ -164,7 +186,7 @@ class Gateway:
                 entries = await _unless_stopped(stop, self.client.inbox(self.agencies, wait=wait))
                 if entries is None:
                     return
-                fresh = [await self.take(entry) for entry in entries]
+                fresh = [await self._take_one(entry) for entry in entries]
                 delay = 1.0
                 if entries and not any(fresh):  # all of it waits for the SDK: do not spin on it
                     await _sleep(stop, IDLE)
@@ -248,7 +270,7 @@ class GatewayBackend(Backend):
             raise RoutingRefused("message.not_found", f"no message {doc_id} was sent here by this system's agencies")
         trail = await self.gateway.client.trail(doc_id)
         statuses = {s["recipient"]: s["status_code"] for s in trail["statuses"]}
-        title, notation = title_and_notation(edxml.parse(sent.signed))
+        title, notation = title_and_notation(await asyncio.to_thread(edxml.parse, sent.signed))
         accepted = datetime.fromisoformat(trail["message"]["accepted_at"])
         return [
             Sent(

@@ -4,9 +4,10 @@ nothing twice as new.
 
 - ``systems``: the system ids the gateway issued to the agency's software, each with its
   secret sealed under ``secrets.key`` (0600, beside the database) and the agencies it acts for.
-- ``outgoing``: each package the SDK sent, keyed by the SHA-256 of the SDK's bytes. The signed
-  package is written **before** it is submitted, so a resend of the same file after a crash
-  submits the very same signed bytes (the axis answers a resubmission with the original
+- ``outgoing``: each package the SDK sent, keyed by the SHA-256 of its content (its exclusive
+  c14n without any signature, ``gateway.Gateway.sign``). The signed
+  package is written **before** it is submitted, so a resend of the same file (or of one that
+  differs only in its placeholder) after a crash submits the very same signed bytes (the axis answers a resubmission with the original
   receipt), and the axis's message id and signed receipt are written before the SDK hears OK.
 - ``incoming``: each package pulled for one of the gateway's agencies, verified, with its bytes.
   ``decision`` is what the SDK said (``done``/``fail``), written before the axis is told;
@@ -18,6 +19,7 @@ nothing twice as new.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -37,7 +39,7 @@ CREATE TABLE IF NOT EXISTS systems (
     created_at    TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS outgoing (
-    original_sha256 TEXT PRIMARY KEY,
+    content_sha256  TEXT PRIMARY KEY,
     system_id       TEXT NOT NULL,
     sender          TEXT NOT NULL,
     kind            TEXT NOT NULL,
@@ -74,7 +76,7 @@ CREATE TABLE IF NOT EXISTS receipts (
 
 @dataclass(frozen=True)
 class Outgoing:
-    original_sha256: str
+    content_sha256: str
     system_id: str
     sender: str
     kind: str
@@ -107,7 +109,10 @@ class Ledger:
     """Every method commits durably before it returns; safe to call from several threads."""
 
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        """Open (or create, readable by its owner only) the state in ``directory``: it holds the
+        documents received and the packages signed."""
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
         self.directory = directory
         self.box = keystore.SecretBox.at(directory / "secrets.key")
         self._lock = threading.Lock()
@@ -158,8 +163,8 @@ class Ledger:
 
     # ------------------------------------------------------------ outgoing
 
-    def outgoing(self, original_sha256: str) -> Outgoing | None:
-        rows = self._rows("SELECT * FROM outgoing WHERE original_sha256 = ?", (original_sha256,))
+    def outgoing(self, content_sha256: str) -> Outgoing | None:
+        rows = self._rows("SELECT * FROM outgoing WHERE content_sha256 = ?", (content_sha256,))
         return Outgoing(**dict(rows[0])) if rows else None
 
     def sent_message(self, message_id: str) -> Outgoing | None:
@@ -169,23 +174,23 @@ class Ledger:
     def prepare(self, outgoing: Outgoing) -> Outgoing:
         """Write the signed package before it is submitted; an earlier one for the same file wins."""
         self._write(
-            "INSERT OR IGNORE INTO outgoing (original_sha256, system_id, sender, kind, document_id, signed, created_at)"
+            "INSERT OR IGNORE INTO outgoing (content_sha256, system_id, sender, kind, document_id, signed, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (outgoing.original_sha256, outgoing.system_id, outgoing.sender, outgoing.kind, outgoing.document_id,
+            (outgoing.content_sha256, outgoing.system_id, outgoing.sender, outgoing.kind, outgoing.document_id,
              outgoing.signed, outgoing.created_at),
         )
-        found = self.outgoing(outgoing.original_sha256)
+        found = self.outgoing(outgoing.content_sha256)
         assert found is not None
         return found
 
-    def forget(self, original_sha256: str) -> None:
+    def forget(self, content_sha256: str) -> None:
         """The axis refused the package: nothing of it is kept, so a corrected file starts afresh."""
-        self._write("DELETE FROM outgoing WHERE original_sha256 = ? AND message_id IS NULL", (original_sha256,))
+        self._write("DELETE FROM outgoing WHERE content_sha256 = ? AND message_id IS NULL", (content_sha256,))
 
-    def sent(self, original_sha256: str, message_id: str, receipt: bytes) -> None:
+    def sent(self, content_sha256: str, message_id: str, receipt: bytes) -> None:
         self._write(
-            "UPDATE outgoing SET message_id = ?, receipt = ?, sent_at = ? WHERE original_sha256 = ?",
-            (message_id, receipt, _now(), original_sha256),
+            "UPDATE outgoing SET message_id = ?, receipt = ?, sent_at = ? WHERE content_sha256 = ?",
+            (message_id, receipt, _now(), content_sha256),
         )
 
     def sent_list(self, limit: int = 100) -> list[Outgoing]:
@@ -241,6 +246,10 @@ class Ledger:
                 "UPDATE incoming SET decision = ? WHERE message_id = ? AND recipient = ? AND decision IS NULL",
                 (decision, message_id, recipient),
             )
+
+    def reopen(self, message_id: str, recipient: str) -> None:
+        """A package refused (``fail``) and requeued at the axis by an administrator: new again."""
+        self._write("UPDATE incoming SET decision = NULL, told = 0 WHERE message_id = ? AND recipient = ?", (message_id, recipient))
 
     def told(self, message_id: str, recipient: str) -> None:
         self._write("UPDATE incoming SET told = 1 WHERE message_id = ? AND recipient = ?", (message_id, recipient))

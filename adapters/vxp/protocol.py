@@ -142,10 +142,10 @@ def verify(request: SignedRequest, secret: bytes) -> Params:
         raise RequestRefused("auth.vxp_bad_signature", "the HMAC of the signed header does not match this system's secret")
     try:
         text = request.signed.decode("utf-8")
-        pairs = json.loads(text, object_pairs_hook=list)
-    except ValueError:
+        pairs = json.loads(text, object_pairs_hook=list) if text.lstrip().startswith("{") else None
+    except (ValueError, RecursionError):
         pairs = None
-    if not isinstance(pairs, list) or not all(isinstance(v, str) for _, v in pairs):
+    if not isinstance(pairs, list) or not all(isinstance(p, tuple) and isinstance(p[1], str) for p in pairs):
         raise RequestRefused("auth.vxp_header_mismatch", "the signed header is not a JSON object of strings")
     signed_names = [n for n, _ in pairs]
     if len(set(signed_names)) != len(signed_names) or signed_names != [PREFIX + n for n in request.names]:

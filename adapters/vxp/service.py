@@ -16,6 +16,7 @@ its place).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
@@ -42,6 +43,8 @@ MAX_SMALL_BODY = 64 * 1024
 KINDS = {"edoc": "document", "status": "status"}
 """VXP's message types and the axis's package kinds."""
 STATUSES = ("done", "fail", "processing")
+FETCHES = 2
+"""Packages one system is sent at once; more calls wait their turn."""
 STATE_TEXT = {
     "queued": "waiting to be taken by the recipient",
     "leased": "being delivered",
@@ -58,7 +61,7 @@ class System:
     system_id: str
     endpoint: Endpoint
     """The agencies it acts for (and, on the axis, the endpoint it is)."""
-    secret: bytes
+    secret: bytes = field(repr=False)
     role: str = "endpoint"
     sources: tuple[str, ...] = ()
 
@@ -164,12 +167,30 @@ class RateLimit:
 Handler = Callable[["Call"], Awaitable[Any]]
 
 
+@dataclass
+class SeenSignatures:
+    """The signatures admin system ids used lately, with when each was first seen (this process)."""
+
+    window: float
+    first_seen: dict[str, float] = field(default_factory=dict)
+
+    def note(self, signature: str, now: float) -> bool:
+        """Remember ``signature``; True if it had been used before."""
+        if len(self.first_seen) > 10_000 or (self.first_seen and next(iter(self.first_seen.values())) < now - self.window):
+            self.first_seen = {s: t for s, t in self.first_seen.items() if t >= now - self.window}
+        seen = signature in self.first_seen
+        self.first_seen.setdefault(signature, now)
+        return seen
+
+
 @dataclass(frozen=True)
 class Call:
     request: web.Request
     system: System
     params: Params
     service: Service
+    reused: bool = False
+    """An admin system's signature that was used before (see ``SeenSignatures``)."""
 
     @property
     def backend(self) -> Backend:
@@ -191,9 +212,17 @@ class Service:
     refused: Callable[[str], None] = lambda code: None
     """Told every refusal code (for metrics)."""
     limits: RateLimit = field(init=False)
+    seen: SeenSignatures = field(init=False)
+    _fetching: dict[str, asyncio.Semaphore] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.limits = RateLimit(self.policy.rate, self.policy.burst)
+        self.seen = SeenSignatures(self.policy.admin_window)
+
+    def fetching(self, system: System) -> asyncio.Semaphore:
+        """Packages one system may be sent at once (getEdoc, downloadEdoc): each may be 64 MiB, and
+        getEdoc's base64 of it a third larger again."""
+        return self._fetching.setdefault(system.system_id, asyncio.Semaphore(FETCHES))
 
     def add_routes(self, app: web.Application, prefix: str) -> None:
         for name, (verb, _) in METHODS.items():
@@ -202,7 +231,7 @@ class Service:
 
     def _route(self, name: str | None) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def route(request: web.Request) -> web.Response:
-            tail = request.match_info.get("tail")  # the catch-all: a known method with another verb, or none
+            tail = (request.match_info.get("tail") or "").lstrip("/")  # the catch-all (and `//method`, from an endpoint URL ending in /)
             return await self.answer(request, name or (tail if tail in METHODS else None))
 
         return route
@@ -229,7 +258,7 @@ class Service:
     @staticmethod
     def _refusal(name: str | None, error: AxisError) -> web.Response:
         if name == protocol.DOWNLOAD:  # the SDK saves any non-empty body as the package
-            detail = error.message.encode("ascii", "backslashreplace").decode("ascii")
+            detail = "".join(c if " " <= c <= "~" else "?" for c in error.message.encode("ascii", "backslashreplace").decode())
             return web.Response(
                 status=status_of(error.code),
                 headers={protocol.REFUSAL_HEADER: error.code, protocol.REFUSAL_DETAIL_HEADER: detail},
@@ -263,7 +292,8 @@ class Service:
                     " build a new service object",
                 )
         self.limits.take(system.system_id, time.monotonic())
-        return Call(request, system, params, self)
+        reused = system.role == "admin" and self.seen.note(signed.digest, time.monotonic())
+        return Call(request, system, params, self, reused)
 
 
 def _loopback_listener(request: web.Request) -> bool:
@@ -305,8 +335,29 @@ def _kinds(call: Call) -> tuple[str, ...]:
 
 
 def _admin(call: Call) -> None:
+    """registerAgency and deleteAgency: their body is not signed and the SDK's signature is a
+    constant of its service object, so only a fresh signature never used before is accepted (a
+    seen request cannot be sent again with another agency in it)."""
     if call.system.role != "admin":
         raise RequestRefused("auth.forbidden", "registerAgency and deleteAgency need a system id with the admin role")
+    window = call.service.policy.admin_window
+    if window <= 0:
+        raise RequestRefused(
+            "auth.forbidden", "registerAgency and deleteAgency are turned off here ([vxp] admin_window = 0); use the admin API"
+        )
+    sent = protocol.parse_timestamp(call.params.require("timestamp"))
+    if abs((datetime.now(UTC) - sent).total_seconds()) > window:
+        raise RequestRefused(
+            "auth.vxp_stale",
+            f"registerAgency and deleteAgency need a signature made within {window:g} s: build a new AgencyServiceImp"
+            " for each of them",
+        )
+    if call.reused:
+        raise RequestRefused(
+            "auth.vxp_replay",
+            "this signature was used before: the SDK signs once per service object, so build a new AgencyServiceImp"
+            " for each registerAgency or deleteAgency",
+        )
 
 
 # ---------------------------------------------------------------- documents
@@ -341,12 +392,14 @@ async def received_list(call: Call) -> dict[str, Any]:
 
 
 async def get_edoc(call: Call) -> dict[str, Any]:
-    data = await call.backend.package(call.system, call.params.require("docId"))
-    return {"data": protocol.package_data(data)}
+    async with call.service.fetching(call.system):
+        data = await call.backend.package(call.system, call.params.require("docId"))
+        return {"data": await asyncio.to_thread(protocol.package_data, data)}
 
 
 async def download_edoc(call: Call) -> bytes:
-    return await call.backend.package(call.system, call.params.require("docId"))
+    async with call.service.fetching(call.system):
+        return await call.backend.package(call.system, call.params.require("docId"))
 
 
 async def update_status(call: Call) -> dict[str, Any]:
@@ -451,6 +504,8 @@ async def register_agency(call: Call) -> dict[str, Any]:
             "request.invalid",
             f"the registerAgency body is not JSON: {error.msg} at character {error.pos} (near {near!r})",
         ) from None
+    except (ValueError, RecursionError):  # nesting too deep, a number too long
+        raise RequestRefused("request.invalid", "the registerAgency body must be a flat JSON object of strings") from None
     if not isinstance(fields, dict) or not all(isinstance(v, str | int) for v in fields.values()):
         raise RequestRefused("request.invalid", "the registerAgency body must be a JSON object of strings")
     code, name = str(fields.get("code", "")).strip(), str(fields.get("name", "")).strip()

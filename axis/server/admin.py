@@ -11,13 +11,20 @@ from aiohttp import web
 
 from axis import keystore
 from axis.errors import RequestRefused
-from axis.server.app import _axis, _delivery_json, _principal, json_response, require
+from axis.server.app import _axis, _delivery_json, _principal, json_response, read_body, require
+
+
+async def _body(request: web.Request) -> bytes:
+    """The body under the same limit as a package (a client gone mid-upload is a quiet refusal)."""
+    return await read_body(request, _axis(request).settings.server.max_package)
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object. Nesting too deep for the parser (``[[[[...``) raises
+    RecursionError, not ValueError: both are the client's fault, so both answer 400."""
     try:
-        body = json.loads(await request.read() or b"null")
-    except (ValueError, UnicodeDecodeError):
+        body = json.loads(await _body(request) or b"null")
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise RequestRefused("request.invalid", "the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise RequestRefused("request.invalid", "the body must be a JSON object")
@@ -87,6 +94,20 @@ async def revoke_endpoint(request: web.Request) -> web.Response:
 
 
 @require("admin", "auditor")
+async def list_tokens(request: web.Request) -> web.Response:
+    """Role tokens by id, name, role and times: never a token or its hash."""
+    rows = await asyncio.to_thread(_axis(request).store.role_tokens)
+    return json_response({"items": rows})
+
+
+@require("admin")
+async def revoke_token(request: web.Request) -> web.Response:
+    """Revoke by id, or every token of a name; the tokens stop working at the next request."""
+    revoked = await asyncio.to_thread(_axis(request).registry.revoke_role_tokens, request.match_info["token_id"])
+    return json_response({"items": revoked})
+
+
+@require("admin", "auditor")
 async def list_certificates(request: web.Request) -> web.Response:
     rows = await asyncio.to_thread(_axis(request).store.certificates, request.query.get("agency"))
     return json_response({"items": [asdict(c) for c in rows]})
@@ -131,7 +152,7 @@ async def list_crls(request: web.Request) -> web.Response:
 
 @require("admin")
 async def import_crl(request: web.Request) -> web.Response:
-    data = await request.read()
+    data = await _body(request)
     path, revocations = await asyncio.to_thread(keystore.import_crl, _axis(request).settings.trust, data)
     return json_response(
         {"issuer": revocations.issuer.rfc4514_string(), "revoked": len(list(revocations)), "file": path.name}, 201
@@ -172,6 +193,8 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/admin/endpoints", list_endpoints)
     r.add_post("/v1/admin/endpoints", add_endpoint)
     r.add_delete("/v1/admin/endpoints/{name}", revoke_endpoint)
+    r.add_get("/v1/admin/tokens", list_tokens)
+    r.add_post("/v1/admin/tokens/{token_id}/revoke", revoke_token)
     r.add_get("/v1/admin/certificates", list_certificates)
     r.add_post("/v1/admin/certificates", add_certificate)
     r.add_post("/v1/admin/certificates/{fingerprint}/revoke", revoke_certificate)

@@ -14,6 +14,7 @@ import asyncio
 import errno
 import hashlib
 import json
+import logging
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,6 +27,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from axis import receipts
 from axis.checking import Checked
 from axis.errors import AxisError, RequestRefused, RoutingRefused, StoreError
 from axis.registry import token_hash
@@ -41,9 +43,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 XML_TYPES = ("application/xml", "text/xml")
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/v1/axis/certificate", "/v1/openapi.json")
 AXIS: web.AppKey[Axis] = web.AppKey("axis", Axis)
+BODY_TIMEOUT: web.AppKey[float] = web.AppKey("body_timeout", float)
+"""Seconds a request body may stall (``[server] body_timeout``); apps without it wait this long:"""
+DEFAULT_BODY_TIMEOUT = 60.0
 SELF_AUTHENTICATED: web.AppKey[tuple[str, ...]] = web.AppKey("self_authenticated", tuple)
 """Path prefixes whose routes authenticate callers themselves (the VXP facade's HMAC)."""
 Extension = Callable[[web.Application], None]
+ACCESS_LOG = logging.getLogger("axis.access")
+"""One INFO line per request (``middleware``), JSON: never a token, a query string or a body."""
+ACCESS_PATH_MAX = 256
+"""Characters of the path logged: a long path must not flood the log."""
 
 
 @dataclass(frozen=True)
@@ -124,10 +133,14 @@ def require(*roles: str) -> Callable[[Handler], Handler]:
 
 @web.middleware
 async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Draining, authentication, problem+json for every refusal, metrics."""
+    """Draining, authentication, problem+json for every refusal, metrics, and one access-log
+    line per request: an operator can tell who was refused and why without a debugger. The line
+    holds the method, the path (no query string: a token could be put there), the status, the
+    refusal code, the caller's endpoint or role and the time taken; never a header or a body."""
     axis = _axis(request)
     started = time.perf_counter()
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    code: str | None = None
     try:
         own = request.path.startswith(request.app[SELF_AUTHENTICATED])  # answers its refusals its own way
         if axis.draining and request.path not in ("/healthz", "/metrics") and not own:
@@ -136,16 +149,37 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
             request[PRINCIPAL] = await _authenticate(request)
         response = await handler(request)
     except AxisError as error:
-        response = problem(error)
+        code, response = error.code, problem(error)
         axis.metrics.count("axis_refusals_total", "Requests refused, by code.", code=error.code)
     except web.HTTPException as error:  # aiohttp's own refusals: unknown path, wrong method, body too big
-        response = problem(_http_refusal(error))
+        refusal = _http_refusal(error)
+        code, response = refusal.code, problem(refusal)
         response.set_status(error.status)
+    except BaseException as error:  # aiohttp answers 500 (or nothing, when cancelled) and logs the traceback
+        _log_access(request, 499 if isinstance(error, asyncio.CancelledError) else 500, None, started)
+        raise
     axis.metrics.observe(time.perf_counter() - started, route=route)
     axis.metrics.count(
         "axis_http_requests_total", "API requests, by route and status.", route=route, status=str(response.status)
     )
+    _log_access(request, response.status, code or response.headers.get("X-Axis-Refusal"), started)  # the VXP facade's code
     return response
+
+
+def _log_access(request: web.Request, status: int, code: str | None, started: float) -> None:
+    if not ACCESS_LOG.isEnabledFor(logging.INFO):
+        return
+    principal = request.get(PRINCIPAL)
+    fields = {
+        "method": request.method,
+        "path": request.path[:ACCESS_PATH_MAX],
+        "status": status,
+        "code": code,
+        "role": principal.role if principal else None,
+        "name": principal.name if principal else None,
+        "ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+    ACCESS_LOG.info("%s", json.dumps(fields, ensure_ascii=False), extra={"access": fields})
 
 
 def _http_refusal(error: web.HTTPException) -> RequestRefused:
@@ -162,15 +196,31 @@ def _http_refusal(error: web.HTTPException) -> RequestRefused:
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, refused (413) as soon as it exceeds ``limit`` bytes."""
+    """The whole body, refused (413) as soon as it exceeds ``limit`` bytes. A client that closes
+    the connection mid-body is refused ``request.incomplete``: nobody reads that answer, but the
+    access log records it in one line, where an escaping ConnectionError would log a traceback."""
     if request.content_length is not None and request.content_length > limit:
         raise RequestRefused("request.too_large", f"the body is {request.content_length} bytes; the limit is {limit}")
+    stall = request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT)
     chunks, size = [], 0
-    async for chunk in request.content.iter_chunked(1 << 20):
-        size += len(chunk)
-        if size > limit:
-            raise RequestRefused("request.too_large", f"the body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        while True:
+            async with asyncio.timeout(stall):  # a body that stops arriving does not hold its connection
+                chunk = await request.content.read(1 << 20)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise RequestRefused("request.too_large", f"the body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ConnectionError:
+        raise RequestRefused(
+            "request.incomplete", f"the client closed the connection after {size} bytes of the body"
+        ) from None
+    except TimeoutError:
+        raise RequestRefused(
+            "request.timeout", f"no byte of the body arrived for {stall:g} s (after {size} bytes); send it again"
+        ) from None
     return b"".join(chunks)
 
 
@@ -199,7 +249,7 @@ async def submit_package(
     it too). ``expect`` may refuse the verified package before anything is stored."""
     _check_disk(axis, len(data))
     at = datetime.now(UTC)
-    checked = await axis.pool.check(data, at)
+    checked = await axis.pool.check(data, at, endpoint.name)
     if expect is not None:
         expect(checked)
     try:
@@ -209,7 +259,9 @@ async def submit_package(
                 stored = await asyncio.to_thread(axis.router.persist, admitted)
             else:
                 stored = axis.router.persist(admitted)
-            await asyncio.wait([asyncio.wrap_future(stored)])
+            waiting = asyncio.wrap_future(stored)
+            await asyncio.wait([waiting])
+            waiting.exception()  # retrieved here (accepted() raises it from stored): no "never retrieved" log
             admitted = axis.router.accepted(admitted, stored)
         acceptance = admitted
     except (OSError, StoreError) as error:
@@ -388,6 +440,7 @@ async def refuse(axis: Axis, endpoint: Endpoint, message_id: str, agencies: set[
     dead letters (an administrator may requeue them) and the sender gets signed ``failed``
     receipts. A delivery acknowledged already cannot be refused; one that ended stays as it is.
     Returns the recipients refused now."""
+    reason = receipts.xml_text(reason[:500])
     message, mine = await addressed_to(axis, message_id, endpoint, agencies)
     for delivery in mine:
         if delivery.state == "delivered":
@@ -397,7 +450,7 @@ async def refuse(axis: Axis, endpoint: Endpoint, message_id: str, agencies: set[
             )
     refused = []
     for delivery in mine:
-        if await asyncio.to_thread(axis.store.give_up, delivery.id, time.time(), reason[:500]):
+        if await asyncio.to_thread(axis.store.give_up, delivery.id, time.time(), reason):
             await asyncio.to_thread(axis.router.issue_receipt, delivery.id)
             refused.append(delivery.recipient)
     axis.metrics.count("axis_deliveries_total", "Delivery outcomes.", len(refused), outcome="refused")
@@ -606,6 +659,7 @@ def build_app(axis: Axis, extensions: Sequence[Extension] = ()) -> web.Applicati
     # The submit route reads its own body with the configured limit; other bodies are small.
     app = web.Application(middlewares=[_in_flight, middleware], client_max_size=axis.settings.server.max_package)
     app[AXIS] = axis
+    app[BODY_TIMEOUT] = axis.settings.server.body_timeout
     app[SELF_AUTHENTICATED] = ()
     app.router.add_post("/v1/messages", submit)
     app.router.add_get("/v1/inbox", inbox)

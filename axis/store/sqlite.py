@@ -19,6 +19,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -60,12 +61,17 @@ def append_event(
 ) -> str:
     """Append one event to the chain inside the caller's transaction; return its hash.
 
+    ``at`` is written as ISO 8601 text; the queue's Unix seconds are turned into UTC, so one trail
+    reads in one time format (events written before as numbers keep them: they are hashed).
+
     On the group committer's connection the head is read once per transaction and then carried
     along (``Connection.chain_head``; the committer forgets it at every BEGIN and rollback)."""
     previous = connection.chain_head if isinstance(connection, Connection) else None
     if previous is None:
         row = connection.execute("SELECT hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         previous = row[0] if row else chain.GENESIS
+    if not isinstance(at, str):
+        at = datetime.fromtimestamp(at, UTC).isoformat()
     content = chain.canonical({"kind": kind, "subject": subject, "at": at, **details})
     digest = chain.chain_hash(previous, content)
     connection.execute(
@@ -369,6 +375,40 @@ class SQLiteStore:
             return str(rows[0][0]) if rows else None
 
         return self._registry(("role", token_hash), load)
+
+    def role_tokens(self) -> list[dict[str, Any]]:
+        """Every role token, oldest first: ``id``, ``name``, ``role``, ``created_at`` and
+        ``revoked_at`` (None while it works). Never the token's hash: a listing is safe to show.
+
+        ``id`` is the row's rowid; ``role_tokens`` has no INTEGER PRIMARY KEY, so a VACUUM may
+        renumber it (nothing here runs one): read ids from a fresh listing before revoking."""
+        rows = self._rows(
+            "SELECT rowid AS id, name, role, created_at, revoked_at FROM role_tokens ORDER BY rowid"
+        )
+        return [dict(r) for r in rows]
+
+    def revoke_role_tokens(self, which: str, at: str) -> list[dict[str, Any]]:
+        """Revoke the role token with id ``which`` (digits only), else every token named
+        ``which``; return the tokens matched, as ``role_tokens`` lists them.
+
+        A revoked token stops working at the next request: the UPDATE bumps ``registry_version``,
+        which empties every process's registry cache. Revoking again changes nothing and appends
+        no event; ``store.unknown_token`` when nothing matches."""
+        column = "rowid" if which.isdigit() else "name"
+        select = f"SELECT rowid AS id, name, role, created_at, revoked_at FROM role_tokens WHERE {column} = ?"  # noqa: S608 (a constant)
+
+        def operation(c: sqlite3.Connection) -> list[dict[str, Any]]:
+            matched = [dict(r) for r in c.execute(select + " ORDER BY rowid", (which,))]
+            if not matched:
+                raise StoreError("store.unknown_token", f"no role token has the id or name {which!r}")
+            for token in matched:
+                if token["revoked_at"] is None:
+                    c.execute("UPDATE role_tokens SET revoked_at = ? WHERE rowid = ?", (at, token["id"]))
+                    append_event(c, "token.revoked", token["name"], at, role=token["role"], id=token["id"])
+                    token["revoked_at"] = at
+            return matched
+
+        return self.committer.run(operation)
 
     # ------------------------------------------------------------ messages and deliveries
 

@@ -69,6 +69,9 @@ async def test_a_recipient_refuses_a_package_and_the_sender_gets_a_failed_receip
     async with AxisClient(axis.url, network.endpoint("vpcp", [G22]), trust=trust, signer=signer(network, G22)) as sender, \
             AxisClient(axis.url, network.endpoint("nghe-an", [H41]), trust=trust) as recipient:
         assert {a["organ_id"] for a in await recipient.agencies()} >= {G22, H41, H14}
+        odd, _ = await sender.send_package(network.document())  # a reason XML cannot carry: still a receipt
+        assert await recipient.refuse(odd.message_id, agency=H41, reason="x\u0001y\ud800z") == [H41]
+        assert "failed" in {r["kind"] for r in await sender.receipts(odd.message_id)}
         refused, _ = await sender.send_package(network.document())
         assert await recipient.refuse(refused.message_id, reason="the attachment cannot be opened") == [H41]
         assert await recipient.refuse(refused.message_id) == []  # once is enough: nothing changes

@@ -149,3 +149,33 @@ async def test_sigkill_mid_transfer_loses_and_duplicates_nothing(network: Networ
         await eventually(lambda: all(d.state == "delivered" for m in messages for d in store.deliveries_of(m.id)), timeout=30)  # type: ignore[union-attr]
     finally:
         store.close()
+
+
+async def test_bad_descriptions_go_to_error_and_the_bridge_carries_on(network: Network, axis: Running, tmp_path: Path) -> None:
+    """Descriptions that once made the bridge exit 1 (and again at every restart, stopping every
+    agency it serves) are refused into error/ with adapter.invalid_description; the bridge keeps
+    sending what follows them."""
+    directory = tmp_path / "vpcp"
+    sender, _, _ = await bridge(network, axis, directory, "vpcp-folder", [G22])
+    outbox, sent, error = directory / G22 / "outbox", directory / G22 / "sent", directory / G22 / "error"
+    letter = {"to": [H41], "subject": "V/v kiểm tra mô tả"}
+    bad = {
+        "attachments-number.json": json.dumps({**letter, "attachments": 5}).encode(),
+        "attachments-true.json": json.dumps({**letter, "attachments": True}).encode(),
+        "attachment-nul.json": json.dumps({**letter, "attachments": ["cong-van\u0000.pdf"]}).encode(),
+        "deep.json": b'{"to": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        "priority-infinite.json": json.dumps({**letter, "priority": 1e400}).encode(),  # "Infinity" in JSON
+    }
+    try:
+        for name, data in bad.items():
+            drop(outbox, name, data)
+        await eventually(lambda: len(files(error, "*.reason")) == len(bad), timeout=60)
+        drop(outbox, "good.json", json.dumps(letter).encode())
+        await eventually(lambda: files(sent, "good.json.receipt.xml"), timeout=60)
+        reasons = {p.name.removesuffix(".reason"): p.read_text().split("\n") for p in files(error, "*.reason")}
+        assert {name: lines[0] for name, lines in reasons.items()} == dict.fromkeys(bad, "adapter.invalid_description")
+        assert "attachment" in reasons["attachments-number.json"][1] and "null" in reasons["attachment-nul.json"][1]
+        assert {p.name for p in files(error, "*.json")} == set(bad) and files(outbox) == []
+        assert sender.process.returncode is None
+    finally:
+        assert await sender.stop() == 0

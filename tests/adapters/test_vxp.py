@@ -230,6 +230,8 @@ async def test_one_service_object_sends_and_the_recipient_lists_gets_downloads_a
     assert report["data"][0]["receiveStatus"] == "03"
     kinds = sorted(k for k, _, _ in world.running.axis.store.receipts(doc_id))
     assert kinds == ["accepted", "delivered"]
+    # VXP cannot show the axis's receipts: listing takes them off the sender's queue (kept at the axis)
+    assert world.running.axis.store.inbox((G22,), 100, ("receipt",)) == []
 
 
 async def test_fail_status_ends_the_delivery_with_a_signed_failed_receipt(world: World) -> None:
@@ -291,7 +293,7 @@ async def test_refusals_carry_every_key_the_method_reads_and_store_nothing(world
 
 
 async def test_agency_lists_and_admin_register_and_delete(world: World) -> None:
-    sender, admin = world.client("VPCP-QLVB"), world.client("OPERATOR")
+    sender = world.client("VPCP-QLVB")
     listing = await sender.call("getAgenciesList", {})
     assert {a["code"] for a in listing["data"]} >= {G22, H41, H14}
     qd20 = await sender.call("getAgenciesListQD20", {"level": "1"})
@@ -302,17 +304,43 @@ async def test_agency_lists_and_admin_register_and_delete(world: World) -> None:
     body = {"id": "", "pcode": G22, "code": "000.00.00.H30", "name": "UBND Tỉnh Hà Tĩnh",
             "mail": "vanthu@hatinh.gov.vn", "mobile": "0239333333", "fax": "0239333334"}
     text = json.dumps(body, ensure_ascii=False).encode()
-    assert (await sender.call("registerAgency", {}, body=text))["ErrorCode"] == "auth.forbidden"
-    assert (await admin.call("registerAgency", {}, body=text))["status"] == "OK"
+    assert (await world.client("VPCP-QLVB").call("registerAgency", {}, body=text))["ErrorCode"] == "auth.forbidden"
+    # each admin call on a new service object, as the vendor example does (a new timestamp each)
+    base = datetime.now(UTC)
+
+    def admin(n: int) -> SdkClient:
+        return world.client("OPERATOR", built_at=base - timedelta(milliseconds=n))
+
+    assert (await admin(1).call("registerAgency", {}, body=text))["status"] == "OK"
     registered = world.running.axis.store.agency("000.00.00.H30")
     assert registered is not None and (registered.name, registered.parent) == ("UBND Tỉnh Hà Tĩnh", G22)
     vendor = b'{"id":"","pcode":"00.22.W00","code":"999.010.01.H22","name":"x","mail":cc"","mobile":333"","fax":333""}'
-    answer = await admin.call("registerAgency", {}, body=vendor)
+    answer = await admin(2).call("registerAgency", {}, body=vendor)
     assert answer["ErrorCode"] == "request.invalid" and "not JSON" in answer["ErrorDesc"] and "cc" in answer["ErrorDesc"]
-    assert (await admin.call("deleteAgency", {"AgencyCode": "000.00.00.H30"}, body=b"{}"))["status"] == "OK"
+    deep = b'{"code":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    assert (await admin(3).call("registerAgency", {}, body=deep))["ErrorCode"] == "request.invalid"
+    deleting = admin(4)
+    assert (await deleting.call("deleteAgency", {"AgencyCode": "000.00.00.H30"}, body=b"{}"))["status"] == "OK"
     assert world.running.axis.store.agency("000.00.00.H30").status == "suspended"  # type: ignore[union-attr]
     units = await sender.call("getSynchronizeUnit", {})
     assert {u["code"]: u["deleted"] for u in units["data"]}["000.00.00.H30"] is True
+
+
+async def test_an_admin_signature_seen_before_cannot_carry_another_body(world: World) -> None:
+    """Anyone who saw one request of an admin system could send its headers to registerAgency with
+    a body of their own: only fresh, unused signatures register or delete."""
+    admin = world.client("OPERATOR")
+    admin.params["Content-Type"] = "application/json"
+    seen = admin.signed_headers()
+    async with world.session.post(world.base + "/getAgenciesList", headers=seen) as response:
+        assert read_like_the_sdk("getAgenciesList", await response.read())["status"] == "OK"
+    forged = json.dumps({"code": "000.00.00.G99", "name": "Bộ giả mạo"}).encode()
+    async with world.session.post(world.base + "/registerAgency", headers=seen, data=forged) as response:
+        answer = read_like_the_sdk("registerAgency", await response.read())
+    assert (answer["status"], answer["ErrorCode"]) == ("FAIL", "auth.vxp_replay")
+    old = world.client("OPERATOR", built_at=datetime.now(UTC) - timedelta(minutes=10))
+    assert (await old.call("registerAgency", {}, body=forged))["ErrorCode"] == "auth.vxp_stale"
+    assert world.running.axis.store.agency("000.00.00.G99") is None
 
 
 async def test_non_ascii_values_altered_on_the_way_are_named(world: World) -> None:
@@ -429,3 +457,24 @@ async def test_hostile_signature_headers_get_a_fail_not_an_error(world: World) -
         async with world.session.post(world.base + "/getReceivedEdocList", headers={**headers, name: value}) as response:
             answer = read_like_the_sdk("getReceivedEdocList", await response.read())
         assert (answer["status"], answer["ErrorCode"]) == ("FAIL", code), (name, answer)
+
+
+async def test_odd_but_signed_requests_get_an_envelope(world: World) -> None:
+    client = world.client("VPCP-QLVB")
+    client.params["Content-Type"] = "application/json"
+    headers = client.signed_headers()
+    # an endpoint URL ending in / makes the SDK ask for //method
+    async with world.session.post(world.base + "//getAgenciesList", headers=headers) as response:
+        assert read_like_the_sdk("getAgenciesList", await response.read())["status"] == "OK"
+    # a signed header that is a JSON array, correctly signed: not the SDK's, refused with its code
+    array = json.dumps([["XroadVnpt-systemid", "VPCP-QLVB"], ["XroadVnpt-timestamp", client.params["timestamp"]]])
+    odd = {**headers, "XroadVnpt-sign-header": array,
+           "XroadVnpt-hash-header": hmac.new(client.secret.encode(), array.encode(), hashlib.sha256).hexdigest()}
+    async with world.session.post(world.base + "/getAgenciesList", headers=odd) as response:
+        assert read_like_the_sdk("getAgenciesList", await response.read())["ErrorCode"] == "auth.vxp_header_mismatch"
+    # a signed docId with a line break (only in the signed JSON: HTTP would not carry it as a header)
+    client.params["docId"] = "x\r\nX-Evil: 1"
+    signed = {k: v for k, v in client.signed_headers().items() if k != "XroadVnpt-docId"}
+    async with world.session.get(world.base + "/downloadEdoc", headers=signed) as response:
+        assert (response.status, await response.read()) == (404, b"")
+        assert response.headers[protocol.REFUSAL_HEADER] == "message.not_found" and "X-Evil" not in response.headers

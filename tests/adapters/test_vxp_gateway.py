@@ -234,11 +234,19 @@ async def test_sigkill_of_the_receiving_gateway_loses_and_duplicates_nothing(
             assert listing["data"] == []
             late = await b.sdk(session).call("updateStatus", {"status": "fail", "docId": first}, body=b"{}")
             assert late["ErrorCode"] == "store.invalid_transition"
+            # the refused one, requeued by an administrator, is new again for the software
+            (dead,) = axis.axis.store.deliveries_of(rest[1])
+            async with session.post(f"{axis.url}/v1/admin/deliveries/{dead.id}/requeue",
+                                    headers={"Authorization": f"Bearer {network.admin_token}"}) as response:
+                assert response.status == 200, await response.text()
+            await eventually(lambda: _count(b.sdk(session), "countReceiveEdoc", 1), timeout=30)
+            assert (await b.sdk(session).call("updateStatus", {"status": "done", "docId": rest[1]}, body=b"{}"))["status"] == "OK"
         states = {i: [d.state for d in axis.axis.store.deliveries_of(i)] for i in ids}
-        assert states == {ids[0]: ["delivered"], ids[1]: ["delivered"], ids[2]: ["expired"], ids[3]: ["delivered"]}
+        assert all(v == ["delivered"] for v in states.values()), states
         for message_id in ids:  # one receipt per outcome: nothing acknowledged twice
             kinds = sorted(k for k, _, _ in axis.axis.store.receipts(message_id))
-            assert kinds in (["accepted", "delivered"], ["accepted", "failed"]), (message_id, kinds)
+            expected = ["accepted", "delivered", "failed"] if message_id == rest[1] else ["accepted", "delivered"]
+            assert kinds == expected, (message_id, kinds)
     finally:
         await a.stop()
         await b.stop()
@@ -305,9 +313,11 @@ async def test_the_real_sdks_captured_sends_go_through_a_gateway_signed(
     try:
         captured = edxml.parse((vxp_captures / "package.edxml").read_bytes())
         assert isinstance(captured, edxml.DocumentPackage) and captured.bussiness is not None
-        original = replace(captured, document_id=captured.bussiness.document_id or "", bussiness=None, attachments=())
+        written = captured.bussiness.document_id or ""  # 2014/02/30: read leniently, never built
+        original = replace(captured, document_id=written.replace("/02/30", "/02/28"), bussiness=None, attachments=())
+        data = with_placeholder(original).replace(original.document_id.encode(), written.encode())
         async with aiohttp.ClientSession() as session:  # the document the captured package updates
-            first = await platform.sdk(session).send_edoc({"from": G22}, with_placeholder(original))
+            first = await platform.sdk(session).send_edoc({"from": G22}, data)
         assert first["status"] == "OK", first
         index = json.loads((vxp_captures / "index.json").read_text())
         answers: dict[str, list[str]] = {"edoc": [], "status": []}

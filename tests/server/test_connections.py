@@ -207,3 +207,25 @@ async def test_malformed_http_is_one_info_line_not_a_traceback(network: Network,
     records = [r for r in caplog.records if r.name == "aiohttp.server"]
     assert len(records) == 3
     assert all(r.levelno == logging.INFO and r.exc_info is None and "answered 400" in r.getMessage() for r in records)
+
+
+async def test_a_body_that_stops_arriving_is_refused_408(tmp_path: Path) -> None:
+    network = make_network(tmp_path, {"server": {"body_timeout": 1, "idle_timeout": 30}})
+    token = network.endpoint("vpcp", [G22])
+    axis = await start(network.settings)
+    host, port = axis.url.removeprefix("http://").split(":")
+    try:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            f"POST /v1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/xml\r\nContent-Length: 100000\r\n\r\n<edXML>".encode()
+        )
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
+        length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")).split(b":")[1])
+        body = await asyncio.wait_for(reader.readexactly(length), 20)
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 408") and json.loads(body)["code"] == "request.timeout"
+        assert axis.axis.store.delivery_counts() == {}
+    finally:
+        await axis.stop()
