@@ -121,7 +121,13 @@ class SQLiteStore:
         return connection
 
     def _rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        return self._reader().execute(sql, parameters).fetchall()
+        """A read. SQLite's own failures (a connection it cannot open when the process is out of
+        file descriptors, a locked or damaged file) become ``store.unavailable``: a 503 to retry,
+        never a 500 with SQLite's words."""
+        try:
+            return self._reader().execute(sql, parameters).fetchall()
+        except sqlite3.Error as error:
+            raise StoreError("store.unavailable", f"the database cannot be read now ({error}); retry shortly") from None
 
     def _registry(self, key: tuple[str, str], load: Callable[[], T | None]) -> T | None:
         """``load()``, or what it returned before if no registry write was committed since."""

@@ -478,3 +478,14 @@ async def test_odd_but_signed_requests_get_an_envelope(world: World) -> None:
     async with world.session.get(world.base + "/downloadEdoc", headers=signed) as response:
         assert (response.status, await response.read()) == (404, b"")
         assert response.headers[protocol.REFUSAL_HEADER] == "message.not_found" and "X-Evil" not in response.headers
+
+
+async def test_send_edoc_with_a_multipart_type_and_no_boundary_is_read_as_the_file(world: World) -> None:
+    """The body is the file whatever Content-Type says (the SDK writes multipart/form-data first,
+    then octet-stream): no multipart parsing, so no boundary to miss."""
+    package = world.network.sign(world.network.document(recipients=(NGHE_AN,)))
+    client = world.client("VPCP-QLVB")
+    client.params["hash-file"] = protocol.file_hash(package)
+    status, raw, _ = await client.raw("sendEdoc", {"from": G22}, body=package + b"\r\n", content_type="multipart/form-data")
+    answer = read_like_the_sdk("sendEdoc", raw)
+    assert (status, answer["status"]) == (200, "OK"), answer

@@ -382,3 +382,32 @@ def test_two_processes_writing_keep_one_chain(store: SQLiteStore) -> None:
         assert store.verify_chain().events == 3 + 10
     finally:
         other.close()
+
+
+def test_a_database_that_cannot_be_opened_is_store_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of file descriptors, SQLite cannot open a reader's connection: a refusal to retry."""
+    import threading
+
+    from axis.store import sqlite as engine
+
+    store = SQLiteStore(tmp_path / "data")
+    try:
+        def unable(*args: object, **kwargs: object) -> object:
+            raise sqlite3.OperationalError("unable to open database file")
+
+        monkeypatch.setattr(engine, "connect", unable)
+        failures: list[BaseException] = []
+
+        def read() -> None:  # a thread of its own: a reader connection not opened yet
+            try:
+                store.agency(SENDER)
+            except BaseException as error:
+                failures.append(error)
+
+        thread = threading.Thread(target=read)
+        thread.start()
+        thread.join(10)
+        assert len(failures) == 1 and isinstance(failures[0], StoreError) and failures[0].code == "store.unavailable"
+    finally:
+        monkeypatch.undo()
+        store.close()
