@@ -1223,12 +1223,9 @@ def gateway_credential_add(ctx: click.Context, system_id: str, agencies: tuple[s
 
     for agency in agencies:
         organ_id(agency)
-    ledger = Ledger(ctx.meta["gateway_state"])
-    try:
-        secret = new_token()
+    secret = new_token()
+    with Ledger(ctx.meta["gateway_state"]) as ledger:
         ledger.add_system(system_id, agencies, secret)
-    finally:
-        ledger.close()
     if as_json:
         click.echo(json.dumps({"system_id": system_id, "secret": secret}))
         return
@@ -1244,11 +1241,8 @@ def gateway_credential_list(ctx: click.Context, as_json: bool) -> None:
     """The system ids issued (never their secrets)."""
     from adapters.vxp.ledger import Ledger
 
-    ledger = Ledger(ctx.meta["gateway_state"])
-    try:
+    with Ledger(ctx.meta["gateway_state"]) as ledger:
         rows = [{"system_id": s, "agencies": list(a), "issued_at": at} for s, a, at in ledger.systems()]
-    finally:
-        ledger.close()
     if as_json:
         click.echo(json.dumps(rows))
         return
@@ -1263,11 +1257,8 @@ def gateway_status(ctx: click.Context, as_json: bool) -> None:
     """What the gateway sent (with the axis's receipts it keeps) and what waits for the software."""
     from adapters.vxp.ledger import Ledger
 
-    ledger = Ledger(ctx.meta["gateway_state"])
-    try:
+    with Ledger(ctx.meta["gateway_state"]) as ledger:
         report = ledger.report()
-    finally:
-        ledger.close()
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False))
         return

@@ -34,17 +34,9 @@ from adapters.vxp.service import (
     Unit,
     title_and_notation,
 )
-from axis import edxml, keystore
+from axis import edxml, exchange, keystore
 from axis.errors import RequestRefused, RoutingRefused
-from axis.server.app import (
-    AXIS,
-    SELF_AUTHENTICATED,
-    acknowledge,
-    addressed_to,
-    refuse,
-    submit_package,
-    visible_message,
-)
+from axis.server.http import AXIS, SELF_AUTHENTICATED
 from axis.server.runtime import Axis
 
 log = logging.getLogger("axis.vxp")
@@ -67,7 +59,7 @@ class AxisBackend(Backend):
         return System(system_id, endpoint, secret, credential.role, credential.sources)
 
     async def send(self, system: System, package: bytes) -> str:
-        body, _ = await submit_package(self.axis, system.endpoint, package)
+        body, _ = await exchange.submit(self.axis, system.endpoint, package)
         return str(body["message_id"])
 
     async def received(self, system: System, kinds: tuple[str, ...], limit: int) -> list[Received]:
@@ -91,21 +83,21 @@ class AxisBackend(Backend):
         return len(await self.received(system, (kind,), 10_000))
 
     async def package(self, system: System, doc_id: str) -> bytes:
-        message, _ = await visible_message(self.axis, doc_id, system.endpoint)
+        message, _ = await exchange.visible(self.axis, doc_id, system.endpoint)
         return await asyncio.to_thread(self.axis.store.blobs.get, message.sha256)
 
     async def update(self, system: System, doc_id: str, status: str) -> None:
         agencies = set(system.endpoint.agencies)
         if status == "done":
-            await acknowledge(self.axis, system.endpoint, doc_id, agencies)
+            await exchange.acknowledge(self.axis, system.endpoint, doc_id, agencies)
         elif status == "fail":
             reason = f"the receiving system {system.system_id!r} reported it could not take the package"
-            await refuse(self.axis, system.endpoint, doc_id, agencies, reason)
+            await exchange.refuse(self.axis, system.endpoint, doc_id, agencies, reason)
         else:  # processing: nothing changes, but only for what was addressed to the system
-            await addressed_to(self.axis, doc_id, system.endpoint, agencies)
+            await exchange.addressed_to(self.axis, doc_id, system.endpoint, agencies)
 
     async def sent(self, system: System, doc_id: str) -> list[Sent]:
-        message, deliveries = await visible_message(self.axis, doc_id, system.endpoint)
+        message, deliveries = await exchange.visible(self.axis, doc_id, system.endpoint)
         if message.sender not in system.endpoint.agencies:
             raise RoutingRefused("message.not_found", f"message {message.id} was not sent by this system's agencies")
         statuses = {s["recipient"]: s["status_code"] for s in await asyncio.to_thread(self.axis.store.statuses, message.sender, message.document_id)}

@@ -33,7 +33,7 @@ from adapters.vxp.protocol import Params
 from axis import edxml
 from axis.config import Vxp
 from axis.errors import AxisError, RequestRefused
-from axis.server.app import read_body
+from axis.server.http import read_body
 from axis.server.problems import status_of
 from axis.store import Endpoint
 

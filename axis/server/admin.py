@@ -11,12 +11,12 @@ from aiohttp import web
 
 from axis import keystore
 from axis.errors import RequestRefused
-from axis.server.app import _axis, _delivery_json, _principal, json_response, read_body, require
+from axis.server.http import delivery_json, json_response, node, principal, read_body, require
 
 
 async def _body(request: web.Request) -> bytes:
     """The body under the same limit as a package (a client gone mid-upload is a quiet refusal)."""
-    return await read_body(request, _axis(request).settings.server.max_package)
+    return await read_body(request, node(request).settings.server.max_package)
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def _field(body: dict[str, Any], name: str, kind: type = str, required: bool = T
 async def add_agency(request: web.Request) -> web.Response:
     body = await _json(request)
     agency = await asyncio.to_thread(
-        _axis(request).registry.add_agency,
+        node(request).registry.add_agency,
         _field(body, "organ_id"),
         _field(body, "name"),
         _field(body, "parent", required=False),
@@ -56,14 +56,14 @@ async def add_agency(request: web.Request) -> web.Response:
 async def agency_status(request: web.Request) -> web.Response:
     organ_id, action = request.match_info["organ_id"], request.match_info["action"]
     status = {"suspend": "suspended", "resume": "active"}[action]
-    axis = _axis(request)
+    axis = node(request)
     await asyncio.to_thread(axis.registry.set_status, organ_id, status)
     return json_response(asdict(await asyncio.to_thread(axis.registry.agency, organ_id)))
 
 
 @require("admin", "auditor")
 async def list_endpoints(request: web.Request) -> web.Response:
-    rows = await asyncio.to_thread(_axis(request).store.endpoints)
+    rows = await asyncio.to_thread(node(request).store.endpoints)
     return json_response({"items": [asdict(e) for e in rows]})
 
 
@@ -73,7 +73,7 @@ async def add_endpoint(request: web.Request) -> web.Response:
     agencies = _field(body, "agencies", list)
     if not all(isinstance(a, str) for a in agencies):
         raise RequestRefused("request.invalid", "'agencies' must be a list of OrganIds")
-    axis = _axis(request)
+    axis = node(request)
     endpoint, token = await asyncio.to_thread(
         axis.registry.add_endpoint,
         _field(body, "name"),
@@ -88,7 +88,7 @@ async def add_endpoint(request: web.Request) -> web.Response:
 
 @require("admin")
 async def revoke_endpoint(request: web.Request) -> web.Response:
-    axis = _axis(request)
+    axis = node(request)
     await asyncio.to_thread(axis.registry.store.revoke_endpoint, request.match_info["name"], axis.registry.clock().isoformat())
     return json_response({"name": request.match_info["name"], "status": "revoked"})
 
@@ -96,20 +96,20 @@ async def revoke_endpoint(request: web.Request) -> web.Response:
 @require("admin", "auditor")
 async def list_tokens(request: web.Request) -> web.Response:
     """Role tokens by id, name, role and times: never a token or its hash."""
-    rows = await asyncio.to_thread(_axis(request).store.role_tokens)
+    rows = await asyncio.to_thread(node(request).store.role_tokens)
     return json_response({"items": rows})
 
 
 @require("admin")
 async def revoke_token(request: web.Request) -> web.Response:
     """Revoke by id, or every token of a name; the tokens stop working at the next request."""
-    revoked = await asyncio.to_thread(_axis(request).registry.revoke_role_tokens, request.match_info["token_id"])
+    revoked = await asyncio.to_thread(node(request).registry.revoke_role_tokens, request.match_info["token_id"])
     return json_response({"items": revoked})
 
 
 @require("admin", "auditor")
 async def list_certificates(request: web.Request) -> web.Response:
-    rows = await asyncio.to_thread(_axis(request).store.certificates, request.query.get("agency"))
+    rows = await asyncio.to_thread(node(request).store.certificates, request.query.get("agency"))
     return json_response({"items": [asdict(c) for c in rows]})
 
 
@@ -117,7 +117,7 @@ async def list_certificates(request: web.Request) -> web.Response:
 async def add_certificate(request: web.Request) -> web.Response:
     body = await _json(request)
     record = await asyncio.to_thread(
-        _axis(request).registry.add_certificate, _field(body, "organ_id"), _field(body, "pem").encode()
+        node(request).registry.add_certificate, _field(body, "organ_id"), _field(body, "pem").encode()
     )
     return json_response(asdict(record), 201)
 
@@ -125,7 +125,7 @@ async def add_certificate(request: web.Request) -> web.Response:
 @require("admin")
 async def revoke_certificate(request: web.Request) -> web.Response:
     fingerprint = request.match_info["fingerprint"]
-    axis = _axis(request)
+    axis = node(request)
     await asyncio.to_thread(axis.registry.revoke_certificate, fingerprint)
     record = await asyncio.to_thread(axis.store.certificate, fingerprint.lower().replace(":", ""))
     assert record is not None
@@ -134,7 +134,7 @@ async def revoke_certificate(request: web.Request) -> web.Response:
 
 @require("admin", "auditor")
 async def list_crls(request: web.Request) -> web.Response:
-    trust = await asyncio.to_thread(keystore.read_trust, _axis(request).settings.trust)
+    trust = await asyncio.to_thread(keystore.read_trust, node(request).settings.trust)
     return json_response(
         {
             "items": [
@@ -153,7 +153,7 @@ async def list_crls(request: web.Request) -> web.Response:
 @require("admin")
 async def import_crl(request: web.Request) -> web.Response:
     data = await _body(request)
-    path, revocations = await asyncio.to_thread(keystore.import_crl, _axis(request).settings.trust, data)
+    path, revocations = await asyncio.to_thread(keystore.import_crl, node(request).settings.trust, data)
     return json_response(
         {"issuer": revocations.issuer.rfc4514_string(), "revoked": len(list(revocations)), "file": path.name}, 201
     )
@@ -168,8 +168,8 @@ async def list_deliveries(request: web.Request) -> web.Response:
         limit = min(1000, max(1, int(request.query.get("limit", "100"))))
     except ValueError:
         raise RequestRefused("request.invalid", "limit must be a whole number") from None
-    rows = await asyncio.to_thread(_axis(request).store.deliveries, state, limit)
-    return json_response({"items": [_delivery_json(d) for d in rows]})
+    rows = await asyncio.to_thread(node(request).store.deliveries, state, limit)
+    return json_response({"items": [delivery_json(d) for d in rows]})
 
 
 @require("admin")
@@ -178,12 +178,12 @@ async def requeue(request: web.Request) -> web.Response:
         delivery_id = int(request.match_info["delivery_id"])
     except ValueError:
         raise RequestRefused("request.invalid", "a delivery id is a whole number") from None
-    axis = _axis(request)
-    await asyncio.to_thread(axis.queue.requeue, delivery_id, _principal(request).name)
+    axis = node(request)
+    await asyncio.to_thread(axis.queue.requeue, delivery_id, principal(request).name)
     delivery = await asyncio.to_thread(axis.store.delivery, delivery_id)
     assert delivery is not None
     axis.queued((delivery.recipient,))
-    return json_response(_delivery_json(delivery))
+    return json_response(delivery_json(delivery))
 
 
 def add_routes(app: web.Application) -> None:

@@ -32,6 +32,7 @@ from axis.delivery import Dispatcher
 from axis.queue import Queue, QueuePolicy
 from axis.registry import Registry
 from axis.router import Router
+from axis.server.app import build_app
 from axis.server.connections import (
     QUIET_BAD_REQUESTS,
     RESERVE,
@@ -216,8 +217,6 @@ async def start(
 ) -> Running:
     """Open the axis from its configuration, recover, and start listening and delivering.
     ``extensions`` add routes to the API (``axis serve`` passes the VXP facade)."""
-    from axis.server.app import build_app
-
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(64, "axis-io"))  # store calls block; let commits group
     loop.set_exception_handler(QuietLoopErrors(loop.default_exception_handler))

@@ -1,0 +1,179 @@
+"""The use cases every front end calls: the HTTP API, the VXP facade (and through it the
+gateway's SDK), the CLI and the console to come.
+
+Each takes the running axis's parts (``Node``: the store, the router, the verification pool, the
+settings, the counters) and an endpoint (``None`` for an admin or auditor), and raises an
+``AxisError`` to refuse; none knows HTTP. Visibility lives here once: an endpoint sees what its
+agencies sent or received, and a message it may not see is ``message.not_found``, as if it did
+not exist, so message ids cannot be probed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import shutil
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from axis import config, receipts
+from axis.checking import Checked
+from axis.errors import RequestRefused, RoutingRefused, StoreError
+from axis.router import Admission, Router
+from axis.store import Delivery, Endpoint, Message, Store
+from axis.store.blobs import INLINE_MAX
+from axis.workers import VerifierPool
+
+
+class Counters(Protocol):
+    def count(self, name: str, help_text: str, amount: float = 1.0, **labels: str) -> None: ...
+
+
+class Node(Protocol):
+    """What the use cases need of a running axis (``axis.server.runtime.Axis`` is one)."""
+
+    @property
+    def settings(self) -> config.Config: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def router(self) -> Router: ...
+    @property
+    def pool(self) -> VerifierPool: ...
+    @property
+    def metrics(self) -> Counters: ...
+
+
+def check_disk(axis: Node, incoming: int) -> None:
+    """Refuse a package the data directory cannot take while keeping ``[server] min_free_disk``."""
+    free = shutil.disk_usage(axis.settings.data).free
+    if free - incoming < axis.settings.server.min_free_disk:
+        raise RequestRefused(
+            "request.disk_full",
+            "the axis is nearly out of disk space and accepts no packages until an operator frees some",
+            retry_after=300,
+        )
+
+
+
+async def submit(
+    axis: Node, endpoint: Endpoint, data: bytes, expect: Callable[[Checked], None] | None = None
+) -> tuple[dict[str, Any], bool]:
+    """Verify, authorise, persist and acknowledge one package from ``endpoint``: the one way in,
+    for the HTTP API, the VXP facade and status bodies of acknowledgements alike. Returns the
+    acceptance (as the API answers it) and whether it was new. ``expect`` may refuse the verified
+    package before anything is stored."""
+    check_disk(axis, len(data))
+    at = datetime.now(UTC)
+    checked = await axis.pool.check(data, at, endpoint.name)
+    if expect is not None:
+        expect(checked)
+    try:
+        admitted = axis.router.admit(checked, data, endpoint)
+        if isinstance(admitted, Admission):
+            if len(data) > INLINE_MAX:  # its blob is written and fsync'd first: not on the loop
+                stored = await asyncio.to_thread(axis.router.persist, admitted)
+            else:
+                stored = axis.router.persist(admitted)
+            waiting = asyncio.wrap_future(stored)
+            await asyncio.wait([waiting])
+            waiting.exception()  # retrieved here (accepted() raises it from stored): no "never retrieved" log
+            admitted = axis.router.accepted(admitted, stored)
+        acceptance = admitted
+    except (OSError, StoreError) as error:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC or "disk is full" in str(error):
+            raise RequestRefused("request.disk_full", "the axis ran out of disk space; nothing was stored") from None
+        raise
+    outcome = "accepted" if acceptance.created else "duplicate"
+    axis.metrics.count("axis_submissions_total", "Packages accepted or resubmitted.", outcome=outcome, kind=checked.kind)
+    return acceptance.as_json(), acceptance.created
+
+
+
+async def visible(axis: Node, message_id: str, endpoint: Endpoint | None) -> tuple[Message, list[Delivery]]:
+    """The message and its deliveries, if this caller may see it (else ``message.not_found``, as if
+    it did not exist): an endpoint sees what its agencies sent or received; admins and auditors
+    (None) see all."""
+    message = await asyncio.to_thread(axis.store.message, message_id)
+    deliveries = await asyncio.to_thread(axis.store.deliveries_of, message_id) if message is not None else []
+    if message is not None and endpoint is not None:
+        agencies = set(endpoint.agencies)
+        if message.sender not in agencies and not {d.recipient for d in deliveries} & agencies:
+            message = None
+    if message is None:
+        raise RoutingRefused("message.not_found", f"no message {message_id} is visible to this token")
+    return message, deliveries
+
+
+async def addressed_to(
+    axis: Node, message_id: str, endpoint: Endpoint, agencies: set[str]
+) -> tuple[Message, list[Delivery]]:
+    """A visible message and its deliveries to ``agencies`` (what a recipient acknowledges);
+    ``message.not_found`` when none is addressed to them."""
+    message, deliveries = await visible(axis, message_id, endpoint)
+    mine = [d for d in deliveries if d.recipient in agencies]
+    if not mine:
+        raise RoutingRefused("message.not_found", f"message {message_id} is not addressed to {', '.join(sorted(agencies))}")
+    return message, mine
+
+
+
+async def acknowledge(
+    axis: Node, endpoint: Endpoint, message_id: str, agencies: set[str], status: bytes = b""
+) -> tuple[Message, list[str], dict[str, Any] | None]:
+    """The recipient has the package: its deliveries to ``agencies`` become ``delivered`` (again:
+    no change) and the sender gets signed ``delivered`` receipts. ``status`` is an optional signed
+    status 01 (arrived) about it, submitted like any status; its SHA-256 goes into the receipts.
+    Returns the message, the recipients acknowledged and the status's acceptance."""
+    message, mine = await addressed_to(axis, message_id, endpoint, agencies)
+    for delivery in mine:
+        if delivery.state == "expired":
+            raise StoreError(
+                "store.invalid_transition",
+                f"the delivery of {message.id} to {delivery.recipient} expired; an administrator must requeue it",
+            )
+    accepted = None
+    if status:
+        recipients = {d.recipient for d in mine}
+
+        def arrived(checked: Checked) -> None:
+            if not (
+                checked.kind == "status"
+                and checked.status_code == "01"
+                and checked.document_id == message.document_id
+                and checked.sender in recipients
+            ):
+                raise RequestRefused(
+                    "request.invalid",
+                    "an acknowledgement's body must be the recipient's signed status 01 about this document",
+                )
+
+        accepted, _ = await submit(axis, endpoint, status, arrived)
+    for delivery in mine:
+        await asyncio.to_thread(axis.router.delivered, delivery, status)
+    axis.metrics.count("axis_deliveries_total", "Delivery outcomes.", len(mine), outcome="delivered")
+    return message, [d.recipient for d in mine], accepted
+
+
+async def refuse(axis: Node, endpoint: Endpoint, message_id: str, agencies: set[str], reason: str) -> list[str]:
+    """The recipient cannot take the package: its waiting deliveries to ``agencies`` end now as
+    dead letters (an administrator may requeue them) and the sender gets signed ``failed``
+    receipts. A delivery acknowledged already cannot be refused; one that ended stays as it is.
+    Returns the recipients refused now."""
+    reason = receipts.xml_text(reason[:500])
+    message, mine = await addressed_to(axis, message_id, endpoint, agencies)
+    for delivery in mine:
+        if delivery.state == "delivered":
+            raise StoreError(
+                "store.invalid_transition",
+                f"{message.id} was already acknowledged for {delivery.recipient}; it cannot be refused now",
+            )
+    refused = []
+    for delivery in mine:
+        if await asyncio.to_thread(axis.store.give_up, delivery.id, time.time(), reason):
+            await asyncio.to_thread(axis.router.issue_receipt, delivery.id)
+            refused.append(delivery.recipient)
+    axis.metrics.count("axis_deliveries_total", "Delivery outcomes.", len(refused), outcome="refused")
+    return refused
