@@ -3,14 +3,17 @@
 Real processes over real HTTP on 127.0.0.1: ``axis serve``, a drop-folder bridge for the Government
 Office's legacy software, a push receiver for a ministry, a province platform's push receiver
 serving two departments, another province's platform (a folder bridge, offline at first) serving
-two more, and the people's CLI for a ministry that pulls by hand. Documents with attachments, a
-status sequence, a revoke, a recipient that catches up, a forged package. Every receipt is
+two more, the signing gateway of a ministry whose software keeps the operator's VXP SDK, and the
+people's CLI for a ministry that pulls by hand. Documents with attachments, a status sequence, a
+revoke, a recipient that catches up, a forged package, a placeholder-signed package signed by the
+gateway. Every receipt is
 verified against the axis certificate. The demo exits 0 only if every expected outcome happened.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -26,7 +29,9 @@ from typing import Any
 
 import aiohttp
 
+from adapters.vxp import protocol
 from axis import edxml, keystore, pki, receipts
+from axis.verification import verify_package
 
 VPCP = edxml.Organization(
     organ_id="000.00.00.G22",
@@ -41,6 +46,7 @@ AGENCIES = {
     "000.00.00.G22": ("Văn phòng Chính phủ", None),
     "000.00.00.G09": ("Bộ Tài chính", None),
     "000.00.00.G10": ("Bộ Nội vụ", None),
+    "000.00.00.G12": ("Bộ Tư pháp", None),
     "000.00.00.H41": ("UBND Tỉnh Nghệ An", None),
     "000.00.01.H41": ("Sở Nội vụ tỉnh Nghệ An", "000.00.00.H41"),
     "000.00.02.H41": ("Sở Tài chính tỉnh Nghệ An", "000.00.00.H41"),
@@ -48,7 +54,7 @@ AGENCIES = {
     "000.00.01.H14": ("Sở Nội vụ tỉnh Cao Bằng", "000.00.00.H14"),
     "000.00.02.H14": ("Sở Tài chính tỉnh Cao Bằng", "000.00.00.H14"),
 }
-G22, G09, G10 = "000.00.00.G22", "000.00.00.G09", "000.00.00.G10"
+G22, G09, G10, G12 = "000.00.00.G22", "000.00.00.G09", "000.00.00.G10", "000.00.00.G12"
 NA_NOIVU, NA_TAICHINH, CB_NOIVU, CB_TAICHINH = "000.00.01.H41", "000.00.02.H41", "000.00.01.H14", "000.00.02.H14"
 RECIPIENTS = [G09, G10, NA_NOIVU, NA_TAICHINH, CB_NOIVU, CB_TAICHINH]
 
@@ -161,6 +167,57 @@ class Processes:
                 await process.wait()
 
 
+PLACEHOLDER = (
+    '<edXML:Signature xmlns:edXML="http://www.mic.gov.vn/TBT/QCVN_102_2016"><edXML:SignatureValue/></edXML:Signature>'
+)
+
+
+def with_placeholder(package: edxml.Package) -> bytes:
+    """A package as agency software writes it: a stub signature in the edXML namespace."""
+    built = edxml.build(package)
+    return built.replace(b"</edXMLHeader>", PLACEHOLDER.encode() + b"</edXMLHeader>", 1)
+
+
+@dataclass
+class LegacySoftware:
+    """Agency software on the operator's SDK, as it speaks (docs/vxp.md): one service object (one
+    timestamp), every parameter signed, the file sent with CRLF after it."""
+
+    http: aiohttp.ClientSession
+    endpoint: str
+    system_id: str
+    secret: str
+    params: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.params.update(systemid=self.system_id, timestamp=protocol.format_timestamp(datetime.now(UTC)))
+
+    async def call(self, method: str, json_headers: dict[str, str], body: bytes = b"",
+                   content_type: str = "application/json") -> dict[str, Any]:
+        self.params.update({"Content-Type": content_type, **json_headers})
+        headers = {**protocol.sign(self.params, self.secret.encode()), "Content-Type": content_type}
+        async with self.http.post(f"{self.endpoint}/{method}", data=body, headers=headers) as response:
+            return dict(await response.json(content_type=None))
+
+    async def send_edoc(self, json_headers: dict[str, str], data: bytes) -> dict[str, Any]:
+        self.params["hash-file"] = protocol.file_hash(data)
+        return await self.call("sendEdoc", json_headers, data + b"\r\n", "application/octet-stream")
+
+    async def received(self) -> list[dict[str, Any]]:
+        answer = await self.call("getReceivedEdocList", {"servicetype": "eDoc", "messagetype": "edoc"})
+        return list(answer.get("data") or [])
+
+
+async def eventually(read: Callable[[], Any], timeout: float = 30) -> Any:
+    """Poll ``read()`` (a coroutine function) until it returns something (bounded); its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await read()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.2)
+
+
 async def free_port() -> int:
     server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = int(server.sockets[0].getsockname()[1])
@@ -203,7 +260,7 @@ async def _story(story: Story, processes: Processes, http: aiohttp.ClientSession
         async with http.request(method, url + path, json=body, headers={"Authorization": f"Bearer {token}"}) as response:
             return response.status, await response.json(content_type=None)
 
-    say("2. The administrator registers nine agencies, their certificates and five endpoints (admin API).")
+    say("2. The administrator registers ten agencies, their certificates and six endpoints (admin API).")
     agency_keys = root / "agency-keys"
     for organ_id, (name, parent) in AGENCIES.items():
         status, _ = await call("POST", "/v1/admin/agencies", admin_token, {"organ_id": organ_id, "name": name, "parent": parent})
@@ -218,6 +275,7 @@ async def _story(story: Story, processes: Processes, http: aiohttp.ClientSession
         "bnv-qlvb": ([G10], f"http://127.0.0.1:{ports['bonoivu']}/axis"),
         "nghean-lgsp": ([NA_NOIVU, NA_TAICHINH], f"http://127.0.0.1:{ports['nghean']}/axis"),
         "caobang-lgsp": ([CB_NOIVU, CB_TAICHINH], None),
+        "btp-gateway": ([G12], None),
     }
     tokens = {}
     for name, (agencies, push_url) in endpoints.items():
@@ -225,7 +283,7 @@ async def _story(story: Story, processes: Processes, http: aiohttp.ClientSession
         tokens[name] = body.get("token")
         say(f"      {name:<13} {'push ' + push_url if push_url else 'pull':<40} {', '.join(agencies)}")
     status, listed = await call("GET", "/v1/agencies", admin_token)
-    story.expect(status == 200 and len(listed["items"]) == 9 and all(tokens.values()), "9 agencies and 5 endpoints registered")
+    story.expect(status == 200 and len(listed["items"]) == 10 and all(tokens.values()), "10 agencies and 6 endpoints registered")
 
     def adapter_env(endpoint: str) -> dict[str, str]:
         return {"AXIS_URL": url, "AXIS_TOKEN": tokens[endpoint], "AXIS_TRUST": str(trust)}
@@ -352,7 +410,48 @@ async def _story(story: Story, processes: Processes, http: aiohttp.ClientSession
     except Exception as error:  # noqa: BLE001
         story.expect(True, "an altered receipt is refused", getattr(error, "code", type(error).__name__))
 
-    say("11. The auditor reads the statistics.")
+    say("11. Bộ Tư pháp's document software keeps the operator's VXP SDK and writes placeholder signatures:")
+    say("    the ministry runs the signing gateway next to it; the software changes only URL, system id, secret.")
+    state = root / "btp-gateway"
+    code, out, err = await processes.command("adapter", "vxp-gateway", "--state", str(state), "credential", "add",
+                                             "QLVB-BTP", "--agency", G12, "--json")
+    issued = json.loads(out) if code == 0 else {}
+    story.expect(code == 0, "axis adapter vxp-gateway credential add: the SDK's system id and secret, shown once", err.strip())
+    _, gateway = await processes.start("btp-gateway", "adapter", "vxp-gateway", "--listen", f"127.0.0.1:{await free_port()}",
+                                       "--agency", G12, "--keys", str(agency_keys), "--state", str(state),
+                                       env=adapter_env("btp-gateway"))
+    sdk = LegacySoftware(http, gateway["url"], issued.get("system_id", ""), issued.get("secret", ""))
+    reply = edxml.DocumentPackage(
+        sender=edxml.Organization(organ_id=G12, organ_name="Bộ Tư pháp"), recipients=(VPCP,),
+        document_id=f"{G12},{now:%Y/%m/%d},88/BTP-VP", subject="V/v góp ý dự thảo quy chế kết nối",
+        code=edxml.Code(code_number="88", code_notation="BTP-VP"),
+        trace_headers=(edxml.TraceHeader(organ_id=G12, timestamp=f"{now:%Y/%m/%d %H:%M:%S}"),),
+    )
+    answer = await sdk.send_edoc({"from": G12, "servicetype": "eDoc", "messagetype": "edoc"}, with_placeholder(reply))
+    story.expect(answer.get("status") == "OK" and bool(answer.get("DocId")), "sendEdoc through the gateway: OK, DocId is the axis's message id",
+                 str(answer.get("ErrorDesc") or ""))
+    vpcp_inbox = tree("vpcp") / G22 / "inbox"
+    arrived = vpcp_inbox / f"{answer.get('DocId')}.edxml"
+    if await story.until("the Government Office's bridge received it", arrived.exists):
+        carried = verify_package(arrived.read_bytes(), anchors, datetime.now(UTC))
+        story.expect(carried.signature.organ_id == G12 and b"edXML:Signature" not in arrived.read_bytes(),
+                     "it carries Bộ Tư pháp's real signature, made by the gateway (the placeholder is gone)")
+    drop(outbox, "cv-1236.json", json.dumps(dict(letter, to=[G12], code="1236/VPCP-KSTT", subject="V/v tiếp thu ý kiến góp ý",
+                                                 attachments=[]), ensure_ascii=False).encode())
+    await story.until("the Government Office answers through its bridge", lambda: (sent / "cv-1236.json.receipt.xml").exists())
+    listed = await eventually(sdk.received)
+    doc_id = listed[0]["docId"] if listed else ""
+    story.expect(len(listed) == 1 and listed[0].get("from") == G22, "getReceivedEdocList at the gateway lists the answer")
+    fetched = await sdk.call("getEdoc", {"filePath": "xml", "docId": doc_id}, body=b"{}")
+    data = base64.b64decode(fetched.get("data") or "")
+    story.expect(verify_package(data, anchors, datetime.now(UTC)).signature.organ_id == G22 if data else False,
+                 "getEdoc: the package in base64, verified by the gateway and here (signed by VPCP)")
+    done = await sdk.call("updateStatus", {"status": "done", "docId": doc_id}, body=b"{}")
+    story.expect(done.get("status") == "OK", "updateStatus done acknowledges it at the axis")
+    await story.until("the Government Office holds the 'delivered' receipt for Bộ Tư pháp",
+                      lambda: len(files(receipts_dir, f"{doc_id}.delivered.*")) == 1)
+
+    say("12. The auditor reads the statistics.")
     code, out, err = await processes.command("--config", str(config), "token", "add", "auditor", "Kiểm toán Nhà nước", "--json")
     auditor = json.loads(out)["token"] if code == 0 else ""
     status, stats = await call("GET", "/v1/stats", auditor)
@@ -362,7 +461,7 @@ async def _story(story: Story, processes: Processes, http: aiohttp.ClientSession
         r = rows.get(organ_id)
         if r:
             say(f"      {organ_id:<15}{name[:27]:<28}{r['sent']:>5}{r['received']:>6}{r['delivered']:>6}{r['pending']:>5}{r['overdue']:>8}")
-    story.expect(rows.get(G22, {}).get("sent") == 3, "the Government Office sent 3 documents (the letter, the mistake, the revoke)")
+    story.expect(rows.get(G22, {}).get("sent") == 4, "the Government Office sent 4 documents (the letter, the mistake, the revoke, the answer)")
 
 
 def run(say: Callable[[str], None], keep: Path | None = None) -> int:
