@@ -21,7 +21,7 @@ import click
 from axis import config, edxml, keystore, pki, signing
 from axis.errors import AxisError, KeyStoreError
 from axis.registry import Registry
-from axis.store import Agency, SQLiteStore
+from axis.store import Agency, open_store
 from axis.verification import VerifiedPackage, sign_package, verify_package
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -89,7 +89,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 def _registry(ctx: click.Context) -> Registry:
     """Open the configured store for this command; it is closed when the command ends."""
     settings = config.load(ctx.find_root().obj)
-    store = SQLiteStore(settings.data)
+    store = open_store(settings)
     ctx.call_on_close(store.close)
     return Registry(store, lambda: keystore.read_trust(settings.trust))
 
@@ -145,7 +145,7 @@ def init_command(directory: Path, as_json: bool) -> None:
     keystore.write_public(settings_path, config.TEMPLATE.encode())
     settings = config.load(settings_path)
     keystore.KeyStore(settings.keys).init(_now())
-    store = SQLiteStore(settings.data)
+    store = open_store(settings)
     try:
         token = Registry(store, lambda: keystore.read_trust(settings.trust)).add_role_token(
             "admin", "initial admin"
@@ -740,7 +740,7 @@ def audit() -> None:
 def audit_verify(ctx: click.Context) -> None:
     """Recompute the whole hash chain of events; exit 1 naming the first event that does not fit."""
     settings = config.load(ctx.find_root().obj)
-    store = SQLiteStore(settings.data)
+    store = open_store(settings)
     try:
         report = store.verify_chain()
     finally:

@@ -82,8 +82,8 @@ async def submit(
             waiting.exception()  # retrieved here (accepted() raises it from stored): no "never retrieved" log
             admitted = axis.router.accepted(admitted, stored)
         acceptance = admitted
-    except (OSError, StoreError) as error:
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC or "disk is full" in str(error):
+    except (OSError, StoreError) as error:  # the store names a full disk store.disk_full; a blob write, ENOSPC
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC or getattr(error, "code", "") == "store.disk_full":
             raise RequestRefused("request.disk_full", "the axis ran out of disk space; nothing was stored") from None
         raise
     outcome = "accepted" if acceptance.created else "duplicate"

@@ -44,7 +44,7 @@ from axis.server.connections import (
 )
 from axis.server.metrics import Metrics
 from axis.server.pusher import Pusher
-from axis.store import SQLiteStore
+from axis.store import Store, open_store
 from axis.workers import VerifierPool
 
 log = logging.getLogger("axis.server")
@@ -70,7 +70,7 @@ class Waiters:
 @dataclass
 class Axis:
     settings: config.Config
-    store: SQLiteStore
+    store: Store
     registry: Registry
     queue: Queue
     router: Router
@@ -90,7 +90,7 @@ class Axis:
 
     @classmethod
     def open(cls, settings: config.Config) -> Axis:
-        store = SQLiteStore(settings.data)
+        store = open_store(settings)
         key, certificate = keystore.KeyStore(settings.keys).axis_signer()
         d = settings.delivery
         queue = Queue(

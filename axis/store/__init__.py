@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol
 
+from axis.config import Config
 from axis.store.blobs import BlobStore
 from axis.store.events import ChainReport, Event
 from axis.store.model import (
@@ -27,6 +28,7 @@ from axis.store.model import (
 from axis.store.sqlite import SQLiteStore
 
 __all__ = [
+    "open_store",
     "Agency",
     "BlobStore",
     "CertificateRecord",
@@ -40,6 +42,12 @@ __all__ = [
     "SQLiteStore",
     "Store",
 ]
+
+
+def open_store(settings: Config) -> SQLiteStore:
+    """The store the configuration names: the one way the axis, its CLI and its tools open one.
+    Today SQLite in ``[axis] data`` (WAL, group commit, blobs beside it)."""
+    return SQLiteStore(settings.data)
 
 
 class Store(Protocol):

@@ -164,6 +164,8 @@ def _translate(error: Exception) -> Exception:
         return error
     if isinstance(error, sqlite3.IntegrityError):
         return StoreError("store.conflict", f"the change conflicts with what is stored: {error}")
+    if isinstance(error, sqlite3.OperationalError) and error.sqlite_errorcode == sqlite3.SQLITE_FULL:
+        return StoreError("store.disk_full", "the disk of the database is full; nothing was stored")
     if isinstance(error, sqlite3.OperationalError):
         return StoreError("store.unavailable", f"the database refused the change: {error}")
     return error

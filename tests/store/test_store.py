@@ -411,3 +411,19 @@ def test_a_database_that_cannot_be_opened_is_store_unavailable(tmp_path: Path, m
     finally:
         monkeypatch.undo()
         store.close()
+
+
+def test_a_full_disk_is_store_disk_full_and_nothing_is_half_written(tmp_path: Path) -> None:
+    """SQLite's SQLITE_FULL (the database cannot grow) becomes ``store.disk_full`` (507 over HTTP),
+    named by its code, not by matching SQLite's words."""
+    store = SQLiteStore(tmp_path / "data")
+    try:
+        pages = store.committer.run(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+        store.committer.run(lambda c: c.execute(f"PRAGMA max_page_count = {pages + 2}"))
+        with pytest.raises(StoreError) as full:
+            for n in range(10_000):
+                store.add_agency(Agency(f"000.00.{n // 100:02d}.H{n % 100:02d}", "qcvn102", "x" * 2000, AT))
+        assert full.value.code == "store.disk_full"
+        assert store.verify_chain().events == len(store.agencies())  # every agency kept has its event, no more
+    finally:
+        store.close()
