@@ -102,6 +102,15 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    """``[store]``: where the axis keeps everything."""
+
+    url: str = ""
+    """``postgresql://...``: a PostgreSQL database several axis nodes share; "" = SQLite in
+    ``[axis] data`` (one node)."""
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     data: Path
@@ -111,6 +120,7 @@ class Config:
     server: Server = field(default_factory=Server)
     delivery: Delivery = field(default_factory=Delivery)
     vxp: Vxp = field(default_factory=Vxp)
+    store: StoreSettings = field(default_factory=StoreSettings)
 
     @property
     def trust(self) -> Path:
@@ -203,6 +213,7 @@ def load(explicit: Path | None = None) -> Config:
         server=_section(Server, document.get("server", {}), base, path, "server"),
         delivery=_delivery(path, _section(Delivery, document.get("delivery", {}), base, path, "delivery")),
         vxp=_section(Vxp, document.get("vxp", {}), base, path, "vxp"),
+        store=_section(StoreSettings, document.get("store", {}), base, path, "store"),
     )
 
 

@@ -4,11 +4,17 @@ Tests that read ../shared (the agencies' samples, the VXP captures) take it thro
 ``samples`` and ``vxp_captures`` fixtures: when it is absent (a bare clone) they are skipped with
 the reason, unless ``AXIS_REQUIRE_SHARED=1`` (CI sets it), which makes them fail instead.
 ``AXIS_SHARED`` points elsewhere than ../shared.
+
+Tests of the PostgreSQL store take a fresh database of their own from ``postgres_url``, on the
+server ``AXIS_TEST_POSTGRES`` names (``.ci/run`` starts one); without it they are skipped, unless
+``AXIS_REQUIRE_POSTGRES=1`` (CI), which makes them fail.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +39,28 @@ def _shared(path: Path, what: str) -> Path:
     if os.environ.get("AXIS_REQUIRE_SHARED") == "1":
         pytest.fail(f"{reason}; AXIS_REQUIRE_SHARED=1 requires them")
     pytest.skip(reason)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test (dropped afterwards), as a connection string."""
+    server = os.environ.get("AXIS_TEST_POSTGRES")
+    if not server:
+        reason = "AXIS_TEST_POSTGRES names no PostgreSQL server (.ci/run starts one)"
+        if os.environ.get("AXIS_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{reason}; AXIS_REQUIRE_POSTGRES=1 requires it")
+        pytest.skip(reason)
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    name = f"axis_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")  # a generated name, not input
+    try:
+        yield make_conninfo(server, dbname=name)
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def well_formed_sample_names() -> list[str]:

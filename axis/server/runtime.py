@@ -87,6 +87,8 @@ class Axis:
     _loop: asyncio.AbstractEventLoop | None = None
     _woken: set[str] = field(default_factory=set)
     _woken_lock: threading.Lock = field(default_factory=threading.Lock)
+    _listening: threading.Event = field(default_factory=threading.Event)
+    """Set when the axis closes: the store's listener stops."""
 
     @classmethod
     def open(cls, settings: config.Config) -> Axis:
@@ -139,8 +141,11 @@ class Axis:
             self.dispatcher.wake(names)
 
     def recover(self) -> None:
-        """One axis node per store: every lease in it was held by a previous run of this process."""
-        released = self.store.release_stale_leases(self.queue.clock(), deadline_before=math.inf)
+        """Leases a previous run left: on SQLite (one node per store) every lease was this node's,
+        and returns now; on a shared database only those past their deadline return (another
+        node's live leases are never taken; a dead node's return when their deadline passes)."""
+        shared = bool(self.settings.store.url)
+        released = self.store.release_stale_leases(self.queue.clock(), deadline_before=None if shared else math.inf)
         issued = self.router.issue_missing_receipts()
         if released or issued:
             log.info("recovered %d leased deliveries, issued %d owed receipts", len(released), issued)
@@ -163,7 +168,15 @@ class Axis:
             if released:
                 self.metrics.count("axis_leases_released_total", "Leases that outlived their deadline.", len(released))
 
+    def listen(self) -> None:
+        """On a shared database, wake this node's long-polls and dispatcher when another node
+        queues something (the store's notifications); nothing to do on SQLite."""
+        listen = getattr(self.store, "listen", None)
+        if listen is not None:
+            listen(self.queued, self._listening)
+
     def close(self) -> None:
+        self._listening.set()
         self.pool.close()
         self.store.close()
 
@@ -223,6 +236,7 @@ async def start(
     logging.getLogger("aiohttp.server").addFilter(QUIET_BAD_REQUESTS)
     axis = await asyncio.to_thread(Axis.open, settings)
     axis._loop = loop
+    axis.listen()
     limit = descriptor_limit()
     axis.connections = Connections(derived_cap(settings.server.max_connections, limit))
     if axis.connections.cap + RESERVE > limit:

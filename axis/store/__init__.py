@@ -46,7 +46,12 @@ __all__ = [
 
 def open_store(settings: Config) -> SQLiteStore:
     """The store the configuration names: the one way the axis, its CLI and its tools open one.
-    Today SQLite in ``[axis] data`` (WAL, group commit, blobs beside it)."""
+    PostgreSQL when ``[store] url`` names a database (several nodes share it), else SQLite in
+    ``[axis] data`` (WAL, group commit, blobs beside it)."""
+    if settings.store.url:
+        from axis.store.postgres import PostgresStore  # the driver is needed only then
+
+        return PostgresStore(settings.store.url)
     return SQLiteStore(settings.data)
 
 

@@ -29,6 +29,13 @@ INLINE_MAX = 256 * 1024
 cost less than writing the bytes twice (WAL, then checkpoint)."""
 
 
+def check_digest(digest: str) -> str:
+    """``digest`` if it is a lower-case hex SHA-256, else ``store.bad_digest`` (it names a file)."""
+    if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+        raise StoreError("store.bad_digest", f"{digest!r} is not a lower-case hex SHA-256")
+    return digest
+
+
 class BlobStore:
     def __init__(self, root: Path, inline: Callable[[str], bytes | None] = lambda digest: None) -> None:
         self.root = root
@@ -42,9 +49,7 @@ class BlobStore:
             fsync_directory(root)
 
     def path(self, digest: str) -> Path:
-        if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
-            raise StoreError("store.bad_digest", f"{digest!r} is not a lower-case hex SHA-256")
-        return self.root / digest[:2] / digest
+        return self.root / check_digest(digest)[:2] / digest
 
     def put(self, data: bytes) -> str:
         """Store ``data`` durably and return its SHA-256; a blob already present is not rewritten."""

@@ -31,7 +31,7 @@ from axis import config, edxml, keystore
 from axis.errors import RequestRefused
 from axis.registry import Registry
 from axis.server.runtime import Running, start
-from axis.store import SQLiteStore
+from axis.store import open_store
 from tests.server.conftest import G22, H14, H41, Network, make_network
 
 VIETNAM = timezone(timedelta(hours=7))
@@ -127,7 +127,7 @@ class SdkClient:
 
 def add_system(network: Network, name: str, agencies: list[str], system_id: str, *, admin: bool = False,
                sources: tuple[str, ...] = ()) -> str:
-    store = SQLiteStore(network.settings.data)
+    store = open_store(network.settings)
     try:
         box = keystore.SecretBox.at(network.keys.secrets)
         registry = Registry(store, lambda: keystore.read_trust(network.settings.trust))

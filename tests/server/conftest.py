@@ -19,7 +19,7 @@ from aiohttp import web
 from adapters.demo import CAO_BANG, NGHE_AN, VPCP, example_document
 from axis import config, edxml, keystore, pki, signing
 from axis.registry import Registry
-from axis.store import SQLiteStore
+from axis.store import Store, open_store
 
 G22, H41, H14 = VPCP.organ_id, NGHE_AN.organ_id, CAO_BANG.organ_id
 UNGRANTED = "000.00.00.G01"  # registered, but no endpoint of the tests acts for it
@@ -68,8 +68,8 @@ class Network:
             self.loaded[organ_id] = keystore.read_private_key(key_path), keystore.read_certificates(cert_path)[0]
         return self.loaded[organ_id]
 
-    def registry(self) -> tuple[Registry, SQLiteStore]:
-        store = SQLiteStore(self.settings.data)
+    def registry(self) -> tuple[Registry, Store]:
+        store = open_store(self.settings)
         return Registry(store, lambda: keystore.read_trust(self.settings.trust)), store
 
     def endpoint(self, name: str, agencies: list[str], push_url: str | None = None) -> str:
@@ -113,7 +113,7 @@ def make_network(root: Path, overrides: dict[str, dict[str, Any]] | None = None)
     settings = config.load(write_config(root, overrides or {}))
     store_keys = keystore.KeyStore(settings.keys)
     store_keys.init(now - timedelta(minutes=5))
-    store = SQLiteStore(settings.data)
+    store = open_store(settings)
     registry = Registry(store, lambda: keystore.read_trust(settings.trust))
     try:
         for organ in (VPCP, NGHE_AN, CAO_BANG):

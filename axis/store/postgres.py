@@ -1,0 +1,246 @@
+"""The PostgreSQL store: the same rules and statements as the SQLite store, on a database that
+several axis nodes share (``[store] url = "postgresql://..."``).
+
+The store's statements are written once, in ``SQLiteStore``; this class runs them on PostgreSQL
+through ``PgConnection``, which rewrites the few places where the two dialects differ (``?``
+placeholders, ``INSERT OR IGNORE``, SQLite's JSON and boolean sums, the ids an insert returns).
+What differs in kind is here:
+
+- **Transactions.** Every write is one transaction on a pooled connection that first takes one
+  advisory lock: writes are serialised across every node, as SQLite's single writer serialises
+  them in one, so the event chain (each event carries the hash of the one before it) never forks.
+  Reads run on their own, in autocommit.
+- **Package bytes** live in the database (``packages``), every size: the nodes share no file
+  system. A package is written by ``blobs.put`` before the transaction that names it, as the
+  SQLite store writes a large one to its blob directory first.
+- **The registry cache** is the SQLite store's own: it compares ``registry_version``, which the
+  database's triggers bump on every registry write, whichever node makes it.
+- **Errors** of the driver become the store's codes at this boundary: a unique violation is
+  ``store.conflict``, a full disk ``store.disk_full``, anything else ``store.unavailable``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import lru_cache
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg
+from psycopg_pool import ConnectionPool
+
+from axis.errors import AxisError, StoreError
+from axis.store import events as chain
+from axis.store.blobs import check_digest
+from axis.store.sqlite import SQLiteStore
+
+T = TypeVar("T")
+WRITE_LOCK = 0x61786973  # "axis": the advisory lock every writing transaction takes
+RETURNS_ID = ("INSERT INTO deliveries", "INSERT INTO endpoints")
+"""Inserts whose new id the statements read (``lastrowid``)."""
+SQLITE_ONLY = {
+    "json_extract(content, '$.subject')": "(content::jsonb ->> 'subject')",
+    "sum(d.state = 'delivered')": "sum((d.state = 'delivered')::int)",
+    "sum(d.state = 'expired')": "sum((d.state = 'expired')::int)",
+    "sum(d.state IN ('queued', 'leased'))": "sum((d.state IN ('queued', 'leased'))::int)",
+}
+
+
+@lru_cache(maxsize=512)
+def translate(sql: str) -> str:
+    """A statement of the SQLite store, in PostgreSQL's dialect."""
+    for sqlite, postgres in SQLITE_ONLY.items():
+        sql = sql.replace(sqlite, postgres)
+    if sql.startswith("INSERT OR IGNORE INTO"):
+        sql = "INSERT INTO" + sql.removeprefix("INSERT OR IGNORE INTO") + " ON CONFLICT DO NOTHING"
+    if sql.startswith(RETURNS_ID):
+        sql += " RETURNING id"
+    return sql.replace("?", "%s")
+
+
+class Row(tuple):  # type: ignore[type-arg]
+    """A row read by name or by position, and turned into a dict, as ``sqlite3.Row`` is."""
+
+    names: tuple[str, ...] = ()
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self.names.index(key))
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> tuple[str, ...]:
+        return self.names
+
+
+def _rows_of(cursor: psycopg.Cursor[Any]) -> Callable[[Sequence[Any]], Row]:
+    names = tuple(c.name for c in cursor.description or ())
+    kind = type("Row", (Row,), {"names": names})
+    return lambda values: kind(values)
+
+
+class PgCursor:
+    def __init__(self, cursor: psycopg.Cursor[Any], returns_id: bool) -> None:
+        self.cursor = cursor
+        self.lastrowid: int | None = None
+        if returns_id:
+            row = cursor.fetchone()
+            self.lastrowid = int(row[0]) if row else None
+
+    @property
+    def rowcount(self) -> int:
+        return self.cursor.rowcount
+
+    def fetchone(self) -> Row | None:
+        return self.cursor.fetchone()
+
+    def fetchall(self) -> list[Row]:
+        return self.cursor.fetchall()
+
+    def __iter__(self) -> Iterator[Row]:
+        return iter(self.cursor)
+
+
+class PgConnection:
+    """What the SQLite store's statements are given in place of a ``sqlite3.Connection``."""
+
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self.connection = connection
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> PgCursor:
+        statement = translate(sql)
+        cursor = self.connection.cursor(row_factory=_rows_of)
+        cursor.execute(statement, tuple(parameters))
+        return PgCursor(cursor, statement.endswith(" RETURNING id"))
+
+    def executemany(self, sql: str, parameters: Sequence[Sequence[Any]]) -> None:
+        with self.connection.cursor() as cursor:
+            cursor.executemany(translate(sql), [tuple(p) for p in parameters])
+
+
+def _translate(error: psycopg.Error) -> StoreError:
+    if isinstance(error, pg.UniqueViolation):
+        return StoreError("store.conflict", f"the change conflicts with what is stored: {error}")
+    if isinstance(error, pg.DiskFull):
+        return StoreError("store.disk_full", "the disk of the database is full; nothing was stored")
+    return StoreError("store.unavailable", f"the database refused the change: {error}")
+
+
+class Transactions:
+    """The writes: each in a transaction of its own, serialised across nodes by one advisory lock."""
+
+    def __init__(self, pool: ConnectionPool[Any], workers: int = 16) -> None:
+        self.pool = pool
+        self.executor = ThreadPoolExecutor(workers, "axis-pg")
+        self.closed = False
+
+    def run(self, operation: Callable[[Any], T]) -> T:
+        if self.closed:
+            raise StoreError("store.closed", "the store is closed: nothing more is written")
+        try:
+            with self.pool.connection() as connection, connection.transaction():
+                connection.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                return operation(PgConnection(connection))
+        except AxisError:
+            raise
+        except psycopg.Error as error:
+            raise _translate(error) from None
+
+    def submit(self, operation: Callable[[Any], T]) -> Future[T]:
+        if self.closed:
+            raise StoreError("store.closed", "the store is closed: nothing more is written")
+        return self.executor.submit(self.run, operation)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.closed = True
+
+
+class PackageRows:
+    """Package bytes in the ``packages`` table, by SHA-256, checked on every read."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+
+    def put(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        self.store.committer.run(
+            lambda c: c.execute("INSERT OR IGNORE INTO packages (sha256, data) VALUES (?, ?)", (digest, data))
+        )
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        rows = self.store._rows("SELECT data FROM packages WHERE sha256 = ?", (check_digest(digest),))
+        if not rows:
+            raise StoreError("store.blob_missing", f"the package {digest} is not in the database (damage: restore from backup)")
+        data = bytes(rows[0][0])
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise StoreError("store.blob_corrupt", f"the package {digest} no longer matches its SHA-256 (damage: restore from backup)")
+        return data
+
+
+class PostgresStore(SQLiteStore):
+    """``axis.store.Store`` on PostgreSQL (see the module's docstring)."""
+
+    def __init__(self, url: str) -> None:  # noqa: D107 - the parent's setup is SQLite's; nothing of it is run
+        self.url = url
+        self.pool: ConnectionPool[Any] = ConnectionPool(url, min_size=1, max_size=16, open=True, kwargs={"autocommit": True})
+        self._migrate()
+        self.committer = Transactions(self.pool)  # type: ignore[assignment]
+        self.blobs = PackageRows(self)  # type: ignore[assignment]
+        self._registry_lock = threading.Lock()
+        self._registry_cache: dict[tuple[str, str], Any] = {}
+        self._registry_version = -1
+
+    def _migrate(self) -> None:
+        from axis.store import postgres_schema
+
+        try:
+            with self.pool.connection() as connection, connection.transaction():
+                connection.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                postgres_schema.migrate(connection)
+        except psycopg.Error as error:
+            raise _translate(error) from None
+
+    def listen(self, queued: Callable[[list[str]], None], stop: threading.Event) -> threading.Thread:
+        """Call ``queued(agencies)`` whenever any node commits deliveries for them, until ``stop``:
+        other nodes' long-polls and dispatchers wake as this node's do. A dropped connection is
+        opened again (a wake-up missed meanwhile is caught by the next poll)."""
+        from axis.store.postgres_schema import CHANNEL
+
+        def run() -> None:
+            while not stop.is_set():
+                try:
+                    with psycopg.connect(self.url, autocommit=True) as connection:
+                        connection.execute(f"LISTEN {CHANNEL}")
+                        while not stop.is_set():
+                            agencies = [n.payload for n in connection.notifies(timeout=1.0)]
+                            if agencies:
+                                queued(sorted(set(agencies)))
+                except psycopg.Error:
+                    stop.wait(1.0)
+
+        thread = threading.Thread(target=run, name="axis-pg-listen", daemon=True)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        self.committer.close()
+        self.pool.close()
+
+    def _rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
+        try:
+            with self.pool.connection() as connection:
+                return PgConnection(connection).execute(sql, parameters).fetchall()
+        except psycopg.Error as error:
+            raise StoreError("store.unavailable", f"the database cannot be read now ({error}); retry shortly") from None
+
+    def _inline_package(self, digest: str) -> bytes | None:
+        return self.blobs.get(digest)
+
+    def events(self) -> Iterator[chain.Event]:
+        for row in self._rows("SELECT seq, content, previous, hash FROM events ORDER BY seq"):
+            yield chain.Event(row[0], row[1], row[2], row[3])
+
