@@ -42,6 +42,10 @@ WRITE_LOCK = 0x61786973  # "axis": the advisory lock every writing transaction t
 RETURNS_ID = ("INSERT INTO deliveries", "INSERT INTO endpoints")
 """Inserts whose new id the statements read (``lastrowid``)."""
 SQLITE_ONLY = {
+    # A sequence is not transactional: a write rolled back would leave a gap in the chain's
+    # numbering. The next number is taken inside the (serialised) transaction instead.
+    "INSERT INTO events (content, previous, hash) VALUES (?, ?, ?)":
+        "INSERT INTO events (seq, content, previous, hash) VALUES ((SELECT coalesce(max(seq), 0) + 1 FROM events), ?, ?, ?)",
     "json_extract(content, '$.subject')": "(content::jsonb ->> 'subject')",
     "sum(d.state = 'delivered')": "sum((d.state = 'delivered')::int)",
     "sum(d.state = 'expired')": "sum((d.state = 'expired')::int)",

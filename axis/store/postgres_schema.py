@@ -130,7 +130,7 @@ INITIAL = [
     ),
     """
     CREATE TABLE events (
-        seq      BIGSERIAL PRIMARY KEY,
+        seq      BIGINT PRIMARY KEY,
         content  TEXT NOT NULL,
         previous TEXT NOT NULL,
         hash     TEXT NOT NULL

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sqlite3
 from pathlib import Path
 
 from axis import edxml, keystore, receipts
 from axis.server.runtime import Running
-from axis.store import SQLiteStore
+from axis.store import open_store
 from tests.adapters.conftest import Adapter, axis_command, environment
 from tests.server.conftest import G22, H14, H41, NGHE_AN, Network, eventually
 
@@ -136,12 +135,13 @@ async def test_sigkill_mid_transfer_loses_and_duplicates_nothing(network: Networ
     assert files(outbox) == [] and not list((sender_dir / ".axis" / "sending").rglob("*.edxml"))
     assert not [p for p in (platform_dir / ".axis" / "incoming").rglob("*") if p.is_file()]
     # Received once each, byte for byte what the axis holds.
-    with sqlite3.connect(network.settings.data / "axis.sqlite3") as db:
-        ids = [row[0] for row in db.execute("SELECT id FROM messages WHERE sender = ? AND kind = 'document'", (G22,))]
-    assert len(ids) == total  # the axis holds no duplicate
-    store = SQLiteStore(network.settings.data)
+    store = open_store(network.settings)
     try:
+        sent = {r["agency"]: r["sent"] for r in store.stats("0000", "9999", 0, "9999/12/31")}
+        assert sent[G22] == total  # the axis holds no duplicate
+        ids = sorted(p.stem for p in files(inbox41))
         messages = [store.message(i) for i in ids]
+        assert len(ids) == total and all(messages)
         for folder in (inbox41, inbox14):
             assert sorted(p.stem for p in files(folder)) == sorted(ids)
             for path in files(folder):

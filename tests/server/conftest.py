@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -108,7 +110,23 @@ class Network:
         )
 
 
+def _on_postgres(overrides: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """With ``AXIS_TEST_EVERYTHING_ON_POSTGRES=1``, every axis of the tests keeps its store in a
+    fresh PostgreSQL database of the ``AXIS_TEST_POSTGRES`` server (left for the server to drop)."""
+    server = os.environ.get("AXIS_TEST_POSTGRES")
+    if os.environ.get("AXIS_TEST_EVERYTHING_ON_POSTGRES") != "1" or not server or "store" in overrides:
+        return overrides
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    name = f"axis_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    return {**overrides, "store": {"url": make_conninfo(server, dbname=name)}}
+
+
 def make_network(root: Path, overrides: dict[str, dict[str, Any]] | None = None) -> Network:
+    overrides = _on_postgres(overrides or {})
     now = datetime.now(UTC).replace(microsecond=0)
     settings = config.load(write_config(root, overrides or {}))
     store_keys = keystore.KeyStore(settings.keys)

@@ -22,7 +22,7 @@ import aiohttp
 
 from adapters.demo import CAO_BANG
 from axis.server.runtime import start
-from axis.store import SQLiteStore
+from axis.store import open_store
 from tests.conftest import REPO
 from tests.server.conftest import G22, H14, Client, Network, Receiver, eventually, free_port, make_network
 
@@ -75,7 +75,7 @@ async def test_sigterm_finishes_work_and_a_restart_recovers_the_queue(tmp_path: 
         accepted.append(body["message_id"])
     code, output = await finish(process)
     assert code == 0 and '"event": "stopped"' in output
-    store = SQLiteStore(network.settings.data)
+    store = open_store(network.settings)
     try:
         states = Counter(d.state for m in accepted for d in store.deliveries_of(m))
     finally:
@@ -161,7 +161,7 @@ async def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path: Path, ses
     assert (await finish(process))[0] == -signal.SIGKILL
     assert unanswered, "the kill should have cut some requests off"
     accepted_before_kill = dict(receipts)
-    store = SQLiteStore(network.settings.data)
+    store = open_store(network.settings)
     try:
         counts_at_kill = store.delivery_counts()
         leased_at_kill = counts_at_kill.get("leased", 0)
@@ -186,7 +186,7 @@ async def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path: Path, ses
     delivered = Counter(receiver.message_ids())
     assert set(delivered) == expected  # nothing else reached the application
     assert not forged & {body for _, body in receiver.received}
-    store = SQLiteStore(network.settings.data)
+    store = open_store(network.settings)
     try:
         deliveries = [d for m in expected for d in store.deliveries_of(m)]
         assert len(deliveries) == len(expected) and all(d.state == "delivered" for d in deliveries)
