@@ -53,3 +53,21 @@ def network_agency(organ_id: str):  # type: ignore[no-untyped-def]
 
     assert organ_id == NGHE_AN.organ_id
     return NGHE_AN
+
+
+async def test_an_admin_change_on_one_node_is_enforced_on_the_other_at_once(tmp_path: Path, postgres_url: str) -> None:
+    network = make_network(tmp_path, {"store": {"url": postgres_url}})
+    token = network.endpoint("vpcp", [G22])
+    first, second = await start(network.settings), await start(network.settings)
+    try:
+        async with aiohttp.ClientSession() as session:
+            on_second = Client(session, second.url, token)
+            assert (await on_second.request("GET", "/v1/inbox"))[0] == 200
+            admin = Client(session, first.url, network.admin_token)
+            status, _, _ = await admin.request("DELETE", "/v1/admin/endpoints/vpcp")
+            assert status == 200
+            status, body, _ = await on_second.request("GET", "/v1/inbox")
+            assert (status, body["code"]) == (401, "auth.invalid")  # the next request, on the other node
+    finally:
+        await first.stop()
+        await second.stop()
