@@ -50,8 +50,9 @@ sys.path.insert(0, str(ROOT))
 
 from adapters.demo import NGHE_AN, VPCP, example_document  # noqa: E402
 from axis import edxml, keystore, receipts, signing  # noqa: E402
+from axis.config import load as load_config  # noqa: E402
 from axis.registry import Registry  # noqa: E402
-from axis.store import SQLiteStore  # noqa: E402
+from axis.store import open_store  # noqa: E402
 from bench.store import group_commit  # noqa: E402
 from bench.verify import floor as crypto_floor  # noqa: E402
 from bench.verify import timed  # noqa: E402
@@ -62,17 +63,19 @@ RESULTS = ROOT / "bench" / "results"
 
 
 def setup(
-    root: Path, now: datetime, push: dict[str, list[str]] | None = None, extra: list[str] | None = None
+    root: Path, now: datetime, push: dict[str, list[str]] | None = None, extra: list[str] | None = None,
+    store_url: str = "",
 ) -> tuple[Path, str, keystore.KeyStore]:
     """An axis directory: VPCP sends (pull endpoint `bench`), Nghệ An receives (pull), plus
-    ``extra`` agencies and push endpoints {url: agencies}."""
+    ``extra`` agencies and push endpoints {url: agencies}; its store in ``store_url`` if given."""
     config = root / "axis.toml"
     config.write_text(
         '[axis]\ndata = "data"\nkeys = "keys"\n[server]\nport = 0\nrecipient_backlog = 100000000\nshutdown_grace = 5\n'
+        + (f'[store]\nurl = "{store_url}"\n' if store_url else "")
     )
     keys = keystore.KeyStore(root / "keys")
     keys.init(now)
-    store = SQLiteStore(root / "data")
+    store = open_store(load_config(config))
     registry = Registry(store, lambda: keystore.read_trust(keys.trust))
     try:
         for organ in (VPCP, NGHE_AN):
