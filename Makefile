@@ -21,6 +21,7 @@ bench: $(BIN)/axis
 	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/server.py
+	$(BIN)/python bench/peer.py  # the axis beside a RabbitMQ pipeline; PostgreSQL rows with $$AXIS_TEST_POSTGRES
 
 lint: $(BIN)/axis
 	$(BIN)/ruff check .
