@@ -580,16 +580,30 @@ def _check_key_value(key_value: etree._Element | None, certificate: x509.Certifi
 
 
 UNSIGNED_AT_A_GLANCE = 4 * 1024 * 1024
-"""Packages above this size that never name the XMLDSig namespace are refused before the
-pre-check and the parse: they cannot hold a ds:Signature, and a heavy one (nine megabytes of
-elements dense with attributes) costs a worker a second to find out otherwise. Smaller ones go
-the whole way, so that a malformed file is refused with libxml2's own account of its fault."""
+"""Packages above this size are looked at as bytes before the pre-check and the parse: one that
+never names the XMLDSig namespace cannot hold a ds:Signature, and one that names none of the
+accepted signature methods, or holds no X509Certificate, cannot hold an acceptable one; a heavy
+package (nine megabytes of elements dense with attributes) costs a worker a second to find out
+otherwise. Smaller ones go the whole way, so that a malformed file is refused with libxml2's
+own account of its fault, and every refusal names the first fault in document order."""
 _SIGNATURE_TAG = re.compile(rb"<(?:[^\s<>:/!?]+:)?Signature[\s/>]")
 
 
-def _refuse_large_unsigned(data: bytes) -> None:
-    if len(data) <= UNSIGNED_AT_A_GLANCE or DS.encode() in data or b"<!DOCTYPE" in data:
+def _refuse_at_a_glance(data: bytes, policy: SignaturePolicy) -> None:
+    if len(data) <= UNSIGNED_AT_A_GLANCE or b"<!DOCTYPE" in data:
         return  # a DTD is refused by the pre-check with its own code
+    if DS.encode() in data:
+        if not any(method.encode() in data for method in policy.signature_methods):
+            raise SignatureRefused(
+                "signature.algorithm_forbidden",
+                f"the package names no accepted SignatureMethod; use RSA-SHA256 ({RSA_SHA256}) or ECDSA-SHA256"
+                f" ({ECDSA_SHA256})",
+            )
+        if b"X509Certificate" not in data:
+            raise SignatureRefused(
+                "signature.certificate_missing", "the signature carries no X509Data/X509Certificate: add the signer's certificate"
+            )
+        return
     if _SIGNATURE_TAG.search(data):
         raise SignatureRefused(
             "signature.wrong_namespace",
@@ -607,7 +621,7 @@ def verify(data: bytes, trust: pki.Trust, at: datetime, policy: SignaturePolicy 
     """
     if at.tzinfo is None:
         raise ValueError("verify() needs a timezone-aware time")
-    _refuse_large_unsigned(data)
+    _refuse_at_a_glance(data, policy)
     root = xmlguard.parse(data, policy.limits)
     signature = _locate(root, policy)
     method, digest_method = _check_signed_info(signature, policy)

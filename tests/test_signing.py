@@ -74,3 +74,32 @@ def test_signed_content_carries_the_line_numbers_of_the_original_bytes(
     ]
     assert [e.sourceline for e in verified.signed_xml.iter(etree.Element)] == in_file
     assert in_file[0] == 2 and len(set(in_file)) > 40
+
+
+def test_a_large_package_that_cannot_hold_an_acceptable_signature_is_refused_before_it_is_parsed(
+    dev_pki: PKI, vpcp: Agency, document: edxml.DocumentPackage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above 4 MiB the bytes alone decide these refusals (the same codes the whole path gives):
+    nothing is pre-checked or parsed, so a heavy package costs its worker almost nothing."""
+    big = replace(document, attachments=(replace(document.attachments[0], data=os.urandom(4_000_000)),))
+    unsigned = edxml.build(big)
+    signed = signing.sign(unsigned, vpcp.key, vpcp.certificate)
+    cases = {
+        "signature.missing": unsigned,
+        "signature.wrong_namespace": unsigned.replace(b"</edXMLHeader>", b"<Signature/></edXMLHeader>"),
+        "signature.algorithm_forbidden": signed.replace(signing.RSA_SHA256.encode(), b"http://www.w3.org/2000/09/xmldsig#rsa-sha1"),
+    }
+    x509 = etree.fromstring(signed)
+    for element in x509.iter(f"{{{signing.DS}}}X509Data"):
+        element.getparent().remove(element)  # type: ignore[union-attr]
+    cases["signature.certificate_missing"] = etree.tostring(x509, xml_declaration=True, encoding="UTF-8")
+
+    def not_parsed(*args: object, **kwargs: object) -> None:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(signing.xmlguard, "parse", not_parsed)
+    for code, data in cases.items():
+        assert len(data) > signing.UNSIGNED_AT_A_GLANCE
+        with pytest.raises(AxisError) as refused:
+            signing.verify(data, dev_pki.trust, dev_pki.now)
+        assert refused.value.code == code, (code, refused.value)

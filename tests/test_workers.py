@@ -86,12 +86,14 @@ def test_a_pool_serves_a_second_event_loop(pool: VerifierPool, signed_document: 
 
 
 def heavy_package() -> bytes:
-    """Nine megabytes inside every limit, dense with attributes, naming the XMLDSig namespace (so
-    it goes the whole way through the pre-check and the parse before it is refused)."""
+    """Nine megabytes inside every limit, dense with attributes, naming the XMLDSig namespace, an
+    accepted signature method and X509Certificate (so that an attacker's package goes the whole
+    way through the pre-check and the parse before it is refused)."""
     attributes = " ".join(f'a{i}="v"' for i in range(60))
     body = "".join(f"<e {attributes}/>" for i in range(19_000))
     return (
         '<edXML xmlns="http://www.mic.gov.vn/TBT/QCVN_102_2016" xmlns:ds="http://www.w3.org/2000/09/xmldsig#">'
+        "<!-- http://www.w3.org/2001/04/xmldsig-more#rsa-sha256 X509Certificate -->"
         f"{body}</edXML>"
     ).encode()
 
