@@ -196,19 +196,11 @@ def main() -> None:
         else:
             rows.append(("RabbitMQ + libxmlsec1 pipeline", "not measured: Debian's rabbitmq-server is not installed"))
         if server:
-            import psycopg
-            from psycopg.conninfo import make_conninfo
+            from bench.postgres import database
 
             for nodes in (1, 2):
-                name = f"axis_bench_{uuid.uuid4().hex[:8]}"
-                with psycopg.connect(server, autocommit=True) as admin:
-                    admin.execute(f"CREATE DATABASE {name}")
-                try:
-                    url = make_conninfo(server, dbname=name)
+                with database(server) as url:
                     rows.append((f"axis, PostgreSQL, {nodes} node{'s' if nodes > 1 else ''}", axis_rate(root / f"pg{nodes}", now, url, nodes)))
-                finally:
-                    with psycopg.connect(server, autocommit=True) as admin:
-                        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         else:
             rows.append(("axis, PostgreSQL", "not measured: give a PostgreSQL server (argument or $AXIS_TEST_POSTGRES)"))
     peer = next((r for n, r in rows if n.startswith("RabbitMQ") and isinstance(r, float)), None)

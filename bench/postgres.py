@@ -18,7 +18,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -112,28 +113,34 @@ def floor(url: str) -> float:
     return COUNT / in_threads(insert)
 
 
+@contextmanager
+def database(server: str) -> Iterator[str]:
+    """A new database on ``server`` for one measurement (dropped after), as a connection string."""
+    name = f"axis_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield make_conninfo(server, dbname=name)
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 def main() -> None:
     server = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("AXIS_TEST_POSTGRES", "")
     if not server:
         sys.exit("give a PostgreSQL server's URL (or set AXIS_TEST_POSTGRES)")
-    names = [f"axis_bench_{uuid.uuid4().hex[:8]}" for _ in range(2)]
-    with psycopg.connect(server, autocommit=True) as admin:
-        for name in names:
-            admin.execute(f"CREATE DATABASE {name}")
-    try:
-        with tempfile.TemporaryDirectory() as directory:
-            sqlite = SQLiteStore(Path(directory))
-            sqlite_rate, sqlite_leases = enqueues(sqlite), leases_and_acks(sqlite)
-            sqlite.close()
-        postgres = PostgresStore(make_conninfo(server, dbname=names[0]))
+    with tempfile.TemporaryDirectory() as directory:
+        sqlite = SQLiteStore(Path(directory))
+        sqlite_rate, sqlite_leases = enqueues(sqlite), leases_and_acks(sqlite)
+        sqlite.close()
+    with database(server) as url:
+        postgres = PostgresStore(url)
         postgres_rate, postgres_leases = enqueues(postgres), leases_and_acks(postgres)
         postgres.close()
-        PostgresStore(make_conninfo(server, dbname=names[1])).close()  # the schema, empty
-        floor_rate = floor(make_conninfo(server, dbname=names[1]))
-    finally:
-        with psycopg.connect(server, autocommit=True) as admin:
-            for name in names:
-                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with database(server) as url:
+        PostgresStore(url).close()  # the schema, empty
+        floor_rate = floor(url)
     print(f"{COUNT} enqueues of 10 KB, one recipient, {CALLERS} callers; then lease + ack")
     print(f"  SQLite store (group commit)      {sqlite_rate:8.0f} enqueues/s   {sqlite_leases:8.0f} lease+ack/s")
     print(f"  PostgreSQL store                 {postgres_rate:8.0f} enqueues/s   {postgres_leases:8.0f} lease+ack/s")

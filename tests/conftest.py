@@ -51,16 +51,25 @@ def postgres_url() -> Iterator[str]:
             pytest.fail(f"{reason}; AXIS_REQUIRE_POSTGRES=1 requires it")
         pytest.skip(reason)
     import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    url = new_postgres_database(server)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {conninfo_to_dict(url)['dbname']} WITH (FORCE)")
+
+
+def new_postgres_database(server: str) -> str:
+    """A new, empty database on the PostgreSQL ``server``, as a connection string."""
+    import psycopg
     from psycopg.conninfo import make_conninfo
 
     name = f"axis_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(server, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")  # a generated name, not input
-    try:
-        yield make_conninfo(server, dbname=name)
-    finally:
-        with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    return make_conninfo(server, dbname=name)
 
 
 def well_formed_sample_names() -> list[str]:

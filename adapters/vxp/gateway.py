@@ -47,7 +47,7 @@ from adapters.vxp.service import (
     Unit,
     title_and_notation,
 )
-from axis import edxml, signing, verification
+from axis import edxml, signing
 from axis.config import Vxp
 from axis.errors import AdapterError, AxisError, Refused, RequestRefused, RoutingRefused
 from axis.store import Endpoint
@@ -73,11 +73,12 @@ class Gateway:
 
     # ------------------------------------------------------------ out
 
-    def sign(self, system: System, data: bytes) -> tuple[str, edxml.Package, bytes]:
-        """The package the SDK sent, signed by its sender's key here (placeholders removed), and
+    def read(self, system: System, data: bytes) -> tuple[str, edxml.Package, etree._Element]:
+        """The package the SDK sent, placeholders removed and read as the axis will read it, and
         the SHA-256 of its content: its exclusive c14n without any signature, the same for two
         files that differ only in their placeholders or serialisation (the same signed content,
-        which the axis takes for the same package)."""
+        which the axis takes for the same package). Its From must be an agency this gateway
+        signs for, on behalf of this system."""
         root = signing.unsigned_tree(data, replace=True)
         content = hashlib.sha256(etree.tostring(root, method="c14n", exclusive=True, with_comments=False)).hexdigest()
         package = edxml.read(root)
@@ -88,13 +89,18 @@ class Gateway:
                 f"the package is sent by {sender}, but this gateway signs only for"
                 f" {', '.join(a for a in system.endpoint.agencies if a in self.signers) or 'no agency of this system'}",
             )
-        signer = self.signers[sender]
-        return content, package, verification.sign_package(data, signer.key, signer.certificate, replace=True)
+        return content, package, root
+
+    def sign(self, package: edxml.Package, root: etree._Element) -> bytes:
+        """Sign with the sender's key (its certificate names that agency: checked at start)."""
+        signer = self.signers[package.sender.organ_id]
+        return signing.sign_tree(root, signer.key, signer.certificate)
 
     async def send(self, system: System, data: bytes) -> str:
-        digest, package, signed = await asyncio.to_thread(self.sign, system, data)
+        digest, package, root = await asyncio.to_thread(self.read, system, data)
         known = await asyncio.to_thread(self.ledger.outgoing, digest)
-        if known is None:
+        if known is None:  # signed once: a resend of the same content submits the same bytes
+            signed = await asyncio.to_thread(self.sign, package, root)
             kind = "status" if isinstance(package, edxml.StatusPackage) else "document"
             document_id = (
                 package.document_id if isinstance(package, edxml.DocumentPackage) else package.response_for.document_id or ""
@@ -102,8 +108,6 @@ class Gateway:
             prepared = Outgoing(digest, system.system_id, package.sender.organ_id, kind, document_id, signed,
                                 datetime.now(UTC).isoformat())
             known = await asyncio.to_thread(self.ledger.prepare, prepared)
-        if known.sender not in system.endpoint.agencies:
-            raise RoutingRefused("sender.not_granted", f"the package is sent by {known.sender}, not by this system's agencies")
         if known.message_id is not None:
             return known.message_id  # sent before: the SDK did not hear the answer
         try:

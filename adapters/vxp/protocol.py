@@ -193,7 +193,11 @@ def sign(params: Mapping[str, str], secret: bytes) -> dict[str, str]:
 
 def file_hash(data: bytes) -> str:
     """``hash-file`` as the SDK writes it: SHA-256, each byte in hex without zero-padding."""
-    return "".join(f"{b:x}" for b in hashlib.sha256(data).digest())
+    return _unpadded(hashlib.sha256(data).digest())
+
+
+def _unpadded(digest: bytes) -> str:
+    return "".join(f"{b:x}" for b in digest)
 
 
 def sent_file(body: bytes, hash_file: str | None) -> bytes:
@@ -209,7 +213,7 @@ def sent_file(body: bytes, hash_file: str | None) -> bytes:
     candidates = [body[: -len(CRLF)], body] if body.endswith(CRLF) else [body]
     for candidate in candidates:
         digest = hashlib.sha256(candidate).digest()
-        if claimed in (digest.hex(), "".join(f"{b:x}" for b in digest)):
+        if claimed in (digest.hex(), _unpadded(digest)):
             return candidate
     raise RequestRefused("request.hash_mismatch", "hash-file is not the SHA-256 of the file sent")
 

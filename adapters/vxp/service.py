@@ -283,17 +283,21 @@ class Service:
                 "auth.vxp_source", f"system {system.system_id!r} may not call from {request.remote or 'this address'}"
             )
         params = protocol.verify(signed, system.secret)
-        if self.policy.window > 0:
-            sent = protocol.parse_timestamp(params.require("timestamp"))
-            if abs((datetime.now(UTC) - sent).total_seconds()) > self.policy.window:
-                raise RequestRefused(
-                    "auth.vxp_stale",
-                    f"the signed timestamp is more than {self.policy.window:g} s from this server's clock;"
-                    " build a new service object",
-                )
+        if self.policy.window > 0 and not _fresh(params, self.policy.window):
+            raise RequestRefused(
+                "auth.vxp_stale",
+                f"the signed timestamp is more than {self.policy.window:g} s from this server's clock;"
+                " build a new service object",
+            )
         self.limits.take(system.system_id, time.monotonic())
         reused = system.role == "admin" and self.seen.note(signed.digest, time.monotonic())
         return Call(request, system, params, self, reused)
+
+
+def _fresh(params: Params, window: float) -> bool:
+    """The signed timestamp is within ``window`` seconds of this server's clock."""
+    sent = protocol.parse_timestamp(params.require("timestamp"))
+    return abs((datetime.now(UTC) - sent).total_seconds()) <= window
 
 
 def _loopback_listener(request: web.Request) -> bool:
@@ -345,8 +349,7 @@ def _admin(call: Call) -> None:
         raise RequestRefused(
             "auth.forbidden", "registerAgency and deleteAgency are turned off here ([vxp] admin_window = 0); use the admin API"
         )
-    sent = protocol.parse_timestamp(call.params.require("timestamp"))
-    if abs((datetime.now(UTC) - sent).total_seconds()) > window:
+    if not _fresh(call.params, window):
         raise RequestRefused(
             "auth.vxp_stale",
             f"registerAgency and deleteAgency need a signature made within {window:g} s: build a new AgencyServiceImp"

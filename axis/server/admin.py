@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import asdict
 from typing import Any
 
@@ -11,7 +10,7 @@ from aiohttp import web
 
 from axis import keystore
 from axis.errors import RequestRefused
-from axis.server.http import delivery_json, json_response, node, principal, read_body, require
+from axis.server.http import delivery_json, json_response, node, principal, read_body, read_json, require
 
 
 async def _body(request: web.Request) -> bytes:
@@ -20,13 +19,9 @@ async def _body(request: web.Request) -> bytes:
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
-    """The body as a JSON object. Nesting too deep for the parser (``[[[[...``) raises
-    RecursionError, not ValueError: both are the client's fault, so both answer 400."""
-    try:
-        body = json.loads(await _body(request) or b"null")
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        raise RequestRefused("request.invalid", "the body must be a JSON object") from None
-    if not isinstance(body, dict):
+    """The body as a JSON object (required), under the same limit as a package."""
+    body = await read_json(request, node(request).settings.server.max_package)
+    if body is None:
         raise RequestRefused("request.invalid", "the body must be a JSON object")
     return body
 

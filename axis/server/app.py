@@ -42,6 +42,7 @@ from axis.server.http import (
     node,
     principal,
     read_body,
+    read_json,
     require,
 )
 from axis.server.metrics import Labels
@@ -280,16 +281,10 @@ async def refuse_message(request: web.Request) -> web.Response:
     axis = node(request)
     endpoint = principal(request).endpoint
     assert endpoint is not None
-    body = await read_body(request, 64 * 1024)
-    reason = f"the recipient's endpoint {endpoint.name!r} refused the package"
-    if body:
-        try:
-            given = json.loads(body)
-        except (ValueError, RecursionError):
-            given = None
-        if not isinstance(given, dict) or not isinstance(given.get("reason", ""), str):
-            raise RequestRefused("request.invalid", 'the body must be a JSON object {"reason": "..."}')
-        reason = str(given.get("reason") or reason)
+    given = await read_json(request, 64 * 1024) or {}
+    if not isinstance(given.get("reason", ""), str):
+        raise RequestRefused("request.invalid", 'the body must be a JSON object {"reason": "..."}')
+    reason = given.get("reason") or f"the recipient's endpoint {endpoint.name!r} refused the package"
     message_id, agencies = request.match_info["message_id"], set(_agencies(request, endpoint))
     refused = await exchange.refuse(axis, endpoint, message_id, agencies, reason)
     return json_response({"message_id": message_id, "refused": refused})

@@ -101,6 +101,22 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def read_json(request: web.Request, limit: int) -> dict[str, Any] | None:
+    """The body as a JSON object, None when there is no body. Nesting too deep for the parser
+    (``[[[[...``) raises RecursionError, not ValueError: both are the client's fault, so both
+    answer 400."""
+    data = await read_body(request, limit)
+    if not data:
+        return None
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise RequestRefused("request.invalid", "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise RequestRefused("request.invalid", "the body must be a JSON object")
+    return body
+
+
 def delivery_json(d: Any) -> dict[str, Any]:
     row = asdict(d)
     for key in ("created_at", "due_at", "expires_at", "lease_deadline", "delivered_at"):

@@ -36,6 +36,16 @@ def check_digest(digest: str) -> str:
     return digest
 
 
+def checked(digest: str, data: bytes | None) -> bytes:
+    """The bytes read for ``digest``, if they are there and still match it: damage is reported,
+    never passed on (every store serves package bytes through this)."""
+    if data is None:
+        raise StoreError("store.blob_missing", f"package {digest} is referenced but its bytes are missing")
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise StoreError("store.blob_corrupt", f"the stored bytes of package {digest} do not match their SHA-256")
+    return data
+
+
 class BlobStore:
     def __init__(self, root: Path, inline: Callable[[str], bytes | None] = lambda digest: None) -> None:
         self.root = root
@@ -76,13 +86,7 @@ class BlobStore:
             data: bytes | None = self.path(digest).read_bytes()
         except FileNotFoundError:
             data = self.inline(digest)
-        if data is None:
-            raise StoreError("store.blob_missing", f"package {digest} is referenced but its bytes are missing")
-        if hashlib.sha256(data).hexdigest() != digest:
-            raise StoreError(
-                "store.blob_corrupt", f"the stored bytes of package {digest} do not match their SHA-256"
-            )
-        return data
+        return checked(digest, data)
 
     def sweep(self) -> int:
         """Remove temporary files a crash left behind; return how many."""

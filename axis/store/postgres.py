@@ -34,7 +34,7 @@ from psycopg_pool import ConnectionPool
 
 from axis.errors import AxisError, StoreError
 from axis.store import events as chain
-from axis.store.blobs import check_digest
+from axis.store.blobs import check_digest, checked
 from axis.store.sqlite import SQLiteStore
 
 T = TypeVar("T")
@@ -177,12 +177,7 @@ class PackageRows:
 
     def get(self, digest: str) -> bytes:
         rows = self.store._rows("SELECT data FROM packages WHERE sha256 = ?", (check_digest(digest),))
-        if not rows:
-            raise StoreError("store.blob_missing", f"the package {digest} is not in the database (damage: restore from backup)")
-        data = bytes(rows[0][0])
-        if hashlib.sha256(data).hexdigest() != digest:
-            raise StoreError("store.blob_corrupt", f"the package {digest} no longer matches its SHA-256 (damage: restore from backup)")
-        return data
+        return checked(digest, bytes(rows[0][0]) if rows else None)
 
 
 class PostgresStore(SQLiteStore):
@@ -194,9 +189,7 @@ class PostgresStore(SQLiteStore):
         self._migrate()
         self.committer = Transactions(self.pool)  # type: ignore[assignment]
         self.blobs = PackageRows(self)  # type: ignore[assignment]
-        self._registry_lock = threading.Lock()
-        self._registry_cache: dict[tuple[str, str], Any] = {}
-        self._registry_version = -1
+        self._empty_registry_cache()
 
     def _migrate(self) -> None:
         from axis.store import postgres_schema

@@ -99,6 +99,9 @@ class SQLiteStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._empty_registry_cache()
+
+    def _empty_registry_cache(self) -> None:
         self._registry_lock = threading.Lock()
         self._registry_cache: dict[tuple[str, str], Any] = {}
         self._registry_version = -1

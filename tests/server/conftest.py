@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import socket
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,7 @@ from adapters.demo import CAO_BANG, NGHE_AN, VPCP, example_document
 from axis import config, edxml, keystore, pki, signing
 from axis.registry import Registry
 from axis.store import Store, open_store
+from tests.conftest import new_postgres_database
 
 G22, H41, H14 = VPCP.organ_id, NGHE_AN.organ_id, CAO_BANG.organ_id
 UNGRANTED = "000.00.00.G01"  # registered, but no endpoint of the tests acts for it
@@ -116,13 +116,7 @@ def _on_postgres(overrides: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
     server = os.environ.get("AXIS_TEST_POSTGRES")
     if os.environ.get("AXIS_TEST_EVERYTHING_ON_POSTGRES") != "1" or not server or "store" in overrides:
         return overrides
-    import psycopg
-    from psycopg.conninfo import make_conninfo
-
-    name = f"axis_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    return {**overrides, "store": {"url": make_conninfo(server, dbname=name)}}
+    return {**overrides, "store": {"url": new_postgres_database(server)}}
 
 
 def make_network(root: Path, overrides: dict[str, dict[str, Any]] | None = None) -> Network:

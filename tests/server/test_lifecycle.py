@@ -30,11 +30,12 @@ TOTAL = 500
 FORGED_EVERY = 25  # one package in 25 is altered after signing: it must be refused, never delivered
 
 
-async def launch(config: Path) -> tuple[asyncio.subprocess.Process, str]:
-    log = config.parent / "serve.log"
+async def launch(config: Path, *options: str, log: Path | None = None) -> tuple[asyncio.subprocess.Process, str]:
+    """``axis serve [options]`` as its own process; its URL once it listens."""
+    log = log or config.parent / "serve.log"
     with log.open("ab") as stderr:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", "from cli import main; main()", "--config", str(config), "serve",
+            sys.executable, "-c", "from cli import main; main()", "--config", str(config), "serve", *options,
             cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=stderr,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,8 +16,8 @@ import aiohttp
 from adapters.demo import CAO_BANG, NGHE_AN
 from axis.server.runtime import start
 from axis.store import open_store
-from tests.conftest import REPO
 from tests.server.conftest import G22, H14, H41, Client, Receiver, eventually, free_port, make_network
+from tests.server.test_lifecycle import launch
 
 
 async def test_two_nodes_share_one_database(tmp_path: Path, postgres_url: str) -> None:
@@ -74,19 +72,6 @@ async def test_an_admin_change_on_one_node_is_enforced_on_the_other_at_once(tmp_
         await second.stop()
 
 
-async def serve_node(config: Path, log: Path) -> tuple[asyncio.subprocess.Process, str]:
-    """``axis serve`` as its own process on a free port of 127.0.0.1."""
-    with log.open("ab") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", "from cli import main; main()", "--config", str(config), "serve", "--port", "0",
-            cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=stderr, env={**os.environ, "PYTHONPATH": str(REPO)},
-        )
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), 60)
-    assert line.startswith(b"{"), f"axis serve did not start: {log.read_text()[-3000:]}"
-    return process, json.loads(line)["url"]
-
-
 async def test_sigkill_of_one_node_while_it_pushes_and_is_polled_loses_nothing(tmp_path: Path, postgres_url: str) -> None:
     """Two ``axis serve`` processes share one database. One is killed (SIGKILL) while pushes run
     from it and a client long-polls it; the other finishes every delivery: nothing acknowledged is
@@ -97,8 +82,8 @@ async def test_sigkill_of_one_node_while_it_pushes_and_is_polled_loses_nothing(t
     sender_token = network.endpoint("vpcp", [G22])
     puller_token = network.endpoint("nghe-an", [H41])
     network.endpoint("cao-bang", [H14], receiver.url)
-    first, first_url = await serve_node(network.settings.path, tmp_path / "first.log")
-    second, second_url = await serve_node(network.settings.path, tmp_path / "second.log")
+    first, first_url = await launch(network.settings.path, "--port", "0", log=tmp_path / "first.log")
+    second, second_url = await launch(network.settings.path, "--port", "0", log=tmp_path / "second.log")
     try:
         async with aiohttp.ClientSession() as session:
             sender = Client(session, first_url, sender_token)
