@@ -71,12 +71,12 @@ def summarise(package: edxml.Package, *, sha256: str, size: int, fingerprint: st
     )
 
 
-def check_with(data: bytes, trust: pki.Trust, at: datetime) -> Checked:
-    verified = verify_package(data, trust, at)  # XSD validation included (edxml.read)
+def check_with(source: bytes | Path, trust: pki.Trust, at: datetime) -> Checked:
+    verified = verify_package(source, trust, at, attachments=False)  # XSD validation included (edxml.read)
     return summarise(
         verified.package,
         sha256=verified.sha256,
-        size=len(data),
+        size=verified.signature.size,
         fingerprint=verified.signature.fingerprint,
         digest=verified.signature.digest,
     )
@@ -101,6 +101,6 @@ def trust_of(directory: Path) -> pki.Trust:
     return cached[1]
 
 
-def check(data: bytes, trust_directory: Path, at: datetime) -> Checked:
-    """The worker's entry point (module-level, so the process pool can call it by name)."""
-    return check_with(data, trust_of(trust_directory), at)
+def check(source: bytes | Path, trust_directory: Path, at: datetime) -> Checked:
+    """The worker's entry point: the package's bytes, or the file they were spooled to."""
+    return check_with(source, trust_of(trust_directory), at)

@@ -22,8 +22,8 @@ from axis import config, receipts
 from axis.checking import Checked
 from axis.errors import RequestRefused, RoutingRefused, StoreError
 from axis.router import Admission, Router
+from axis.spool import Incoming
 from axis.store import Delivery, Endpoint, Message, Store
-from axis.store.blobs import INLINE_MAX
 from axis.workers import VerifierPool
 
 
@@ -62,21 +62,31 @@ def check_disk(axis: Node, incoming: int) -> None:
 
 
 async def submit(
-    axis: Node, endpoint: Endpoint, data: bytes, expect: Callable[[Checked], None] | None = None
+    axis: Node, endpoint: Endpoint, package: Incoming, expect: Callable[[Checked], None] | None = None
 ) -> tuple[dict[str, Any], bool]:
     """Verify, authorise, persist and acknowledge one package from ``endpoint``: the one way in,
     for the HTTP API, the VXP facade and status bodies of acknowledgements alike. Returns the
     acceptance (as the API answers it) and whether it was new. ``expect`` may refuse the verified
-    package before anything is stored."""
-    check_disk(axis, len(data))
+    package before anything is stored. Its spool file, if any, is gone afterwards: kept by the
+    store, or removed."""
+    try:
+        return await _submit(axis, endpoint, package, expect)
+    finally:
+        package.discard()
+
+
+async def _submit(
+    axis: Node, endpoint: Endpoint, package: Incoming, expect: Callable[[Checked], None] | None
+) -> tuple[dict[str, Any], bool]:
+    check_disk(axis, package.size)
     at = datetime.now(UTC)
-    checked = await axis.pool.check(data, at, endpoint.name)
+    checked = await axis.pool.check(package, at, endpoint.name)
     if expect is not None:
         expect(checked)
     try:
-        admitted = axis.router.admit(checked, data, endpoint)
+        admitted = axis.router.admit(checked, package, endpoint)
         if isinstance(admitted, Admission):
-            if len(data) > INLINE_MAX:  # its blob is written and fsync'd first: not on the loop
+            if package.path is not None:  # the store syncs (and may read) its file first: not on the loop
                 stored = await asyncio.to_thread(axis.router.persist, admitted)
             else:
                 stored = axis.router.persist(admitted)
@@ -93,6 +103,20 @@ async def submit(
     axis.metrics.count("axis_submissions_total", "Packages accepted or resubmitted.", outcome=outcome, kind=checked.kind)
     return acceptance.as_json(), acceptance.created
 
+
+async def spooled(axis: Node, data: bytes) -> Incoming:
+    """Bytes a front end holds whole already (a VXP body, the status in an acknowledgement), made
+    a package as an upload is: past what the store keeps in memory, written to its spool file."""
+    spool = axis.store.blobs.spool()
+    try:
+        if len(data) > spool.in_memory:
+            await asyncio.to_thread(spool.write, data)
+        else:
+            spool.write(data)
+        return spool.finish()
+    except BaseException:
+        spool.discard()
+        raise
 
 
 async def visible(axis: Node, message_id: str, endpoint: Endpoint | None) -> tuple[Message, list[Delivery]]:
@@ -153,7 +177,7 @@ async def acknowledge(
                     "an acknowledgement's body must be the recipient's signed status 01 about this document",
                 )
 
-        accepted, _ = await submit(axis, endpoint, status, arrived)
+        accepted, _ = await submit(axis, endpoint, await spooled(axis, status), arrived)
     for delivery in mine:
         await asyncio.to_thread(axis.router.delivered, delivery, status)
     axis.metrics.count("axis_deliveries_total", "Delivery outcomes.", len(mine), outcome="delivered")

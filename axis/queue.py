@@ -9,7 +9,6 @@ and the random source are injected so every schedule is reproducible in tests.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -17,8 +16,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 
 from axis.errors import StoreError
+from axis.spool import Incoming
 from axis.store import Delivery, IssuedReceipt, NewMessage, Store
-from axis.store.blobs import INLINE_MAX
 
 Clock = Callable[[], float]
 MAX_DOUBLINGS = 1000
@@ -48,21 +47,19 @@ class Queue:
     clock: Clock = time.time
     rng: random.Random = field(default_factory=random.Random)
 
-    def enqueue(self, message: NewMessage, data: bytes) -> list[int]:
+    def enqueue(self, message: NewMessage, package: Incoming) -> list[int]:
         """Store the package bytes and the message for all its recipients durably; returns delivery ids."""
-        return self.submit(message, data).result()
+        return self.submit(message, package).result()
 
-    def submit(self, message: NewMessage, data: bytes) -> Future[list[int]]:
-        """``enqueue`` without waiting: the future resolves once the commit is durable. Small packages
-        are written in the message's own transaction; larger ones are written and fsync'd as a blob
-        first (before this returns). Either way a committed message always has its bytes on disk."""
-        if len(data) <= INLINE_MAX:
-            if hashlib.sha256(data).hexdigest() != message.sha256:
-                raise StoreError("store.bad_digest", f"message {message.id} names a SHA-256 its bytes do not have")
-            if message.data is not data:  # the router sets it already (a dataclass copy is not free)
-                message = replace(message, data=data)
-        elif self.store.blobs.put(data) != message.sha256:
+    def submit(self, message: NewMessage, package: Incoming) -> Future[list[int]]:
+        """``enqueue`` without waiting: the future resolves once the commit is durable. The store
+        keeps small packages in the message's own transaction and makes larger ones durable first
+        (before this returns). Either way a committed message always has its bytes on disk."""
+        if package.sha256 != message.sha256:  # hashed as it arrived vs what the worker verified
             raise StoreError("store.bad_digest", f"message {message.id} names a SHA-256 its bytes do not have")
+        inline = self.store.blobs.keep(package)
+        if inline is not None:
+            message = replace(message, data=inline)
         now = self.clock()
         return self.store.submit(message, now, now + self.policy.ttl)
 

@@ -36,8 +36,8 @@ from axis import pki, receipts
 from axis.checking import Checked
 from axis.errors import RequestRefused, RoutingRefused, StoreError
 from axis.queue import Queue
+from axis.spool import Incoming
 from axis.store import Delivery, Endpoint, IssuedReceipt, Message, NewMessage, Store
-from axis.store.blobs import INLINE_MAX
 
 AXIS_SENDER = "axis"
 """The sender of receipts in inboxes: the axis itself, not an agency."""
@@ -79,8 +79,7 @@ class Admission:
     """A package the registry lets through, with its signed ``accepted`` receipt, not yet stored."""
 
     message: NewMessage
-    """Carries the bytes too when they are stored in the message's transaction (``INLINE_MAX``)."""
-    data: bytes
+    package: Incoming
 
 
 @dataclass
@@ -105,7 +104,7 @@ class Router:
 
     # ------------------------------------------------------------ accept
 
-    def admit(self, checked: Checked, data: bytes, endpoint: Endpoint) -> Admission | Acceptance:
+    def admit(self, checked: Checked, package: Incoming, endpoint: Endpoint) -> Admission | Acceptance:
         """Authorise and route one verified package and sign its ``accepted`` receipt; or, for a
         package accepted before, its original acceptance. Nothing is written yet.
 
@@ -156,17 +155,17 @@ class Router:
                 status_code=checked.status_code,
                 status_of=status_of,
                 status_for=status_for,
-                data=data if len(data) <= INLINE_MAX else None,
             ),
-            data,
+            package,
         )
 
     def persist(self, admission: Admission) -> Future[list[int]]:
         """Hand the admitted package to the group commit; the future resolves once it is durable.
-        Blocks only for a package above ``blobs.INLINE_MAX`` (its blob is written and fsync'd first).
+        Blocks only for a package the store makes durable apart (``Incoming.size`` above
+        ``blobs.INLINE_MAX``: its file is fsync'd first).
         The recipients' listeners are told from the committer as soon as it is durable, even if
         nobody waits for the acknowledgement any more."""
-        stored = self.queue.submit(admission.message, admission.data)
+        stored = self.queue.submit(admission.message, admission.package)
         recipients = admission.message.recipients
 
         def tell(done: Future[list[int]]) -> None:

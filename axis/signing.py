@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache, lru_cache
 from importlib import resources
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -114,6 +115,10 @@ class Verified:
     digest: str = ""
     """Hex of the verified DigestValue: SHA-256 of the canonical signed content, unchanged by comments,
     quoting or whitespace between attributes (the identity of *what* was signed)."""
+    sha256: str = ""
+    """Hex SHA-256 of the bytes exactly as received: the package's identity in the store and receipts."""
+    size: int = 0
+    """Their length."""
 
 
 # ---------------------------------------------------------------- signing
@@ -251,8 +256,12 @@ def _certificate_text(certificate: x509.Certificate) -> str:
 
 
 def _c14n(node: etree._Element | etree._ElementTree) -> bytes:
-    """Exclusive c14n 1.0 without comments: the one canonical form the policy allows."""
-    return bytes(etree.tostring(node, method="c14n", exclusive=True, with_comments=False))
+    """Exclusive c14n 1.0 without comments: the one canonical form the policy allows. libxml2 will not
+    canonicalise some documents (a relative namespace URI): those cannot be signed, nor verified."""
+    try:
+        return bytes(etree.tostring(node, method="c14n", exclusive=True, with_comments=False))
+    except etree.C14NError as error:
+        raise SignatureRefused("signature.malformed", f"the XML has no canonical form: {error}") from None
 
 
 def _signature_value(key: pki.PrivateKey, signed_info: bytes) -> bytes:
@@ -613,16 +622,27 @@ def _refuse_at_a_glance(data: bytes, policy: SignaturePolicy) -> None:
     raise SignatureRefused("signature.missing", "the package is not signed: it has no ds:Signature element")
 
 
-def verify(data: bytes, trust: pki.Trust, at: datetime, policy: SignaturePolicy = EDXML_POLICY) -> Verified:
-    """Verify ``data`` under ``policy`` with certificates checked at ``at``; raise a refusal otherwise.
+def verify(source: bytes | Path, trust: pki.Trust, at: datetime, policy: SignaturePolicy = EDXML_POLICY) -> Verified:
+    """Verify ``source`` (the bytes, or a file holding them) under ``policy`` with certificates
+    checked at ``at``; raise a refusal otherwise.
 
     ``at`` is the acceptance time: now for a new submission, the recorded acceptance time when an
-    archived package is re-verified years later.
+    archived package is re-verified years later. A file's bytes are let go before the tree is built,
+    and the first tree before the canonical form is parsed again: at most one tree and one copy of
+    the bytes are held at once, beside libxml2's own canonicalisation buffers.
     """
     if at.tzinfo is None:
         raise ValueError("verify() needs a timezone-aware time")
-    _refuse_at_a_glance(data, policy)
-    root = xmlguard.parse(data, policy.limits)
+    received = hashlib.sha256()
+    size = 0
+
+    def seen(data: bytes) -> None:
+        nonlocal size
+        _refuse_at_a_glance(data, policy)
+        received.update(data)
+        size = len(data)
+
+    root = xmlguard.parse(source, policy.limits, seen=seen)
     signature = _locate(root, policy)
     method, digest_method = _check_signed_info(signature, policy)
     certificate, intermediates, key_value = _certificates(signature)
@@ -646,8 +666,8 @@ def verify(data: bytes, trust: pki.Trust, at: datetime, policy: SignaturePolicy 
     # The one Reference (URI="") through its one transform chain: the document without the
     # signature element (enveloped-signature), in exclusive c14n without comments.
     _remove_keeping_tail(signature)
-    signed = _c14n(root)
     lines: list[int | None] = [element.sourceline for element in root.iter(etree.Element)]  # type: ignore[misc]
+    signed = _c14n(root)
     del root, signature, signed_info  # the tree is no longer read: free it before the re-parse
     if not hmac.compare_digest(hashlib.sha256(signed).digest(), digest_value):
         raise SignatureRefused(
@@ -658,6 +678,7 @@ def verify(data: bytes, trust: pki.Trust, at: datetime, policy: SignaturePolicy 
         signed_xml = etree.fromstring(signed, xmlguard.parser())
     except etree.XMLSyntaxError as error:  # cannot happen for c14n output; refused all the same
         raise SignatureRefused("signature.malformed", f"the signed content cannot be read: {error}") from None
+    del signed
     _restore_lines(signed_xml, lines)
     return Verified(
         signed_xml=signed_xml,
@@ -670,6 +691,8 @@ def verify(data: bytes, trust: pki.Trust, at: datetime, policy: SignaturePolicy 
         canonicalization=EXC_C14N,
         checked_at=at,
         digest=digest_value.hex(),
+        sha256=received.hexdigest(),
+        size=size,
     )
 
 

@@ -10,9 +10,9 @@ refuse for its shape, or for its signer, is refused before it is signed, with th
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from cryptography import x509
 
@@ -54,13 +54,16 @@ def _refuse_foreign_signer(certificate: x509.Certificate, sender: str) -> None:
         )
 
 
-def verify_package(data: bytes, trust: pki.Trust, at: datetime) -> VerifiedPackage:
-    """Verify ``data`` at time ``at`` and return the package it signs; raise a refusal otherwise
-    (the signer must be the sender, see ``_refuse_foreign_signer``)."""
-    verified = signing.verify(data, trust, at)
-    package = edxml.read(verified.signed_xml)
+def verify_package(
+    source: bytes | Path, trust: pki.Trust, at: datetime, *, attachments: bool = True
+) -> VerifiedPackage:
+    """Verify ``source`` (the bytes, or a file holding them) at time ``at`` and return the package
+    it signs; raise a refusal otherwise (the signer must be the sender, see
+    ``_refuse_foreign_signer``). Without ``attachments`` they are checked, not decoded."""
+    verified = signing.verify(source, trust, at)
+    package = edxml.read(verified.signed_xml, attachments=attachments)
     _refuse_foreign_signer(verified.certificate, package.sender.organ_id)
-    return VerifiedPackage(package, verified, hashlib.sha256(data).hexdigest())
+    return VerifiedPackage(package, verified, verified.sha256)
 
 
 def sign_package(

@@ -4,8 +4,10 @@ Parsing and verifying a package holds the GIL, so it runs in separate processes 
 by default), which also keeps a hostile package from stalling the event loop.
 
 Each worker is one process and one pipe, driven from the event loop without helper threads:
-a check is two messages down the pipe (the acceptance time, then the raw bytes: nothing is
-pickled on the way), and its small result comes back as one message that the loop
+a check is one or two messages down the pipe (the acceptance time, then the raw bytes;
+or, for a package the server spooled to a file, the time and the file's path, which the worker
+reads itself: nothing is pickled on the way, and a large package's bytes never pass through the
+server's memory or the pipe), and its small result comes back as one message that the loop
 reads when the pipe is readable. A worker works on one check at a time while the next one
 already waits in its pipe, so it does not sit idle while the busy loop gets round to reading
 its result. A check's timer runs from when its worker starts on it (as far as the loop can tell:
@@ -49,6 +51,7 @@ from typing import Any
 
 from axis import checking
 from axis.errors import RequestRefused
+from axis.spool import Incoming
 
 LARGE = 128 * 1024
 """Packages above this size are written to a worker's pipe from a thread, not the event loop: the
@@ -64,9 +67,10 @@ TOO_COMPLEX = RequestRefused(
 )
 
 
-def _send(connection: Connection, header: bytes, data: bytes) -> None:
+def _send(connection: Connection, header: bytes, data: bytes | None) -> None:
     connection.send_bytes(header)
-    connection.send_bytes(data)
+    if data is not None:
+        connection.send_bytes(data)
 
 
 def watch_parent(pid: int, every: float = 1.0) -> None:
@@ -108,8 +112,9 @@ def serve(connection: Connection, trust_directory: Path, parent: int, memory: in
     connection.send_bytes(READY)
     while True:
         try:
-            at = datetime.fromisoformat(connection.recv_bytes().decode())
-            data = connection.recv_bytes()
+            stamp, _, spooled = connection.recv_bytes().decode().partition("\n")
+            at = datetime.fromisoformat(stamp)
+            data: bytes | Path = Path(spooled) if spooled else connection.recv_bytes()
         except (EOFError, OSError):
             return
         exhausted = False
@@ -133,7 +138,7 @@ def serve(connection: Connection, trust_directory: Path, parent: int, memory: in
 @dataclass
 class _Check:
     at: datetime
-    data: bytes
+    package: Incoming
     future: asyncio.Future[checking.Checked]
     owner: str = ""
     """Who sent it (an endpoint's name): checks are shared out fairly between senders."""
@@ -195,9 +200,10 @@ class VerifierPool:
                     raise RuntimeError("a verification worker did not start")
                 worker.ready = True
 
-    async def check(self, data: bytes, at: datetime, owner: str = "") -> checking.Checked:
-        """Verify in a worker. Waiting for a free worker is not timed; only the work is. ``owner``
-        (who sent it) decides its turn: the sender with the fewest bytes in the workers goes next."""
+    async def check(self, package: Incoming, at: datetime, owner: str = "") -> checking.Checked:
+        """Verify in a worker (a spooled package is read by the worker from its file). Waiting for a
+        free worker is not timed; only the work is. ``owner`` (who sent it) decides its turn: the
+        sender with the fewest bytes in the workers goes next."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # first use, or a new event loop (tests): watch the pipes from this one
             if self._loop is not None and not self._loop.is_closed():
@@ -207,7 +213,7 @@ class VerifierPool:
             self._loop = loop
         for worker in self._pool:
             self._watch(worker)
-        check = _Check(at, data, loop.create_future(), owner)
+        check = _Check(at, package, loop.create_future(), owner)
         self._wait(check)
         self._dispatch()
         return await check.future
@@ -248,7 +254,7 @@ class VerifierPool:
             for worker in self._pool:
                 while (
                     len(worker.checks) < depth and worker.ready and not worker.sending and not worker.gone and self._waiting
-                    and not (worker.checks and len(worker.checks[-1].data) > LARGE)
+                    and not (worker.checks and worker.checks[-1].package.size > LARGE)
                 ):
                     check = self._next()
                     if check is None:
@@ -257,24 +263,25 @@ class VerifierPool:
 
     def _given_back(self, check: _Check) -> None:
         """A check left its worker (answered, timed out, or its worker died)."""
-        self._running[check.owner] -= len(check.data)
+        self._running[check.owner] -= check.package.size
         if self._running[check.owner] <= 0:
             del self._running[check.owner]
 
     def _give(self, worker: _Worker, check: _Check) -> None:
         assert self._loop is not None
-        self._running[check.owner] += len(check.data)
+        self._running[check.owner] += check.package.size
         worker.checks.append(check)
         if len(worker.checks) == 1:
             self._start_timer(worker)
-        header = check.at.isoformat().encode()
-        if len(check.data) > LARGE:
+        package = check.package
+        header = check.at.isoformat() + (f"\n{package.path}" if package.path is not None else "")
+        if package.data is not None and package.size > LARGE:
             worker.sending = True
-            sending = self._loop.run_in_executor(None, _send, worker.connection, header, check.data)
+            sending = self._loop.run_in_executor(None, _send, worker.connection, header.encode(), package.data)
             sending.add_done_callback(lambda done: self._sent(worker, done))
             return
         try:
-            _send(worker.connection, header, check.data)
+            _send(worker.connection, header.encode(), package.data)
         except OSError:
             self._lost(worker)
 

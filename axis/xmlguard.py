@@ -18,7 +18,9 @@ import base64
 import binascii
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from lxml import etree
 
@@ -251,26 +253,44 @@ def parser() -> etree.XMLParser:
     """
     cached: etree.XMLParser | None = getattr(_local, "parser", None)
     if cached is None:
-        cached = etree.XMLParser(
-            resolve_entities=False,
-            no_network=True,
-            load_dtd=False,
-            dtd_validation=False,
-            huge_tree=True,
-            recover=False,
-            collect_ids=False,
-            remove_comments=False,
-            remove_pis=False,
-        )
+        cached = new_parser()
         _local.parser = cached
     return cached
 
 
-def parse(data: bytes, limits: XMLLimits = DEFAULT_LIMITS) -> etree._Element:
-    """Pre-check, parse and return the root element of ``data``; raise ``XMLRefused`` otherwise."""
+def new_parser() -> etree.XMLParser:
+    """A hardened parser of one's own, for feeding a document piece by piece (see ``parser``)."""
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=True,
+        recover=False,
+        collect_ids=False,
+        remove_comments=False,
+        remove_pis=False,
+    )
+
+
+def parse(
+    source: bytes | Path, limits: XMLLimits = DEFAULT_LIMITS, *, seen: Callable[[bytes], None] | None = None
+) -> etree._Element:
+    """Pre-check, parse and return the root element of ``source``; raise ``XMLRefused`` otherwise.
+
+    ``seen``, when given, is shown the raw bytes first (a caller's own glance, or its digest). A
+    file is read once for that and the pre-check, then let go and parsed from the file, so a large
+    package's bytes and its tree are never held at once."""
+    data = source if isinstance(source, bytes) else source.read_bytes()
+    if seen is not None:
+        seen(data)
     precheck(data, limits)
     try:
-        root = etree.fromstring(data, parser())
+        if isinstance(source, bytes):
+            root = etree.fromstring(data, parser())
+        else:
+            del data
+            root = etree.parse(str(source), parser()).getroot()
     except etree.XMLSyntaxError as error:
         line, column = error.position
         fault = re.sub(r", line \d+, column \d+$", "", error.msg)
@@ -297,3 +317,34 @@ def base64_binary(text: str | None) -> bytes:
         return base64.b64decode((text or "").translate(_ASCII_WHITESPACE), validate=True)
     except binascii.Error as error:
         raise ValueError(str(error)) from None
+
+
+_BASE64_PIECE = 1 << 20
+
+
+def base64_size(text: str | None) -> int:
+    """What ``base64_binary`` would decode to, in bytes, without holding the decoded bytes (nor a
+    copy of ``text``): checked a piece at a time; raise ``ValueError`` where it would."""
+    text = text or ""
+    size, carry, padded, more = 0, "", False, 0
+    try:
+        for start in range(0, len(text), _BASE64_PIECE):
+            piece = text[start : start + _BASE64_PIECE].translate(_ASCII_WHITESPACE)
+            if padded:  # only more "=" may follow (counted: past a few, more change nothing)
+                if piece.strip("="):
+                    raise ValueError("Discontinuous padding not allowed")
+                more += len(piece)
+                continue
+            piece = carry + piece
+            if "=" in piece:  # the end: decoded whole below, as the one-piece decoder would
+                padded, carry = True, piece
+                continue
+            whole = max(0, len(piece) - len(piece) % 4 - 4)  # the last quad waits: padding may follow it
+            size += len(base64.b64decode(piece[:whole], validate=True))
+            carry = piece[whole:]
+        if carry:
+            size += len(base64.b64decode(carry + "=" * min(more, 8), validate=True))
+    except binascii.Error as error:
+        raise ValueError(str(error)) from None
+    return size
+

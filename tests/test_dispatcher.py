@@ -18,6 +18,7 @@ from axis.delivery import Answer, Dispatcher
 from axis.queue import Queue, QueuePolicy
 from axis.receipts import Receipt
 from axis.router import Router
+from axis.spool import Incoming
 from axis.store import Agency, Delivery, Endpoint, NewMessage, SQLiteStore
 from tests.conftest import PKI
 
@@ -43,7 +44,7 @@ def _queue_packages(router: Router, count: int) -> None:
             document_id=f"{SENDER},2026/11/21,{uuid.uuid4().hex[:6]}/VPCP", sha256=hashlib.sha256(data).hexdigest(),
             size=len(data), recipients=(RECIPIENT,), accepted_at="2026-11-21T09:00:00Z",
         )
-        router.queue.enqueue(message, data)
+        router.queue.enqueue(message, Incoming.of(data))
 
 
 def _states(router: Router) -> Counter[str]:

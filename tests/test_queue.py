@@ -13,6 +13,7 @@ import pytest
 
 from axis.errors import StoreError
 from axis.queue import Queue, QueuePolicy
+from axis.spool import Incoming
 from axis.store import Agency, NewMessage, SQLiteStore
 from axis.store.blobs import INLINE_MAX
 
@@ -34,7 +35,7 @@ def queue(tmp_path: Path) -> Iterator[Queue]:
     store.close()
 
 
-def _message() -> tuple[NewMessage, bytes]:
+def _message() -> tuple[NewMessage, Incoming]:
     data = f"<edXML>{uuid.uuid4()}</edXML>".encode()
     message = NewMessage(
         id=str(uuid.uuid4()),
@@ -46,7 +47,7 @@ def _message() -> tuple[NewMessage, bytes]:
         recipients=("000.00.00.H41",),
         accepted_at="2026-11-21T09:00:00Z",
     )
-    return message, data
+    return message, Incoming.of(data)
 
 
 def test_backoff_doubles_with_jitter_and_is_capped() -> None:
@@ -97,31 +98,59 @@ def test_housekeeping_releases_stale_leases(queue: Queue) -> None:
 
 
 def test_enqueue_stores_the_bytes_before_the_message(queue: Queue) -> None:
-    message, data = _message()
-    queue.enqueue(message, data)
-    assert queue.store.blobs.get(message.sha256) == data
+    message, package = _message()
+    queue.enqueue(message, package)
+    assert queue.store.blobs.get(message.sha256) == package.data
     wrong, _ = _message()
     with pytest.raises(StoreError) as refused:
-        queue.enqueue(wrong, data)
+        queue.enqueue(wrong, package)
     assert refused.value.code == "store.bad_digest"
     assert queue.store.deliveries(limit=10)[-1].message_id == message.id  # nothing of the refused one
 
 
 def test_small_packages_are_stored_in_the_transaction_large_ones_as_blobs(queue: Queue) -> None:
-    small, small_data = _message()
-    queue.enqueue(small, small_data)
+    small, package = _message()
+    queue.enqueue(small, package)
     assert not queue.store.blobs.path(small.sha256).exists()  # in the database, committed with the message
-    assert queue.store.blobs.get(small.sha256) == small_data
-    large_data = small_data + b" " * INLINE_MAX
+    assert queue.store.blobs.get(small.sha256) == package.data
+    large_data = package.read() + b" " * INLINE_MAX
     large = replace(small, id="m-large", document_id="large", sha256=hashlib.sha256(large_data).hexdigest())
-    queue.enqueue(large, large_data)
+    queue.enqueue(large, Incoming.of(large_data))
     assert queue.store.blobs.path(large.sha256).read_bytes() == large_data
     assert queue.store.blobs.get(large.sha256) == large_data
+    assert queue.store.blobs.open(large.sha256) == queue.store.blobs.path(large.sha256)  # streamed from its file
+
+
+def test_a_spooled_upload_becomes_its_blob_without_a_copy(queue: Queue) -> None:
+    small, _ = _message()
+    spool = queue.store.blobs.spool()
+    pieces = [b"<edXML>", b"x" * INLINE_MAX, b"</edXML>"]
+    for piece in pieces:
+        spool.write(piece)
+    package = spool.finish()
+    assert package.data is None and package.path is not None and package.size == sum(map(len, pieces))
+    spooled = package.path.stat().st_ino
+    large = replace(small, sha256=package.sha256, size=package.size)
+    queue.enqueue(large, package)
+    blob = queue.store.blobs.path(package.sha256)
+    assert blob.stat().st_ino == spooled and not package.path.exists()  # renamed into place
+    assert blob.read_bytes() == b"".join(pieces)
+
+
+def test_a_changed_blob_is_not_served(queue: Queue) -> None:
+    small, package = _message()
+    data = package.read() + b" " * INLINE_MAX
+    large = replace(small, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    queue.enqueue(large, Incoming.of(data))
+    queue.store.blobs.path(large.sha256).write_bytes(data.replace(b"edXML", b"edXMM", 1))
+    with pytest.raises(StoreError) as refused:
+        queue.store.blobs.open(large.sha256)
+    assert refused.value.code == "store.blob_corrupt"
 
 
 def test_receipts_and_latest_status_are_kept(queue: Queue) -> None:
-    message, data = _message()
-    queue.enqueue(message, data)
+    message, package = _message()
+    queue.enqueue(message, package)
     store = queue.store
     store.add_receipt(message.id, "accepted", None, b"<Receipt/>", "2026-11-21T09:00:01Z")
     store.add_receipt(message.id, "delivered", "000.00.00.H41", b"<Receipt d/>", "2026-11-21T09:00:02Z")

@@ -95,9 +95,10 @@ def test_a_large_package_that_cannot_hold_an_acceptable_signature_is_refused_bef
     cases["signature.certificate_missing"] = etree.tostring(x509, xml_declaration=True, encoding="UTF-8")
 
     def not_parsed(*args: object, **kwargs: object) -> None:
-        raise AssertionError("parsed")
+        raise AssertionError("pre-checked or parsed")
 
-    monkeypatch.setattr(signing.xmlguard, "parse", not_parsed)
+    monkeypatch.setattr(signing.xmlguard, "precheck", not_parsed)
+    monkeypatch.setattr(signing.xmlguard.etree, "fromstring", not_parsed)
     for code, data in cases.items():
         assert len(data) > signing.UNSIGNED_AT_A_GLANCE
         with pytest.raises(AxisError) as refused:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from axis.errors import AxisError
+from axis.spool import Incoming
 from axis.workers import VerifierPool
 from tests.conftest import PKI
 
@@ -25,8 +26,8 @@ def pool(dev_pki: PKI) -> Iterator[VerifierPool]:
 def test_checks_come_back_with_their_result_or_refusal(pool: VerifierPool, signed_document: bytes, dev_pki: PKI) -> None:
     async def run() -> list[object]:
         return await asyncio.gather(
-            *(pool.check(signed_document, dev_pki.now) for _ in range(8)),
-            pool.check(b"<edXML", dev_pki.now),
+            *(pool.check(Incoming.of(signed_document), dev_pki.now) for _ in range(8)),
+            pool.check(Incoming.of(b"<edXML"), dev_pki.now),
             return_exceptions=True,
         )
 
@@ -40,7 +41,7 @@ def test_a_worker_that_dies_is_replaced_and_its_check_runs_again(
 ) -> None:
     async def run() -> object:
         loop = asyncio.get_running_loop()
-        first = loop.create_task(pool.check(signed_document, dev_pki.now))
+        first = loop.create_task(pool.check(Incoming.of(signed_document), dev_pki.now))
         await asyncio.sleep(0)  # handed to a worker
         busy = [w for w in pool._pool if w.checks]
         assert busy
@@ -57,7 +58,7 @@ def test_a_check_past_the_timeout_is_refused_and_only_its_worker_replaced(dev_pk
     pool.warm_up()
     try:
         with pytest.raises(AxisError) as refused:
-            asyncio.run(pool.check(signed_document, dev_pki.now))
+            asyncio.run(pool.check(Incoming.of(signed_document), dev_pki.now))
         assert refused.value.code == "request.verify_timeout"
         assert pool.replaced == 1
     finally:
@@ -72,7 +73,7 @@ def test_pools_come_and_go_on_one_loop(dev_pki: PKI, signed_document: bytes) -> 
         for _ in range(3):
             pool = VerifierPool(dev_pki.store.trust, workers=1, timeout=30)
             await asyncio.to_thread(pool.warm_up)
-            checked = await pool.check(signed_document, dev_pki.now)
+            checked = await pool.check(Incoming.of(signed_document), dev_pki.now)
             assert checked.sha256 == hashlib.sha256(signed_document).hexdigest()
             await asyncio.to_thread(pool.close)
 
@@ -81,7 +82,7 @@ def test_pools_come_and_go_on_one_loop(dev_pki: PKI, signed_document: bytes) -> 
 
 def test_a_pool_serves_a_second_event_loop(pool: VerifierPool, signed_document: bytes, dev_pki: PKI) -> None:
     for _ in range(2):
-        checked = asyncio.run(asyncio.wait_for(pool.check(signed_document, dev_pki.now), 30))
+        checked = asyncio.run(asyncio.wait_for(pool.check(Incoming.of(signed_document), dev_pki.now), 30))
         assert checked.sha256 == hashlib.sha256(signed_document).hexdigest()
 
 
@@ -107,9 +108,9 @@ def test_a_stream_of_heavy_packages_from_one_endpoint_does_not_hold_up_the_other
     heavy = heavy_package()
 
     async def run() -> tuple[int, list[Any]]:
-        attacks = [asyncio.ensure_future(pool.check(heavy, dev_pki.now, "attacker")) for _ in range(20)]
+        attacks = [asyncio.ensure_future(pool.check(Incoming.of(heavy), dev_pki.now, "attacker")) for _ in range(20)]
         await asyncio.sleep(0)
-        legitimate = await asyncio.gather(*(pool.check(signed_document, dev_pki.now, "ministry") for _ in range(10)))
+        legitimate = await asyncio.gather(*(pool.check(Incoming.of(signed_document), dev_pki.now, "ministry") for _ in range(10)))
         finished = sum(a.done() for a in attacks)
         await asyncio.gather(*attacks, return_exceptions=True)
         return finished, legitimate
@@ -125,7 +126,7 @@ def test_a_package_that_needs_more_memory_than_a_worker_may_use_is_refused(dev_p
     try:
         async def run() -> list[object]:
             return await asyncio.gather(
-                pool.check(heavy_package(), dev_pki.now), pool.check(signed_document, dev_pki.now), return_exceptions=True
+                pool.check(Incoming.of(heavy_package()), dev_pki.now), pool.check(Incoming.of(signed_document), dev_pki.now), return_exceptions=True
             )
 
         refused, checked = asyncio.run(run())

@@ -59,7 +59,7 @@ class AxisBackend(Backend):
         return System(system_id, endpoint, secret, credential.role, credential.sources)
 
     async def send(self, system: System, package: bytes) -> str:
-        body, _ = await exchange.submit(self.axis, system.endpoint, package)
+        body, _ = await exchange.submit(self.axis, system.endpoint, await exchange.spooled(self.axis, package))
         return str(body["message_id"])
 
     async def received(self, system: System, kinds: tuple[str, ...], limit: int) -> list[Received]:

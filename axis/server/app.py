@@ -43,6 +43,7 @@ from axis.server.http import (
     principal,
     read_body,
     read_json,
+    read_package,
     require,
 )
 from axis.server.metrics import Labels
@@ -168,10 +169,10 @@ def _require_xml(request: web.Request) -> None:
 async def submit(request: web.Request) -> web.Response:
     axis = node(request)
     _require_xml(request)
-    data = await read_body(request, axis.settings.server.max_package)
+    package = await read_package(request, axis.settings.server.max_package, axis.store.blobs.spool())
     endpoint = principal(request).endpoint
     assert endpoint is not None
-    body, created = await exchange.submit(axis, endpoint, data)
+    body, created = await exchange.submit(axis, endpoint, package)
     return json_response(body, 202 if created else 200)
 
 
@@ -246,20 +247,20 @@ async def _visible_message(request: web.Request) -> tuple[Message, list[Delivery
 
 
 @require("endpoint", "admin", "auditor")
-async def fetch(request: web.Request) -> web.Response:
+async def fetch(request: web.Request) -> web.StreamResponse:
     axis = node(request)
     message, _ = await _visible_message(request)
-    data = await asyncio.to_thread(axis.store.blobs.get, message.sha256)
-    return web.Response(
-        body=data,
-        content_type="application/xml",
-        headers={
-            "X-Axis-Sha256": message.sha256,
-            "X-Axis-Kind": message.kind,
-            "X-Axis-Sender": message.sender,
-            "X-Axis-Accepted-At": message.accepted_at,
-        },
-    )
+    stored = await asyncio.to_thread(axis.store.blobs.open, message.sha256)  # checked against its digest
+    headers = {
+        "X-Axis-Sha256": message.sha256,
+        "X-Axis-Kind": message.kind,
+        "X-Axis-Sender": message.sender,
+        "X-Axis-Accepted-At": message.accepted_at,
+    }
+    if isinstance(stored, bytes):
+        return web.Response(body=stored, content_type="application/xml", headers=headers)
+    # a large package streams from its file (sendfile), never read into memory whole
+    return web.FileResponse(stored, headers={**headers, "Content-Type": "application/xml"})
 
 
 @require("endpoint")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from axis.errors import RequestRefused
+from axis.spool import Incoming, Spool
 from axis.store import Endpoint
 
 if TYPE_CHECKING:
@@ -76,10 +77,38 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     """The whole body, refused (413) as soon as it exceeds ``limit`` bytes. A client that closes
     the connection mid-body is refused ``request.incomplete``: nobody reads that answer, but the
     access log records it in one line, where an escaping ConnectionError would log a traceback."""
+    chunks: list[bytes] = []
+
+    async def keep(chunk: bytes) -> None:
+        chunks.append(chunk)
+
+    await _read(request, limit, keep)
+    return b"".join(chunks)
+
+
+async def read_package(request: web.Request, limit: int, spool: Spool) -> Incoming:
+    """The body as a package, as ``read_body`` reads it, but hashed as it arrives and spooled to a
+    file by the store past what it keeps in memory; nothing of it is left behind if it is refused."""
+
+    async def keep(chunk: bytes) -> None:
+        if spool.spilled:
+            await asyncio.to_thread(spool.write, chunk)
+        else:
+            spool.write(chunk)
+
+    try:
+        await _read(request, limit, keep)
+        return spool.finish()
+    except BaseException:
+        spool.discard()
+        raise
+
+
+async def _read(request: web.Request, limit: int, keep: Callable[[bytes], Awaitable[None]]) -> None:
     if request.content_length is not None and request.content_length > limit:
         raise RequestRefused("request.too_large", f"the body is {request.content_length} bytes; the limit is {limit}")
     stall = request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT)
-    chunks, size = [], 0
+    size = 0
     try:
         while True:
             async with asyncio.timeout(stall):  # a body that stops arriving does not hold its connection
@@ -89,7 +118,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             size += len(chunk)
             if size > limit:
                 raise RequestRefused("request.too_large", f"the body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
+            await keep(chunk)
     except ConnectionError:
         raise RequestRefused(
             "request.incomplete", f"the client closed the connection after {size} bytes of the body"
@@ -98,7 +127,6 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         raise RequestRefused(
             "request.timeout", f"no byte of the body arrived for {stall:g} s (after {size} bytes); send it again"
         ) from None
-    return b"".join(chunks)
 
 
 async def read_json(request: web.Request, limit: int) -> dict[str, Any] | None:

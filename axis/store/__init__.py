@@ -12,7 +12,7 @@ from concurrent.futures import Future
 from typing import Any, Protocol
 
 from axis.config import Config
-from axis.store.blobs import BlobStore
+from axis.store.blobs import Blobs
 from axis.store.events import ChainReport, Event
 from axis.store.model import (
     Agency,
@@ -30,7 +30,7 @@ from axis.store.sqlite import SQLiteStore
 __all__ = [
     "open_store",
     "Agency",
-    "BlobStore",
+    "Blobs",
     "CertificateRecord",
     "Delivery",
     "Endpoint",
@@ -51,7 +51,7 @@ def open_store(settings: Config) -> SQLiteStore:
     if settings.store.url:
         from axis.store.postgres import PostgresStore  # the driver is needed only then
 
-        return PostgresStore(settings.store.url)
+        return PostgresStore(settings.store.url, scratch=settings.data / "spool")
     return SQLiteStore(settings.data)
 
 
@@ -125,8 +125,11 @@ class Outbox(Protocol):
     (an administrator's requeue). A delivery is never lost and never ``delivered`` twice. Every
     change appends its event in the same transaction; nothing is acknowledged before it is durable."""
 
-    blobs: BlobStore
-    """The package bytes by SHA-256, checked on every read (``store.blob_corrupt``)."""
+    @property
+    def blobs(self) -> Blobs:
+        """The package bytes by SHA-256: where uploads are spooled, what is kept inline or apart,
+        checked on every read (``store.blob_corrupt``)."""
+        ...
 
     def submit(self, message: NewMessage, now: float, expires_at: float) -> Future[list[int]]:
         """Store the message, one ``queued`` delivery per recipient, its ``accepted`` receipt, the

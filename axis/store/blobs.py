@@ -11,6 +11,10 @@ same bytes are stored once. The 256 fan-out directories are created (and the roo
 the store opens, so writing a blob costs two fsyncs and never depends on a directory entry
 that is not yet durable. A crash can leave only unreferenced temporary files, which ``sweep``
 removes; it can never leave a half-written blob under its final name.
+
+An upload larger than ``INLINE_MAX`` is spooled to a temporary file in the blob directory while it
+arrives (``spool``); keeping it is an fsync and a rename of that file, never a copy. Reads for
+the API (``open``) give the file to stream from, checked against its digest first.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from axis.errors import StoreError
 from axis.keystore import fsync_directory
+from axis.spool import Incoming, Spool
 
 INLINE_MAX = 256 * 1024
 """Largest package stored in the database rather than as a file. Above it, a file's two fsyncs
@@ -46,6 +52,37 @@ def checked(digest: str, data: bytes | None) -> bytes:
     return data
 
 
+class Blobs(Protocol):
+    """Where a store keeps package bytes, deciding itself what goes in the message's own
+    transaction and what is written before it."""
+
+    def spool(self) -> Spool:
+        """Somewhere to receive an upload that this store can keep without copying it again."""
+        ...
+
+    def keep(self, package: Incoming) -> bytes | None:
+        """Make ``package``'s bytes durable, or return them to be written in the transaction that
+        records the message (then they are durable with it). A ``Incoming`` was hashed as it was
+        read; the caller has matched that digest with the verified one."""
+        ...
+
+    def get(self, digest: str) -> bytes:
+        """The bytes of ``digest``, checked: ``store.blob_missing``, ``store.blob_corrupt``."""
+        ...
+
+    def open(self, digest: str) -> bytes | Path:
+        """``get``, or for a package kept as a file, that file (checked) to stream from."""
+        ...
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while piece := handle.read(1 << 20):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
 class BlobStore:
     def __init__(self, root: Path, inline: Callable[[str], bytes | None] = lambda digest: None) -> None:
         self.root = root
@@ -60,6 +97,24 @@ class BlobStore:
 
     def path(self, digest: str) -> Path:
         return self.root / check_digest(digest)[:2] / digest
+
+    def spool(self) -> Spool:
+        return Spool(self.root, INLINE_MAX)
+
+    def keep(self, package: Incoming) -> bytes | None:
+        if package.size <= INLINE_MAX:
+            return package.read()
+        final = self.path(package.sha256)
+        if final.exists() and final.stat().st_size == package.size:
+            return None
+        if package.path is None:
+            self.put(package.read())
+            return None
+        with package.path.open("rb") as handle:  # the spool file becomes the blob: synced, renamed
+            os.fsync(handle.fileno())
+        os.replace(package.path, final)
+        fsync_directory(final.parent)
+        return None
 
     def put(self, data: bytes) -> str:
         """Store ``data`` durably and return its SHA-256; a blob already present is not rewritten."""
@@ -80,6 +135,16 @@ class BlobStore:
         fsync_directory(final.parent)
         return digest
 
+    def open(self, digest: str) -> bytes | Path:
+        path = self.path(digest)
+        try:
+            actual = _file_sha256(path)
+        except FileNotFoundError:
+            return self.get(digest)
+        if actual != digest:
+            raise StoreError("store.blob_corrupt", f"the stored bytes of package {digest} do not match their SHA-256")
+        return path
+
     def get(self, digest: str) -> bytes:
         """The bytes of ``digest``, checked against it: damage on disk is reported, never passed on."""
         try:
@@ -91,7 +156,7 @@ class BlobStore:
     def sweep(self) -> int:
         """Remove temporary files a crash left behind; return how many."""
         removed = 0
-        for leftover in self.root.glob("*/.tmp-*"):
+        for leftover in [*self.root.glob(".tmp-*"), *self.root.glob("*/.tmp-*")]:  # spools, blobs being written
             leftover.unlink(missing_ok=True)
             removed += 1
         return removed

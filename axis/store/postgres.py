@@ -21,11 +21,15 @@ What differs in kind is here:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -33,8 +37,9 @@ from psycopg import errors as pg
 from psycopg_pool import ConnectionPool
 
 from axis.errors import AxisError, StoreError
+from axis.spool import Incoming, Spool
 from axis.store import events as chain
-from axis.store.blobs import check_digest, checked
+from axis.store.blobs import INLINE_MAX, check_digest, checked
 from axis.store.sqlite import SQLiteStore
 
 T = TypeVar("T")
@@ -163,10 +168,33 @@ class Transactions:
 
 
 class PackageRows:
-    """Package bytes in the ``packages`` table, by SHA-256, checked on every read."""
+    """Package bytes in the ``packages`` table, by SHA-256, checked on every read. Uploads past
+    ``INLINE_MAX`` are spooled to ``scratch`` (this node's own disk) while they arrive, and read
+    back whole to be written: a large package costs its size in this node's memory while it is
+    kept, and again when it is read (the database hands it over whole)."""
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: PostgresStore, scratch: Path) -> None:
         self.store = store
+        self.scratch = scratch
+        scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
+        stale = time.time() - 3600  # uploads a crash interrupted (not those of a node sharing the directory)
+        for leftover in scratch.glob(".tmp-*"):
+            with contextlib.suppress(OSError):
+                if leftover.stat().st_mtime < stale:
+                    leftover.unlink()
+
+    def spool(self) -> Spool:
+        return Spool(self.scratch, INLINE_MAX)
+
+    def keep(self, package: Incoming) -> bytes | None:
+        data = package.read()
+        if package.size <= INLINE_MAX:
+            return data
+        self.put(data)
+        return None
+
+    def open(self, digest: str) -> bytes | Path:
+        return self.get(digest)
 
     def put(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
@@ -183,12 +211,13 @@ class PackageRows:
 class PostgresStore(SQLiteStore):
     """``axis.store.Store`` on PostgreSQL (see the module's docstring)."""
 
-    def __init__(self, url: str) -> None:  # noqa: D107 - the parent's setup is SQLite's; nothing of it is run
+    def __init__(self, url: str, scratch: Path | None = None) -> None:  # noqa: D107 - the parent's setup is SQLite's
+        """``scratch``: where this node spools uploads (default: ``axis-spool`` in the temporary directory)."""
         self.url = url
         self.pool: ConnectionPool[Any] = ConnectionPool(url, min_size=1, max_size=16, open=True, kwargs={"autocommit": True})
         self._migrate()
         self.committer = Transactions(self.pool)  # type: ignore[assignment]
-        self.blobs = PackageRows(self)  # type: ignore[assignment]
+        self.blobs = PackageRows(self, scratch or Path(tempfile.gettempdir()) / "axis-spool")  # type: ignore[assignment]
         self._empty_registry_cache()
 
     def _migrate(self) -> None:

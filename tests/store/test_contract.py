@@ -37,9 +37,9 @@ from typing import Any
 import pytest
 
 from axis.errors import AxisError, RoutingRefused, StoreError
+from axis.spool import Incoming
 from axis.store import (
     Agency,
-    BlobStore,
     CertificateRecord,
     Endpoint,
     IssuedReceipt,
@@ -49,6 +49,7 @@ from axis.store import (
     Store,
     VxpCredential,
 )
+from axis.store.blobs import BlobStore
 from axis.store.events import GENESIS, ChainReport
 
 Opener = Callable[[], Store]
@@ -919,20 +920,50 @@ def test_stats_count_per_agency_sent_received_outcomes_and_overdue(store: Store)
 
 
 def test_blobs_are_content_addressed_and_stored_once(store: Store) -> None:
-    data = b"<edXML>large</edXML>" * 1000
-    digest = store.blobs.put(data)
-    assert digest == sha256(data)
-    assert store.blobs.put(data) == digest
-    assert store.blobs.get(digest) == data
+    data = b"<edXML>large</edXML>" * 20_000
+    package = Incoming.of(data)
+    assert store.blobs.keep(package) is None  # past what goes into the message's transaction
+    assert store.blobs.keep(package) is None
+    assert store.blobs.get(package.sha256) == data
+    small = Incoming.of(b"<edXML>small</edXML>")
+    assert store.blobs.keep(small) == small.data  # written with the message
+
+
+def test_an_upload_is_spooled_kept_and_served(store: Store) -> None:
+    pieces = [b"<edXML>", b"0123456789" * 40_000, b"</edXML>"]
+    spool = store.blobs.spool()
+    for piece in pieces:
+        spool.write(piece)
+    package = spool.finish()
+    assert package.data is None and package.path is not None and package.sha256 == sha256(b"".join(pieces))
+    assert store.blobs.keep(package) is None
+    package.discard()
+    served = store.blobs.open(package.sha256)
+    assert (served if isinstance(served, bytes) else served.read_bytes()) == b"".join(pieces)
+    small = store.blobs.spool()
+    small.write(b"<edXML/>")
+    assert small.finish().data == b"<edXML/>"  # kept in memory: nothing on disk to clean up
+
+
+def test_an_upload_given_up_leaves_nothing(store: Store) -> None:
+    spool = store.blobs.spool()
+    before = set(spool.directory.glob(".tmp-*"))
+    spool.write(b"x" * 600_000)
+    assert spool.spilled and set(spool.directory.glob(".tmp-*")) > before
+    spool.discard()
+    assert set(spool.directory.glob(".tmp-*")) <= before
 
 
 def test_a_damaged_blob_is_refused_not_passed_on(store: Store) -> None:
     if not isinstance(store.blobs, BlobStore):
         pytest.skip("this store keeps no blob files: the Protocol gives no way to damage its bytes")
-    digest = store.blobs.put(b"<edXML>original</edXML>")
-    store.blobs.path(digest).write_bytes(b"<edXML>forged!!</edXML>")
+    package = Incoming.of(b"<edXML>original</edXML>" * 20_000)
+    store.blobs.keep(package)
+    store.blobs.path(package.sha256).write_bytes(b"<edXML>forged!!</edXML>" * 20_000)
     with refused("store.blob_corrupt"):
-        store.blobs.get(digest)
+        store.blobs.get(package.sha256)
+    with refused("store.blob_corrupt"):
+        store.blobs.open(package.sha256)
 
 
 def test_missing_or_malformed_blob_digests_are_refused(store: Store) -> None:

@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from axis.queue import Queue, QueuePolicy
+from axis.spool import Incoming
 from axis.store import Agency, NewMessage, SQLiteStore
 from axis.store import events as chain
 from axis.store.committer import connect
@@ -45,7 +46,7 @@ def test_a_trail_has_iso_times_for_every_new_event_and_keeps_old_ones(tmp_path: 
             sha256=hashlib.sha256(data).hexdigest(), size=len(data), recipients=(RECIPIENT,),
             accepted_at="2026-11-21T09:00:00+00:00",
         )
-        (delivery_id,) = queue.enqueue(message, data)
+        (delivery_id,) = queue.enqueue(message, Incoming.of(data))
         _old_float_event(store, str(delivery_id))
         (leased,) = queue.lease([RECIPIENT], endpoint_id=1)
         queue.fail(leased, "HTTP 503")  # delivery.retry
