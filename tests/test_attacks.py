@@ -349,6 +349,12 @@ def unrelated_certificate_in_x509data(c: Context) -> bytes:
     return signing.sign(edxml.build(c.document), c.agency.key, c.agency.certificate, (stranger,))
 
 
+def relative_namespace(c: Context) -> bytes:
+    """A namespace URI libxml2 will not canonicalise ("relative"): refused, not a crash."""
+    assert b"<edXMLHeader>" in c.signed
+    return c.signed.replace(b"<edXMLHeader>", b'<edXMLHeader xmlns:r="relative/uri">', 1)
+
+
 def truncated(c: Context) -> bytes:
     return c.signed[: len(c.signed) // 2]
 
@@ -481,6 +487,7 @@ ATTACKS: list[tuple[str, Callable[[Context], bytes], str]] = [
         unrelated_certificate_in_x509data,
         "signature.key_info_forbidden",
     ),
+    ("a relative namespace URI", relative_namespace, "signature.malformed"),
     ("truncated bytes", truncated, "xml.malformed"),
     ("non-UTF-8 bytes", not_utf8, "xml.encoding"),
     ("a non-UTF-8 encoding declared", latin1_declared, "xml.encoding"),

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import base64
 import copy
+import random
 from dataclasses import replace
 from pathlib import Path
 
@@ -523,3 +525,28 @@ def test_a_real_captured_package_with_an_impossible_reference_date_is_read(vxp_c
     package = edxml.parse((vxp_captures / "package.edxml").read_bytes())
     assert isinstance(package, edxml.DocumentPackage)
     assert package.bussiness is not None and package.bussiness.document_id == "000.00.00.G22,2014/02/30,7806/VPCP-TTĐT"
+
+
+def test_attachments_checked_in_pieces_agree_with_decoding_them_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``base64_size`` (what the workers use: no decoded copy) accepts and refuses exactly what
+    ``base64_binary`` does, wherever the pieces fall."""
+    rng = random.Random(20261130)
+    letters = "ABCDab01+/= \n\r\t!-"
+    values = []
+    for n in range(3000):
+        raw = base64.b64encode(rng.randbytes(rng.randrange(20))).decode()
+        if n % 2:
+            raw = "".join(c + (rng.choice(" \n=") if rng.random() < 0.1 else "") for c in raw) + "=" * rng.randrange(4)
+        values.append(raw if n % 3 else "".join(rng.choice(letters) for _ in range(rng.randrange(24))))
+    for piece in (1, 2, 3, 5, 8, 1 << 20):
+        monkeypatch.setattr(xmlguard, "_BASE64_PIECE", piece)
+        for value in values:
+            try:
+                expected: int | None = len(xmlguard.base64_binary(value))
+            except ValueError:
+                expected = None
+            try:
+                got: int | None = xmlguard.base64_size(value)
+            except ValueError:
+                got = None
+            assert got == expected, (piece, value)
