@@ -7,6 +7,7 @@ has a default, so an operator only writes what differs.
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -58,6 +59,10 @@ class Server:
     max_connections: int = 0
     """Connections held at once; 0 = the descriptor limit less a reserve of 256. Beyond it a new
     connection is answered 503 ``request.overloaded``."""
+    node: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    """This node's name, unique among the nodes sharing a store, written on the leases it takes.
+    Name each node (``axis-1``, ...) so that one starting again after a crash takes its leases back
+    at once; by default (host and process id) they return when their deadline passes."""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -231,6 +230,5 @@ class Dispatcher:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
-        # Deliveries leased ahead and not sent go back to the queue now, not at their deadline.
-        store, now = self.router.store, self.router.queue.clock()
-        await asyncio.to_thread(store.release_stale_leases, now, math.inf)
+        # This node's deliveries leased ahead and not sent go back to the queue now, not at their deadline.
+        await asyncio.to_thread(self.router.store.release_own_leases, self.router.queue.clock())

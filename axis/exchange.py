@@ -49,7 +49,7 @@ class Node(Protocol):
 def check_disk(axis: Node, incoming: int) -> None:
     """Refuse a package the data directory cannot take while keeping ``[server] min_free_disk``.
     A PostgreSQL store's disk is the database server's: a full one is ``store.disk_full`` there."""
-    if axis.settings.store.url:
+    if axis.store.shared:
         return
     free = shutil.disk_usage(axis.settings.data).free
     if free - incoming < axis.settings.server.min_free_disk:

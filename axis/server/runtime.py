@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import json
 import logging
-import math
 import os
 import signal
 import ssl
@@ -141,11 +140,10 @@ class Axis:
             self.dispatcher.wake(names)
 
     def recover(self) -> None:
-        """Leases a previous run left: on SQLite (one node per store) every lease was this node's,
-        and returns now; on a shared database only those past their deadline return (another
-        node's live leases are never taken; a dead node's return when their deadline passes)."""
-        shared = bool(self.settings.store.url)
-        released = self.store.release_stale_leases(self.queue.clock(), deadline_before=None if shared else math.inf)
+        """Leases this node left when it stopped or crashed return now (on SQLite, one node per
+        store, that is every lease); another node's only when their deadline has passed."""
+        now = self.queue.clock()
+        released = self.store.release_own_leases(now) + self.store.release_stale_leases(now)
         issued = self.router.issue_missing_receipts()
         if released or issued:
             log.info("recovered %d leased deliveries, issued %d owed receipts", len(released), issued)
@@ -169,11 +167,9 @@ class Axis:
                 self.metrics.count("axis_leases_released_total", "Leases that outlived their deadline.", len(released))
 
     def listen(self) -> None:
-        """On a shared database, wake this node's long-polls and dispatcher when another node
-        queues something (the store's notifications); nothing to do on SQLite."""
-        listen = getattr(self.store, "listen", None)
-        if listen is not None:
-            listen(self.queued, self._listening)
+        """On a shared store, wake this node's long-polls and dispatcher when another node queues
+        something (the store's notifications)."""
+        self.store.listen(self.queued, self._listening)
 
     def close(self) -> None:
         self._listening.set()

@@ -7,7 +7,8 @@ events).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol
 
@@ -51,8 +52,8 @@ def open_store(settings: Config) -> SQLiteStore:
     if settings.store.url:
         from axis.store.postgres import PostgresStore  # the driver is needed only then
 
-        return PostgresStore(settings.store.url, scratch=settings.data / "spool")
-    return SQLiteStore(settings.data)
+        return PostgresStore(settings.store.url, settings.server.node, scratch=settings.data / "spool")
+    return SQLiteStore(settings.data, settings.server.node)
 
 
 class Registry(Protocol):
@@ -208,9 +209,14 @@ class Outbox(Protocol):
         """Every queued or leased delivery past its TTL becomes ``expired``; their ids."""
         ...
 
-    def release_stale_leases(self, now: float, deadline_before: float | None = None) -> list[int]:
-        """Leases whose deadline is at or before ``deadline_before`` (default ``now``) return to
-        ``queued``, due now; their ids."""
+    def release_stale_leases(self, now: float) -> list[int]:
+        """Leases whose deadline has passed, whichever node took them, return to ``queued``, due
+        now; their ids."""
+        ...
+
+    def release_own_leases(self, now: float) -> list[int]:
+        """The leases this node took (``Delivery.leased_node``) return to ``queued`` now: it stops, or
+        starts again after a crash. Never another live node's."""
         ...
 
     def requeue(self, delivery_id: int, now: float, expires_at: float, by: str) -> None:
@@ -287,6 +293,16 @@ class AdapterState(Protocol):
 class Store(Registry, Outbox, AuditLog, AdapterState, Protocol):
     """Everything the axis asks of persistence, by concern. ``open_store`` gives the one the
     configuration names; tests/store/test_contract.py holds every implementation to it."""
+
+    shared: bool
+    """Whether other axis nodes write to the same store (PostgreSQL) or this one alone (SQLite)."""
+    node: str
+    """This node's name (``[server] node``), written on the leases it takes."""
+
+    def listen(self, queued: Callable[[list[str]], None], stop: threading.Event) -> None:
+        """Until ``stop``, call ``queued(agencies)`` from a thread of the store's whenever another
+        node commits deliveries for them; nothing to do for a store no other node writes to."""
+        ...
 
     def close(self) -> None:
         """Finish what was submitted, then release everything."""

@@ -123,6 +123,9 @@ class Delivery:
     expires_at: float
     lease_deadline: float | None = None
     leased_by: int | None = None
+    """The endpoint the delivery is leased for."""
+    leased_node: str | None = None
+    """The axis node holding the lease (``[server] node``): only it releases the lease early."""
     delivered_at: float | None = None
     ack_sha256: str | None = None
     last_error: str | None = None

@@ -211,9 +211,14 @@ class PackageRows:
 class PostgresStore(SQLiteStore):
     """``axis.store.Store`` on PostgreSQL (see the module's docstring)."""
 
-    def __init__(self, url: str, scratch: Path | None = None) -> None:  # noqa: D107 - the parent's setup is SQLite's
-        """``scratch``: where this node spools uploads (default: ``axis-spool`` in the temporary directory)."""
+    shared = True
+    """Several nodes write to the database at once."""
+
+    def __init__(self, url: str, node: str = "axis", scratch: Path | None = None) -> None:  # noqa: D107 - the parent's setup is SQLite's
+        """``node``: this node's name, written on the leases it takes (unique among the nodes);
+        ``scratch``: where it spools uploads (default: ``axis-spool`` in the temporary directory)."""
         self.url = url
+        self.node = node
         self.pool: ConnectionPool[Any] = ConnectionPool(url, min_size=1, max_size=16, open=True, kwargs={"autocommit": True})
         self._migrate()
         self.committer = Transactions(self.pool)  # type: ignore[assignment]
@@ -230,7 +235,12 @@ class PostgresStore(SQLiteStore):
         except psycopg.Error as error:
             raise _translate(error) from None
 
-    def listen(self, queued: Callable[[list[str]], None], stop: threading.Event) -> threading.Thread:
+    def release_own_leases(self, now: float) -> list[int]:
+        """This node's leases only: another node's live leases are never taken (a dead node's
+        return when their deadline passes, ``release_stale_leases``)."""
+        return self._release("leased_node = ?", (self.node,), now)
+
+    def listen(self, queued: Callable[[list[str]], None], stop: threading.Event) -> None:
         """Call ``queued(agencies)`` whenever any node commits deliveries for them, until ``stop``:
         other nodes' long-polls and dispatchers wake as this node's do. A dropped connection is
         opened again (a wake-up missed meanwhile is caught by the next poll)."""
@@ -250,7 +260,6 @@ class PostgresStore(SQLiteStore):
 
         thread = threading.Thread(target=run, name="axis-pg-listen", daemon=True)
         thread.start()
-        return thread
 
     def close(self) -> None:
         self.committer.close()

@@ -185,6 +185,7 @@ WAKE = [
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0001_the_sqlite_schema_of_migration_0008", INITIAL),
     ("0002_notify_other_nodes_of_queued_deliveries", WAKE),
+    ("0003_leases_owned_by_a_node", ["ALTER TABLE deliveries ADD COLUMN leased_node TEXT"]),
 ]
 CHANNEL = "axis_queued"
 

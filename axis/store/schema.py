@@ -339,6 +339,13 @@ SCHEMA_0008 = [
 ]
 
 
+@migrations(name="0009_leases_owned_by_a_node")
+def _m0009(db: Database) -> None:
+    """A lease names the axis node that took it, so that a node stopping (or starting again)
+    releases its own leases early and never another node's (PostgreSQL: several nodes, one store)."""
+    _execute(db, ["ALTER TABLE deliveries ADD COLUMN leased_node TEXT"])
+
+
 def migrate(db: Database) -> None:
     """Apply every pending migration, each in one transaction with its record."""
     migrations.apply(db)

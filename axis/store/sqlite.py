@@ -85,7 +85,12 @@ def append_event(
 class SQLiteStore:
     """``axis.store.Store`` on one SQLite file plus a blob directory."""
 
-    def __init__(self, directory: Path) -> None:
+    shared = False
+    """One node per SQLite store: nothing else writes to it."""
+
+    def __init__(self, directory: Path, node: str = "axis") -> None:
+        """``node``: this axis node's name, written on the leases it takes."""
+        self.node = node
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "axis.sqlite3"
         self.blobs = BlobStore(directory / "blobs", inline=self._inline_package)
@@ -601,11 +606,13 @@ class SQLiteStore:
             chosen = candidates[:limit]
             if chosen:  # read in this transaction, so every one is still queued: one statement for all
                 placeholders = ", ".join("?" * len(chosen))
-                sql = f"UPDATE deliveries SET state = 'leased', lease_deadline = ?, leased_by = ?, attempts = attempts + 1 WHERE id IN ({placeholders})"  # noqa: S608, E501
-                c.execute(sql, (deadline, leased_by, *(row["id"] for row in chosen)))
+                sql = f"UPDATE deliveries SET state = 'leased', lease_deadline = ?, leased_by = ?, leased_node = ?, attempts = attempts + 1 WHERE id IN ({placeholders})"  # noqa: S608, E501
+                c.execute(sql, (deadline, leased_by, self.node, *(row["id"] for row in chosen)))
             leased = []
             for row in chosen:
-                append_event(c, "delivery.leased", str(row["id"]), now, endpoint=leased_by, deadline=deadline)
+                append_event(
+                    c, "delivery.leased", str(row["id"]), now, endpoint=leased_by, node=self.node, deadline=deadline
+                )
                 leased.append(
                     Delivery(
                         **{
@@ -613,6 +620,7 @@ class SQLiteStore:
                             "state": "leased",
                             "lease_deadline": deadline,
                             "leased_by": leased_by,
+                            "leased_node": self.node,
                             "attempts": row["attempts"] + 1,
                         }
                     )
@@ -672,7 +680,7 @@ class SQLiteStore:
                 )
             state = "expired" if retry_at >= row["expires_at"] else "queued"
             c.execute(
-                "UPDATE deliveries SET state = ?, due_at = ?, last_error = ?, lease_deadline = NULL, leased_by = NULL"
+                "UPDATE deliveries SET state = ?, due_at = ?, last_error = ?, lease_deadline = NULL, leased_by = NULL, leased_node = NULL"
                 " WHERE id = ?",
                 (state, retry_at, error[:500], delivery_id),
             )
@@ -701,7 +709,7 @@ class SQLiteStore:
             ]
             for delivery_id in ids:
                 c.execute(
-                    "UPDATE deliveries SET state = 'expired', lease_deadline = NULL, leased_by = NULL WHERE id = ?",
+                    "UPDATE deliveries SET state = 'expired', lease_deadline = NULL, leased_by = NULL, leased_node = NULL WHERE id = ?",
                     (delivery_id,),
                 )
                 append_event(c, "delivery.expired", str(delivery_id), now)
@@ -718,7 +726,7 @@ class SQLiteStore:
             if row["state"] not in ("queued", "leased"):
                 return False
             c.execute(
-                "UPDATE deliveries SET state = 'expired', last_error = ?, lease_deadline = NULL, leased_by = NULL"
+                "UPDATE deliveries SET state = 'expired', last_error = ?, lease_deadline = NULL, leased_by = NULL, leased_node = NULL"
                 " WHERE id = ?",
                 (error[:500], delivery_id),
             )
@@ -727,22 +735,29 @@ class SQLiteStore:
 
         return bool(self.committer.run(operation))
 
-    def release_stale_leases(self, now: float, deadline_before: float | None = None) -> list[int]:
-        """Leases whose deadline is at or before ``deadline_before`` (default: ``now``; a crashed or
-        stuck worker) return to ``queued``, due now. ``math.inf`` releases every lease."""
-        limit = now if deadline_before is None else deadline_before
+    def listen(self, queued: Callable[[list[str]], None], stop: threading.Event) -> None:
+        """Nothing to listen to: this node's own commits are the only ones (see ``PostgresStore``)."""
 
+    def release_stale_leases(self, now: float) -> list[int]:
+        """Leases whose deadline has passed (a crashed or stuck node or worker) return to ``queued``,
+        due now."""
+        return self._release("lease_deadline <= ?", (now,), now)
+
+    def release_own_leases(self, now: float) -> list[int]:
+        """This node's leases return to ``queued`` now (it stops, or starts again after a crash). One
+        node per SQLite store: every lease in it was taken by this node, under whatever name."""
+        return self._release("1 = 1", (), now)
+
+    def _release(self, which: str, parameters: tuple[Any, ...], now: float) -> list[int]:
         def operation(c: sqlite3.Connection) -> list[int]:
             ids = [
                 r[0]
-                for r in c.execute(
-                    "SELECT id FROM deliveries WHERE state = 'leased' AND lease_deadline <= ?", (limit,)
-                )
+                for r in c.execute(f"SELECT id FROM deliveries WHERE state = 'leased' AND {which}", parameters)  # noqa: S608
             ]
             for delivery_id in ids:
                 c.execute(
-                    "UPDATE deliveries SET state = 'queued', due_at = ?, lease_deadline = NULL, leased_by = NULL"
-                    " WHERE id = ?",
+                    "UPDATE deliveries SET state = 'queued', due_at = ?, lease_deadline = NULL, leased_by = NULL,"
+                    " leased_node = NULL WHERE id = ?",
                     (now, delivery_id),
                 )
                 append_event(c, "delivery.lease_released", str(delivery_id), now)

@@ -9,21 +9,38 @@ import contextlib
 import json
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
 
 from adapters.demo import CAO_BANG, NGHE_AN
+from axis import config
 from axis.server.runtime import start
 from axis.store import open_store
-from tests.server.conftest import G22, H14, H41, Client, Receiver, eventually, free_port, make_network
+from tests.server.conftest import (
+    G22,
+    H14,
+    H41,
+    Client,
+    Network,
+    Receiver,
+    eventually,
+    free_port,
+    make_network,
+)
 from tests.server.test_lifecycle import launch
+
+
+def named(network: Network, node: str) -> config.Config:
+    """The network's settings for one node of it (two nodes in one process need their own names)."""
+    return replace(network.settings, server=replace(network.settings.server, node=node))
 
 
 async def test_two_nodes_share_one_database(tmp_path: Path, postgres_url: str) -> None:
     network = make_network(tmp_path, {"store": {"url": postgres_url}})
     sender_token, recipient_token = network.endpoint("vpcp", [G22]), network.endpoint("nghe-an", [H41])
-    first, second = await start(network.settings), await start(network.settings)
+    first, second = await start(named(network, "axis-1")), await start(named(network, "axis-2"))
     try:
         async with aiohttp.ClientSession() as session:
             sender = Client(session, first.url, sender_token)
@@ -57,7 +74,7 @@ async def test_two_nodes_share_one_database(tmp_path: Path, postgres_url: str) -
 async def test_an_admin_change_on_one_node_is_enforced_on_the_other_at_once(tmp_path: Path, postgres_url: str) -> None:
     network = make_network(tmp_path, {"store": {"url": postgres_url}})
     token = network.endpoint("vpcp", [G22])
-    first, second = await start(network.settings), await start(network.settings)
+    first, second = await start(named(network, "axis-1")), await start(named(network, "axis-2"))
     try:
         async with aiohttp.ClientSession() as session:
             on_second = Client(session, second.url, token)
@@ -70,6 +87,31 @@ async def test_an_admin_change_on_one_node_is_enforced_on_the_other_at_once(tmp_
     finally:
         await first.stop()
         await second.stop()
+
+
+async def test_a_node_stopping_releases_its_own_leases_only(tmp_path: Path, postgres_url: str) -> None:
+    network = make_network(tmp_path, {"store": {"url": postgres_url}})
+    sender_token = network.endpoint("vpcp", [G22])
+    network.endpoint("nghe-an", [H41])
+    first, second = await start(named(network, "axis-1")), await start(named(network, "axis-2"))
+    running = [first, second]
+    try:
+        async with aiohttp.ClientSession() as session:
+            sender = Client(session, first.url, sender_token)
+            for _ in range(2):
+                status, body = await sender.submit(network.sign(network.document(recipients=(NGHE_AN,))))
+                assert status == 202, body
+        ours = first.axis.queue.lease([H41], endpoint_id=1, limit=1)  # a push each node has in flight
+        theirs = second.axis.queue.lease([H41], endpoint_id=1, limit=1)
+        assert [d.leased_node for d in ours + theirs] == ["axis-1", "axis-2"]
+        await running.pop(0).stop()
+        store = second.axis.store
+        assert store.delivery(ours[0].id).state == "queued"  # type: ignore[union-attr]
+        kept = store.delivery(theirs[0].id)
+        assert kept is not None and (kept.state, kept.leased_node) == ("leased", "axis-2")
+    finally:
+        for node in running:
+            await node.stop()
 
 
 async def test_sigkill_of_one_node_while_it_pushes_and_is_polled_loses_nothing(tmp_path: Path, postgres_url: str) -> None:

@@ -52,13 +52,13 @@ from axis.store import (
 from axis.store.blobs import BlobStore
 from axis.store.events import GENESIS, ChainReport
 
-Opener = Callable[[], Store]
-"""Opens one more store object on the test's database."""
+Opener = Callable[..., Store]
+"""Opens one more store object on the test's database (``node``: the axis node it serves)."""
 
 
 def sqlite(request: pytest.FixtureRequest) -> Opener:
     directory = request.getfixturevalue("tmp_path") / "data"
-    return lambda: SQLiteStore(directory)
+    return lambda node="axis": SQLiteStore(directory, node)
 
 
 def postgresql(request: pytest.FixtureRequest) -> Opener:
@@ -66,7 +66,7 @@ def postgresql(request: pytest.FixtureRequest) -> Opener:
     from axis.store.postgres import PostgresStore
 
     url = request.getfixturevalue("postgres_url")
-    return lambda: PostgresStore(url)
+    return lambda node="axis": PostgresStore(url, node)
 
 
 IMPLEMENTATIONS: dict[str, Callable[[pytest.FixtureRequest], Opener]] = {"sqlite": sqlite, "postgresql": postgresql}
@@ -83,8 +83,8 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opene
     make = IMPLEMENTATIONS[request.param](request)
     opened: list[Store] = []
 
-    def open_one() -> Store:
-        opened.append(make())
+    def open_one(node: str = "axis") -> Store:
+        opened.append(make(node))
         return opened[-1]
 
     yield open_one
@@ -736,8 +736,23 @@ def test_stale_leases_return_to_the_queue_due_now(store: Store) -> None:
         "queued", T0 + 30, None, None,
     )
     assert state(store, live) == "leased"
-    assert store.release_stale_leases(T0 + 31, deadline_before=float("inf")) == [live]
+    assert store.release_own_leases(T0 + 31) == [live]  # this node stops: its leases return now
     assert [d.attempts for d in store.lease([RECIPIENT], T0 + 31, T0 + 61, 10, leased_by=2)] == [2]
+
+
+def test_a_node_takes_back_its_own_leases_and_never_a_live_one_of_another(store: Store, open_store: Opener) -> None:
+    first, second = store, open_store("axis-2")  # two nodes (on SQLite: the same one, renamed)
+    mine, theirs = enqueued(first)[0], enqueued(first, OTHER)[0]
+    (lease,) = first.lease([RECIPIENT], T0, T0 + 300, 10, leased_by=1)
+    assert (lease.id, lease.leased_node) == (mine, "axis")
+    assert [d.leased_node for d in second.lease([OTHER], T0, T0 + 300, 10, leased_by=2)] == ["axis-2"]
+    if not first.shared:  # one node per store: whatever name it ran under, every lease was its own
+        assert sorted(first.release_own_leases(T0 + 1)) == sorted([mine, theirs])
+        return
+    assert first.release_own_leases(T0 + 1) == [mine]
+    assert state(first, theirs) == "leased" and second.delivery(theirs).leased_node == "axis-2"  # type: ignore[union-attr]
+    assert first.release_stale_leases(T0 + 299) == []
+    assert first.release_stale_leases(T0 + 300) == [theirs]  # axis-2 died: back at its deadline
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,7 @@ def test_migrations_are_recorded_once_and_reopening_keeps_data(tmp_path: Path) -
         "0006_receipt_bytes_kept_once",
         "0007_vxp_sources_no_replay_cache",
         "0008_statuses_keyed_by_the_document_sender",
+        "0009_leases_owned_by_a_node",
     ]
     assert connect(second.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     second.close()
