@@ -6,10 +6,11 @@ through ``PgConnection``, which rewrites the few places where the two dialects d
 placeholders, ``INSERT OR IGNORE``, SQLite's JSON and boolean sums, the ids an insert returns).
 What differs in kind is here:
 
-- **Transactions.** Every write is one transaction on a pooled connection that first takes one
-  advisory lock: writes are serialised across every node, as SQLite's single writer serialises
-  them in one, so the event chain (each event carries the hash of the one before it) never forks.
-  Reads run on their own, in autocommit.
+- **Transactions.** Writes are group-committed as on SQLite (axis/store/committer.py): one
+  writer connection per node runs each batch in one transaction that first takes one advisory
+  lock, so writes are serialised across every node, as SQLite's single writer serialises them in
+  one, and the event chain (each event carries the hash of the one before it) never forks; one
+  commit makes the whole batch durable. Reads run on pooled connections, in autocommit.
 - **Package bytes** live in the database (``packages``), every size: the nodes share no file
   system. A package is written by ``blobs.put`` before the transaction that names it, as the
   SQLite store writes a large one to its blob directory first.
@@ -27,7 +28,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,10 +36,11 @@ import psycopg
 from psycopg import errors as pg
 from psycopg_pool import ConnectionPool
 
-from axis.errors import AxisError, StoreError
+from axis.errors import StoreError
 from axis.spool import Incoming, Spool
 from axis.store import events as chain
 from axis.store.blobs import INLINE_MAX, check_digest, checked
+from axis.store.committer import GroupCommitter
 from axis.store.sqlite import SQLiteStore
 
 T = TypeVar("T")
@@ -137,34 +138,50 @@ def _translate(error: psycopg.Error) -> StoreError:
     return StoreError("store.unavailable", f"the database refused the change: {error}")
 
 
-class Transactions:
-    """The writes: each in a transaction of its own, serialised across nodes by one advisory lock."""
+class PgWriter:
+    """The PostgreSQL store's write connection, for the group committer (``committer.Writer``): a
+    batch is one transaction that first takes the advisory lock, so writes are serialised across
+    every node and each commit (one WAL flush) makes a whole batch durable. A connection that
+    broke is opened again for the next batch."""
 
-    def __init__(self, pool: ConnectionPool[Any], workers: int = 16) -> None:
-        self.pool = pool
-        self.executor = ThreadPoolExecutor(workers, "axis-pg")
-        self.closed = False
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._open()
 
-    def run(self, operation: Callable[[Any], T]) -> T:
-        if self.closed:
-            raise StoreError("store.closed", "the store is closed: nothing more is written")
-        try:
-            with self.pool.connection() as connection, connection.transaction():
-                connection.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-                return operation(PgConnection(connection))
-        except AxisError:
-            raise
-        except psycopg.Error as error:
-            raise _translate(error) from None
+    def _open(self) -> None:
+        self.raw = psycopg.connect(self.url, autocommit=True)  # transactions are begun explicitly
+        self.connection = PgConnection(self.raw)
 
-    def submit(self, operation: Callable[[Any], T]) -> Future[T]:
-        if self.closed:
-            raise StoreError("store.closed", "the store is closed: nothing more is written")
-        return self.executor.submit(self.run, operation)
+    def begin(self) -> None:
+        if self.raw.closed or self.raw.broken:
+            self._open()
+        self.raw.execute("BEGIN")
+        self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+
+    def commit(self) -> None:
+        self.raw.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if not self.raw.closed and self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            self.raw.execute("ROLLBACK")
+
+    def savepoint(self) -> None:
+        self.raw.execute("SAVEPOINT operation")
+
+    def release(self) -> None:
+        self.raw.execute("RELEASE SAVEPOINT operation")
+
+    def rollback_to(self) -> None:
+        self.raw.execute("ROLLBACK TO SAVEPOINT operation")
+        self.raw.execute("RELEASE SAVEPOINT operation")
+
+    def translate(self, error: Exception) -> Exception:
+        if isinstance(error, psycopg.Error):
+            return _translate(error)
+        return error
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True)
-        self.closed = True
+        self.raw.close()
 
 
 class PackageRows:
@@ -221,7 +238,7 @@ class PostgresStore(SQLiteStore):
         self.node = node
         self.pool: ConnectionPool[Any] = ConnectionPool(url, min_size=1, max_size=16, open=True, kwargs={"autocommit": True})
         self._migrate()
-        self.committer = Transactions(self.pool)  # type: ignore[assignment]
+        self.committer = GroupCommitter(PgWriter(url), name="axis-pg-commit")
         self.blobs = PackageRows(self, scratch or Path(tempfile.gettempdir()) / "axis-spool")  # type: ignore[assignment]
         self._empty_registry_cache()
 

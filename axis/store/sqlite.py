@@ -29,7 +29,7 @@ from axis.errors import RoutingRefused, StoreError
 from axis.store import events as chain
 from axis.store import schema
 from axis.store.blobs import BlobStore
-from axis.store.committer import Connection, GroupCommitter, connect
+from axis.store.committer import Connection, GroupCommitter, SQLiteWriter, connect
 from axis.store.model import (
     Agency,
     CertificateRecord,
@@ -100,7 +100,7 @@ class SQLiteStore:
             schema.migrate(Database(setup))
         finally:
             setup.close()
-        self.committer = GroupCommitter(self.path)
+        self.committer = GroupCommitter(SQLiteWriter(self.path))
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
