@@ -115,7 +115,7 @@ class Dispatcher:
             # Lease a round at a time (a lease reads every agency's queue): when at most one round
             # is left unposted, top up to two.
             free = 2 * self.concurrency - lane.unposted if lane.unposted <= self.concurrency else 0
-            leased = await asyncio.wrap_future(queue.submit_lease(endpoint.agencies, endpoint.id, free)) if free > 0 else []
+            leased = await queue.submit_lease(endpoint.agencies, endpoint.id, free) if free > 0 else []
             for delivery in leased:
                 lane.unposted += 1
                 task = asyncio.create_task(self._send(lane, delivery))
@@ -205,7 +205,7 @@ class Dispatcher:
         returns it to the queue and it is sent again (a push receiver dedupes by message id)."""
         try:
             if error is None:
-                await asyncio.wrap_future(self.router.acknowledge(delivery, body, message, signed))
+                await self.router.acknowledge(delivery, body, message, signed)
                 self.delivered += 1
             else:
                 self.failed_attempts += 1

@@ -85,16 +85,7 @@ async def _submit(
         expect(checked)
     try:
         admitted = axis.router.admit(checked, package, endpoint)
-        if isinstance(admitted, Admission):
-            if package.path is not None:  # the store syncs (and may read) its file first: not on the loop
-                stored = await asyncio.to_thread(axis.router.persist, admitted)
-            else:
-                stored = axis.router.persist(admitted)
-            waiting = asyncio.wrap_future(stored)
-            await asyncio.wait([waiting])
-            waiting.exception()  # retrieved here (accepted() raises it from stored): no "never retrieved" log
-            admitted = axis.router.accepted(admitted, stored)
-        acceptance = admitted
+        acceptance = await axis.router.persist(admitted) if isinstance(admitted, Admission) else admitted
     except (OSError, StoreError) as error:  # the store names a full disk store.disk_full; a blob write, ENOSPC
         if isinstance(error, OSError) and error.errno == errno.ENOSPC or getattr(error, "code", "") == "store.disk_full":
             raise RequestRefused("request.disk_full", "the axis ran out of disk space; nothing was stored") from None

@@ -9,10 +9,10 @@ and the random source are injected so every schedule is reproducible in tests.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 
 from axis.errors import StoreError
@@ -48,40 +48,49 @@ class Queue:
     rng: random.Random = field(default_factory=random.Random)
 
     def enqueue(self, message: NewMessage, package: Incoming) -> list[int]:
-        """Store the package bytes and the message for all its recipients durably; returns delivery ids."""
-        return self.submit(message, package).result()
+        """Store the package bytes and the message for all its recipients durably; returns delivery
+        ids. For a caller in a thread; ``submit`` on an event loop."""
+        now = self.clock()
+        return self.store.enqueue(self._with_bytes(message, package), now, now + self.policy.ttl)
 
-    def submit(self, message: NewMessage, package: Incoming) -> Future[list[int]]:
-        """``enqueue`` without waiting: the future resolves once the commit is durable. The store
-        keeps small packages in the message's own transaction and makes larger ones durable first
-        (before this returns). Either way a committed message always has its bytes on disk."""
+    async def submit(self, message: NewMessage, package: Incoming) -> list[int]:
+        """``enqueue``, on an event loop: returns once the commit is durable. A package the store
+        keeps apart is made durable first, in a thread (its spool file is fsync'd and renamed)."""
+        if package.path is not None:
+            message = await asyncio.to_thread(self._with_bytes, message, package)
+        else:
+            message = self._with_bytes(message, package)
+        now = self.clock()
+        return await self.store.submit(message, now, now + self.policy.ttl)
+
+    def _with_bytes(self, message: NewMessage, package: Incoming) -> NewMessage:
+        """The store keeps small packages in the message's own transaction and makes larger ones
+        durable first. Either way a committed message always has its bytes on disk."""
         if package.sha256 != message.sha256:  # hashed as it arrived vs what the worker verified
             raise StoreError("store.bad_digest", f"message {message.id} names a SHA-256 its bytes do not have")
         inline = self.store.blobs.keep(package)
-        if inline is not None:
-            message = replace(message, data=inline)
-        now = self.clock()
-        return self.store.submit(message, now, now + self.policy.ttl)
+        return replace(message, data=inline) if inline is not None else message
 
     def lease(self, recipients: Sequence[str], endpoint_id: int, limit: int = 100) -> list[Delivery]:
         """Claim due deliveries for these agencies, highest priority first, then oldest."""
-        return self.submit_lease(recipients, endpoint_id, limit).result()
-
-    def submit_lease(self, recipients: Sequence[str], endpoint_id: int, limit: int = 100) -> Future[list[Delivery]]:
-        """``lease``, resolved once the claim is committed (for callers on an event loop)."""
         now = self.clock()
-        return self.store.submit_lease(recipients, now, now + self.policy.lease, limit, endpoint_id)
+        return self.store.lease(recipients, now, now + self.policy.lease, limit, endpoint_id)
+
+    async def submit_lease(self, recipients: Sequence[str], endpoint_id: int, limit: int = 100) -> list[Delivery]:
+        """``lease``, on an event loop."""
+        now = self.clock()
+        return await self.store.submit_lease(recipients, now, now + self.policy.lease, limit, endpoint_id)
 
     def ack(self, delivery_id: int, ack_sha256: str | None = None, receipt: IssuedReceipt | None = None) -> bool:
         """``delivered`` exactly once: True the first time, False for a repeated acknowledgement.
         ``receipt`` is stored with the first one, in the same transaction."""
-        return self.submit_ack(delivery_id, ack_sha256, receipt).result()
+        return self.store.ack(delivery_id, self.clock(), ack_sha256, receipt)
 
-    def submit_ack(
+    async def submit_ack(
         self, delivery_id: int, ack_sha256: str | None = None, receipt: IssuedReceipt | None = None
-    ) -> Future[bool]:
-        """``ack``, resolved once it is committed (for callers on an event loop)."""
-        return self.store.submit_ack(delivery_id, self.clock(), ack_sha256, receipt)
+    ) -> bool:
+        """``ack``, on an event loop."""
+        return await self.store.submit_ack(delivery_id, self.clock(), ack_sha256, receipt)
 
     def backoff(self, attempts: int) -> float:
         """Delay before the next attempt after ``attempts`` failures: doubling, capped, with jitter.

@@ -22,11 +22,11 @@ and are called from threads.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import uuid
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -159,32 +159,26 @@ class Router:
             package,
         )
 
-    def persist(self, admission: Admission) -> Future[list[int]]:
-        """Hand the admitted package to the group commit; the future resolves once it is durable.
-        Blocks only for a package the store makes durable apart (``Incoming.size`` above
-        ``blobs.INLINE_MAX``: its file is fsync'd first).
-        The recipients' listeners are told from the committer as soon as it is durable, even if
-        nobody waits for the acknowledgement any more."""
-        stored = self.queue.submit(admission.message, admission.package)
-        recipients = admission.message.recipients
-
-        def tell(done: Future[list[int]]) -> None:
-            if done.exception() is None:
-                self.on_queued(recipients)
-
-        stored.add_done_callback(tell)
-        return stored
-
-    def accepted(self, admission: Admission, stored: Future[list[int]]) -> Acceptance:
-        """The acknowledgement, once ``stored`` is done. A duplicate that only the transaction
-        caught (two identical submissions at once) gets the original's acceptance."""
+    async def persist(self, admission: Admission) -> Acceptance:
+        """Store the admitted package durably and return its acknowledgement. A duplicate that only
+        the transaction caught (two identical submissions at once) gets the original's acceptance.
+        The store runs to the end even if the caller is cancelled, and the recipients' listeners
+        are told as soon as it is durable, whether anyone still waits or not."""
         message = admission.message
+        storing = asyncio.ensure_future(self.queue.submit(message, admission.package))
+
+        def tell(done: asyncio.Future[list[int]]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                self.on_queued(message.recipients)
+
+        storing.add_done_callback(tell)
         try:
-            stored.result()
+            await asyncio.shield(storing)
         except StoreError as error:
             if error.code != "store.duplicate":
                 raise
-            return self._acceptance(self.store.message(error.fields["message_id"]))
+            original = error.fields["message_id"]
+            return await asyncio.to_thread(lambda: self._acceptance(self.store.message(original)))
         for organ_id in message.recipients:
             counted_at, waiting = self._backlog.get(organ_id, (-BACKLOG_FRESH, 0))
             self._backlog[organ_id] = (counted_at, waiting + 1)
@@ -303,33 +297,32 @@ class Router:
     def delivered(self, delivery: Delivery, acknowledgement: bytes = b"", message: Message | None = None) -> bool:
         """The recipient has the package: ``delivered`` once, and in the same transaction the signed
         receipt for the sender (signed beforehand, dropped if the delivery was acknowledged already).
-        ``message`` (the delivery's) saves reading it again when the caller has it."""
-        return self.acknowledge(delivery, acknowledgement, message).result()
+        ``message`` (the delivery's) saves reading it again when the caller has it. From a thread;
+        ``acknowledge`` on an event loop."""
+        receipt = self._delivered_receipt(delivery, acknowledgement, message)
+        first = self.queue.ack(delivery.id, hashlib.sha256(acknowledgement).hexdigest(), receipt)
+        if first and receipt is not None:
+            self.on_queued(receipt.forward.recipients)
+        return first
 
-    def acknowledge(
-        self,
-        delivery: Delivery,
-        acknowledgement: bytes = b"",
-        message: Message | None = None,
-        signed: receipts.Signed | None = None,
-    ) -> Future[bool]:
-        """``delivered`` without waiting: resolves (True the first time) once it is committed. Does not
-        block when ``message`` is given: the push dispatcher calls it on its event loop, with the
-        receipt ``signed`` already by the push process."""
-        ack_sha256 = hashlib.sha256(acknowledgement).hexdigest()
+    async def acknowledge(
+        self, delivery: Delivery, acknowledgement: bytes, message: Message | None, signed: receipts.Signed | None = None
+    ) -> bool:
+        """``delivered``, on an event loop (the push dispatcher), with the receipt ``signed`` already
+        by the push process: True the first time, once it is committed. Reads nothing when
+        ``message`` is given."""
+        receipt = self._delivered_receipt(delivery, acknowledgement, message, signed)
+        first = await self.queue.submit_ack(delivery.id, hashlib.sha256(acknowledgement).hexdigest(), receipt)
+        if first and receipt is not None:
+            self.on_queued(receipt.forward.recipients)
+        return first
+
+    def _delivered_receipt(
+        self, delivery: Delivery, acknowledgement: bytes, message: Message | None, signed: receipts.Signed | None = None
+    ) -> IssuedReceipt | None:
         message = message or self.store.message(delivery.message_id)
-        outcome = replace(delivery, state="delivered", ack_sha256=ack_sha256)
-        receipt = self._receipt(message, outcome, signed) if message is not None else None
-        stored = self.queue.submit_ack(delivery.id, ack_sha256, receipt)
-        if receipt is not None:
-            sender = receipt.forward.recipients
-
-            def tell(done: Future[bool]) -> None:
-                if done.exception() is None and done.result():
-                    self.on_queued(sender)
-
-            stored.add_done_callback(tell)
-        return stored
+        outcome = replace(delivery, state="delivered", ack_sha256=hashlib.sha256(acknowledgement).hexdigest())
+        return self._receipt(message, outcome, signed) if message is not None else None
 
     def attempt_failed(self, delivery: Delivery, error: str) -> str:
         """A push attempt failed: retry later, or (past the TTL) a dead letter with a ``failed`` receipt."""

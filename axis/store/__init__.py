@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
 from typing import Any, Protocol
 
 from axis.config import Config
@@ -132,17 +131,17 @@ class Outbox(Protocol):
         checked on every read (``store.blob_corrupt``)."""
         ...
 
-    def submit(self, message: NewMessage, now: float, expires_at: float) -> Future[list[int]]:
+    async def submit(self, message: NewMessage, now: float, expires_at: float) -> list[int]:
         """Store the message, one ``queued`` delivery per recipient, its ``accepted`` receipt, the
-        latest status it records and its events in one durable transaction; resolves to the
-        delivery ids. The same package again (same sender, DocumentId, and SHA-256 or signed digest)
+        latest status it records and its events in one durable transaction; returns the delivery
+        ids once that is durable (it commits even if the caller is cancelled meanwhile). The same package again (same sender, DocumentId, and SHA-256 or signed digest)
         is ``store.duplicate``; other bytes under a DocumentId the sender used are
         ``message.conflict`` unless the message is a revision. Checked inside the transaction, so two
         concurrent submissions cannot both pass."""
         ...
 
     def enqueue(self, message: NewMessage, now: float, expires_at: float) -> list[int]:
-        """``submit``, waiting until it is durable."""
+        """``submit``, for a caller in a thread (the CLI, tests): blocks until it is durable."""
         ...
 
     def message(self, message_id: str) -> Message | None: ...
@@ -175,10 +174,10 @@ class Outbox(Protocol):
         priority first then age; a leased delivery is not leased again before it returns."""
         ...
 
-    def submit_lease(
+    async def submit_lease(
         self, recipients: Sequence[str], now: float, deadline: float, limit: int, leased_by: int
-    ) -> Future[list[Delivery]]:
-        """``lease`` without waiting for the commit (for callers on an event loop)."""
+    ) -> list[Delivery]:
+        """``lease``, for a caller on an event loop."""
         ...
 
     def ack(
@@ -189,10 +188,10 @@ class Outbox(Protocol):
         first acknowledgement only, in the same transaction."""
         ...
 
-    def submit_ack(
+    async def submit_ack(
         self, delivery_id: int, now: float, ack_sha256: str | None = None, receipt: IssuedReceipt | None = None
-    ) -> Future[bool]:
-        """``ack`` without waiting for the commit."""
+    ) -> bool:
+        """``ack``, for a caller on an event loop."""
         ...
 
     def fail(self, delivery_id: int, now: float, retry_at: float, error: str) -> str:

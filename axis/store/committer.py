@@ -14,6 +14,7 @@ serialises writers across nodes), savepoints, and how its errors become the stor
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import queue
 import sqlite3
@@ -52,6 +53,12 @@ def connect(path: Path, *, readonly: bool = False) -> Connection:
     if readonly:
         connection.execute("PRAGMA query_only=ON")
     return connection
+
+
+async def durable(future: Future[T]) -> T:
+    """Wait on the event loop for an operation handed to a committer. Cancelling the waiter (a
+    client went away) does not cancel the operation: it commits, and its outcome is retrieved."""
+    return await asyncio.shield(asyncio.wrap_future(future))
 
 
 class Writer(Protocol):

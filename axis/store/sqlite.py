@@ -18,7 +18,6 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,7 +28,7 @@ from axis.errors import RoutingRefused, StoreError
 from axis.store import events as chain
 from axis.store import schema
 from axis.store.blobs import BlobStore
-from axis.store.committer import Connection, GroupCommitter, SQLiteWriter, connect
+from axis.store.committer import Connection, GroupCommitter, SQLiteWriter, connect, durable
 from axis.store.model import (
     Agency,
     CertificateRecord,
@@ -427,10 +426,13 @@ class SQLiteStore:
     # ------------------------------------------------------------ messages and deliveries
 
     def enqueue(self, message: NewMessage, now: float, expires_at: float) -> list[int]:
-        """``submit``, waiting until it is durable."""
-        return self.submit(message, now, expires_at).result()
+        """``submit``, from a thread."""
+        return self.committer.run(self._submitting(message, now, expires_at))
 
-    def submit(self, message: NewMessage, now: float, expires_at: float) -> Future[list[int]]:
+    async def submit(self, message: NewMessage, now: float, expires_at: float) -> list[int]:
+        return await durable(self.committer.submit(self._submitting(message, now, expires_at)))
+
+    def _submitting(self, message: NewMessage, now: float, expires_at: float) -> Callable[[sqlite3.Connection], list[int]]:
         """The message row, one queued delivery per recipient, the ``accepted`` receipt and the event,
         in one transaction; returns the delivery ids.
 
@@ -445,7 +447,7 @@ class SQLiteStore:
                 self._check_new(c, message)
             return self._insert_message(c, message, now, expires_at)
 
-        return self.committer.submit(operation)
+        return operation
 
     def _insert_message(self, c: sqlite3.Connection, message: NewMessage, now: float, expires_at: float) -> list[int]:
         c.execute(
@@ -587,13 +589,16 @@ class SQLiteStore:
         self, recipients: Sequence[str], now: float, deadline: float, limit: int, leased_by: int
     ) -> list[Delivery]:
         """Claim up to ``limit`` due, queued deliveries of these agencies, priority first then age."""
-        return self.submit_lease(recipients, now, deadline, limit, leased_by).result()
+        return self.committer.run(self._leasing(recipients, now, deadline, limit, leased_by))
 
-    def submit_lease(
+    async def submit_lease(
         self, recipients: Sequence[str], now: float, deadline: float, limit: int, leased_by: int
-    ) -> Future[list[Delivery]]:
-        """``lease`` without waiting for the commit: for callers on an event loop."""
+    ) -> list[Delivery]:
+        return await durable(self.committer.submit(self._leasing(recipients, now, deadline, limit, leased_by)))
 
+    def _leasing(
+        self, recipients: Sequence[str], now: float, deadline: float, limit: int, leased_by: int
+    ) -> Callable[[sqlite3.Connection], list[Delivery]]:
         def operation(c: sqlite3.Connection) -> list[Delivery]:
             candidates: list[sqlite3.Row] = []
             for recipient in recipients:
@@ -627,7 +632,7 @@ class SQLiteStore:
                 )
             return leased
 
-        return self.committer.submit(operation)
+        return operation
 
     def _current(self, c: sqlite3.Connection, delivery_id: int) -> sqlite3.Row:
         row = c.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
@@ -641,13 +646,16 @@ class SQLiteStore:
         """Mark delivered; True the first time, False when it already was (acks are idempotent).
         With ``receipt``, the ``delivered`` receipt and its copy for the sender are stored in the same
         transaction, and only by the first ack: one commit per delivery, not two."""
-        return self.submit_ack(delivery_id, now, ack_sha256, receipt).result()
+        return self.committer.run(self._acknowledging(delivery_id, now, ack_sha256, receipt))
 
-    def submit_ack(
+    async def submit_ack(
         self, delivery_id: int, now: float, ack_sha256: str | None = None, receipt: IssuedReceipt | None = None
-    ) -> Future[bool]:
-        """``ack`` without waiting for the commit: for callers on an event loop."""
+    ) -> bool:
+        return await durable(self.committer.submit(self._acknowledging(delivery_id, now, ack_sha256, receipt)))
 
+    def _acknowledging(
+        self, delivery_id: int, now: float, ack_sha256: str | None, receipt: IssuedReceipt | None
+    ) -> Callable[[sqlite3.Connection], bool]:
         def operation(c: sqlite3.Connection) -> bool:
             updated = c.execute(
                 "UPDATE deliveries SET state = 'delivered', delivered_at = ?, ack_sha256 = ?, lease_deadline = NULL"
@@ -666,7 +674,7 @@ class SQLiteStore:
                 self._store_receipt(c, receipt, now)
             return True
 
-        return self.committer.submit(operation)
+        return operation
 
     def fail(self, delivery_id: int, now: float, retry_at: float, error: str) -> str:
         """A leased attempt failed: back to ``queued`` due at ``retry_at``, or ``expired`` past the TTL."""

@@ -23,6 +23,7 @@ A rule believed wrong in the code today is written as it should be and marked
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
@@ -474,8 +475,7 @@ def test_enqueue_makes_one_queued_delivery_per_recipient(store: Store) -> None:
 
 def test_a_stored_message_reads_back_with_its_bytes(store: Store) -> None:
     message = document(priority=1, due_date="2026/12/01")
-    submitted = store.submit(message, T0, T0 + TTL)
-    assert len(submitted.result()) == 1
+    assert len(asyncio.run(store.submit(message, T0, T0 + TTL))) == 1  # the coroutine, on an event loop
     assert store.message(message.id) == Message(
         message.id, "document", SENDER, message.document_id, message.sha256, message.size, 1, AT,
         message.signed_digest, "2026/12/01",
@@ -585,7 +585,7 @@ def test_lease_claims_due_deliveries_priority_first_then_oldest(store: Store) ->
 
 def test_a_leased_delivery_is_not_leased_again(store: Store) -> None:
     delivery = enqueued(store)[0]
-    first = store.submit_lease([RECIPIENT], T0, T0 + 30, 10, leased_by=1).result()
+    first = asyncio.run(store.submit_lease([RECIPIENT], T0, T0 + 30, 10, leased_by=1))
     assert [d.id for d in first] == [delivery]
     assert store.lease([RECIPIENT], T0 + 29, T0 + 59, 10, leased_by=2) == []
     assert store.delivery(delivery).leased_by == 1  # type: ignore[union-attr]
@@ -624,7 +624,7 @@ def test_ack_delivers_once_and_a_repeated_ack_changes_nothing(store: Store) -> N
     assert done is not None
     assert (done.state, done.delivered_at, done.ack_sha256, done.lease_deadline) == ("delivered", T0 + 1, "ee" * 32, None)
     again: list[bool] = []
-    assert appended(store, lambda: again.append(store.submit_ack(delivery, T0 + 2, "ff" * 32).result())) == []
+    assert appended(store, lambda: again.append(asyncio.run(store.submit_ack(delivery, T0 + 2, "ff" * 32)))) == []
     assert again == [False]
     assert store.ack(delivery, T0 + 3) is False
     assert store.delivery(delivery) == done
@@ -1146,4 +1146,4 @@ def test_a_closed_store_refuses_writes_with_store_closed(open_store: Opener) -> 
     with refused("store.closed"):
         store.add_agency(agency(RECIPIENT))
     with refused("store.closed"):
-        store.submit(document(), T0, T0 + TTL)
+        asyncio.run(store.submit(document(), T0, T0 + TTL))
