@@ -111,8 +111,8 @@ class StoreSettings:
     """``[store]``: where the axis keeps everything."""
 
     url: str = ""
-    """``postgresql://...``: a PostgreSQL database several axis nodes share; "" = SQLite in
-    ``[axis] data`` (one node)."""
+    """``postgresql://...``: a PostgreSQL database several axis nodes share; "" = the store of one
+    node in ``[axis] data`` (axis/store/: the store decides its engine)."""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ log that does not flood when the system runs out of resources anyway.
 
 Every connection holds a file descriptor, and so do the database, the blobs being read, the
 verification workers' pipes and the push process's sockets. Past the process's descriptor limit
-``accept()`` fails, SQLite cannot open its file and requests end in 500s. So the listener takes
+``accept()`` fails, the store cannot open a file and requests end in 500s. So the listener takes
 at most ``cap`` connections, ``cap`` being below the limit by a reserve for everything else; a
 connection beyond it is answered ``503 request.overloaded`` at once and closed. Idle and
 slowly-sent connections are closed by aiohttp's keep-alive timeout (``[server] idle_timeout``),

@@ -140,8 +140,8 @@ class Axis:
             self.dispatcher.wake(names)
 
     def recover(self) -> None:
-        """Leases this node left when it stopped or crashed return now (on SQLite, one node per
-        store, that is every lease); another node's only when their deadline has passed."""
+        """Leases this node left when it stopped or crashed return now (for a store of one node,
+        every lease); another node's only when their deadline has passed."""
         now = self.queue.clock()
         released = self.store.release_own_leases(now) + self.store.release_stale_leases(now)
         issued = self.router.issue_missing_receipts()

@@ -1,8 +1,15 @@
-"""Persistence behind a Protocol: SQLite now, PostgreSQL later, the router unchanged.
+"""Persistence behind a Protocol, split by concern: the registry, the outbox (messages and their
+deliveries), the audit log, and the adapters' state.
 
-``Store`` lists what the layers above may ask of persistence; ``SQLiteStore`` is the
-implementation (WAL, synchronous=FULL, group commit, content-addressed blobs, hash-chained
-events).
+``open_store(config)`` is the one constructor: ``SQLiteStore`` (one node: WAL, synchronous=FULL,
+group commit, packages inline or as content-addressed blob files) or, with ``[store] url``,
+``PostgresStore`` (several nodes on one database: the same statements, group commit under one
+advisory lock, package bytes in the database, NOTIFY to wake the other nodes). Both keep the
+hash-chained event log. tests/store/test_contract.py holds both to every rule written here.
+
+Threads and loops: the methods block and are safe from any thread (callers on an event loop use
+``asyncio.to_thread``), except the write path's coroutines ``submit``, ``submit_lease`` and
+``submit_ack``, which wait for the group commit on the caller's loop without holding a thread.
 """
 
 from __future__ import annotations
