@@ -15,7 +15,7 @@ import errno
 import shutil
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 from axis import config, receipts
@@ -195,3 +195,28 @@ async def refuse(axis: Node, endpoint: Endpoint, message_id: str, agencies: set[
             refused.append(delivery.recipient)
     axis.metrics.count("axis_deliveries_total", "Delivery outcomes.", len(refused), outcome="refused")
     return refused
+
+
+async def requeue(axis: Node, delivery_id: int, by: str) -> Delivery:
+    """An administrator's second chance for a dead letter: ``queued`` again with a fresh TTL
+    (``store.invalid_transition`` unless it had expired), the recipient's listeners woken."""
+    await asyncio.to_thread(axis.router.queue.requeue, delivery_id, by)
+    delivery = await asyncio.to_thread(axis.store.delivery, delivery_id)
+    assert delivery is not None
+    axis.router.on_queued((delivery.recipient,))
+    return delivery
+
+
+PERIODS = {"day": 10, "month": 7, "all": 0}
+"""How ``stats`` groups: by the first characters of the ISO acceptance time (0: not at all)."""
+
+
+async def stats(axis: Node, start: date, end: date, period: str) -> list[dict[str, Any]]:
+    """Per agency and ``period`` (``day``, ``month``, ``all``) from ``start`` to ``end``
+    (exclusive): documents sent, received, delivered, failed, pending, and overdue (past their
+    DueDate today and not finished)."""
+    if period not in PERIODS:
+        raise RequestRefused("request.invalid", f"period must be one of {', '.join(PERIODS)}, not {period!r}")
+    today = datetime.now(UTC).strftime("%Y/%m/%d")
+    return await asyncio.to_thread(axis.store.stats, start.isoformat(), end.isoformat(), PERIODS[period], today)
+

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from axis import keystore
+from axis import exchange, keystore
 from axis.errors import RequestRefused
 from axis.server.http import delivery_json, json_response, node, principal, read_body, read_json, require
 
@@ -173,11 +173,7 @@ async def requeue(request: web.Request) -> web.Response:
         delivery_id = int(request.match_info["delivery_id"])
     except ValueError:
         raise RequestRefused("request.invalid", "a delivery id is a whole number") from None
-    axis = node(request)
-    await asyncio.to_thread(axis.queue.requeue, delivery_id, principal(request).name)
-    delivery = await asyncio.to_thread(axis.store.delivery, delivery_id)
-    assert delivery is not None
-    axis.queued((delivery.recipient,))
+    delivery = await exchange.requeue(node(request), delivery_id, principal(request).name)
     return json_response(delivery_json(delivery))
 
 

@@ -424,12 +424,7 @@ async def stats(request: web.Request) -> web.Response:
 
     start, end = day("from", today - timedelta(days=30)), day("to", today + timedelta(days=1))
     period = request.query.get("period", "all")
-    widths = {"day": 10, "month": 7, "all": 0}
-    if period not in widths:
-        raise RequestRefused("request.invalid", "period must be day, month or all")
-    rows = await asyncio.to_thread(
-        axis.store.stats, start.isoformat(), end.isoformat(), widths[period], today.strftime("%Y/%m/%d")
-    )
+    rows = await exchange.stats(axis, start, end, period)
     return json_response({"from": start.isoformat(), "to": end.isoformat(), "period": period, "items": rows})
 
 
