@@ -12,13 +12,14 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from axis import config, edxml, keystore, pki, signing
+from axis import checkpoints, config, edxml, keystore, pki, signing, witness
 from axis.errors import AxisError, KeyStoreError
 from axis.registry import Registry
 from axis.store import Agency, open_store
@@ -736,16 +737,78 @@ def audit() -> None:
 
 
 @audit.command("verify")
+@click.option(
+    "--checkpoints", "kept_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A witness's kept checkpoints (axis audit pull --keep): each must be the log's own.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
-def audit_verify(ctx: click.Context) -> None:
-    """Recompute the whole hash chain of events; exit 1 naming the first event that does not fit."""
+def audit_verify(ctx: click.Context, kept_dir: Path | None, as_json: bool) -> None:
+    """Check the audit log: the hash chain, every signed checkpoint against the events it covers,
+    and (with --checkpoints) the copies a witness kept. Exit 1 naming every fault found."""
     settings = config.load(ctx.find_root().obj)
+    certificates = keystore.read_certificates(keystore.KeyStore(settings.keys).axis_certificate)
+    try:
+        kept = checkpoints.read_kept(kept_dir) if kept_dir else {}
+    except (OSError, ValueError) as error:
+        raise click.UsageError(f"{kept_dir}: {error}") from None
     store = open_store(settings)
     try:
-        report = store.verify_chain()
+        report = checkpoints.verify_log(store.events(), certificates, kept)
     finally:
         store.close()
-    click.echo(f"{report.events} events, chain intact; head {report.head}")
+    if as_json:
+        click.echo(json.dumps({"valid": report.valid, **asdict(report)}, indent=2))
+    else:
+        covered = f"{report.covered} of them covered by {report.checkpoints} signed checkpoints"
+        click.echo(f"{report.events} events, {covered}; head {report.head}")
+        if kept_dir:
+            click.echo(f"{report.kept} checkpoints kept by a witness compared")
+        for fault in report.faults:
+            click.echo(f"FAULT {fault['code']}: {fault['message']}")
+        click.echo("chain and checkpoints intact" if report.valid else "the audit log does not hold")
+    sys.exit(0 if report.valid else 1)
+
+
+@audit.command("checkpoint")
+@click.pass_context
+def audit_checkpoint(ctx: click.Context) -> None:
+    """Sign a checkpoint of the audit log now (the axis key; AXIS_KEY_PASSPHRASE if it has one)."""
+    settings = config.load(ctx.find_root().obj)
+    key, certificate = keystore.KeyStore(settings.keys).axis_signer()
+    store = open_store(settings)
+    try:
+        made = checkpoints.checkpoint(store, key, certificate, datetime.now(UTC), force=True)
+    finally:
+        store.close()
+    if made is None:
+        click.echo("the audit log is empty: nothing to cover")
+        return
+    c = made.checkpoint
+    click.echo(f"checkpoint {c.number}: events {c.first}..{c.last}, root {c.root}, digest {c.digest()}")
+
+
+@audit.command("pull")
+@click.argument("url")
+@click.option("--keep", "keep_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where this witness keeps its copies (created if missing).")
+@click.option("--axis-cert", "axis_cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The axis's certificate (PEM) to check signatures with [default: the one kept in DIR,"
+                   " else the axis's own, fetched once and kept].")
+def audit_pull(url: str, keep_dir: Path, axis_cert: Path | None) -> None:
+    """Copy the axis's new signed checkpoints into DIR, as a witness: each must be signed by the
+    axis certificate and follow the one kept before it; a checkpoint that differs from a copy
+    kept earlier is a rewritten log (exit 1). The token comes from $AXIS_TOKEN."""
+    token = os.environ.get("AXIS_TOKEN", "")
+    if not token:
+        raise click.UsageError("set AXIS_TOKEN to an endpoint, auditor or admin token of the axis")
+    keep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        outcome = witness.pull(url.rstrip("/"), token, keep_dir, axis_cert)
+    except witness.PullError as error:
+        click.echo(f"FAULT {error.code}: {error}", err=True)
+        sys.exit(1)
+    click.echo(f"{outcome.added} new checkpoints kept in {keep_dir}; latest {outcome.latest or 'none'}")
 
 
 @cli.command("serve")
@@ -898,7 +961,6 @@ def inbox_command(
     agency: str | None, wait: float, limit: int | None, as_json: bool,
 ) -> None:
     """List what waits for the endpoint's agencies (documents, statuses, receipts)."""
-    from dataclasses import asdict
 
     with _client(url, token, trust, key_path, cert_path) as client:
         entries = client.inbox(agency, wait=wait, limit=limit)

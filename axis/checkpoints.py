@@ -35,11 +35,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from axis import merkle, pki
-from axis.store.events import GENESIS, Event, chain_hash
+from axis.store import AuditLog
+from axis.store.events import CHECKPOINT, GENESIS, Event, chain_hash
 
-KIND = "audit.checkpoint"
-"""The event kind a checkpoint is appended under (its subject: ``checkpoint``)."""
-SUBJECT = "checkpoint"
 FORMAT = "axis-checkpoint/1"
 
 
@@ -172,6 +170,26 @@ def make(
     return sign(body, key)
 
 
+def checkpoint(
+    store: AuditLog, key: pki.PrivateKey, certificate: x509.Certificate, at: datetime, *, force: bool = False
+) -> Signed | None:
+    """Make the next checkpoint of ``store``'s log and append it; None when nothing was logged
+    since the latest but that checkpoint itself (``force``: make one all the same, if anything
+    at all is uncovered). ``store.conflict`` when another node appended one meanwhile."""
+    found = store.latest_checkpoint()
+    latest = Signed.of(json.loads(found.content)) if found else None
+    first = latest.checkpoint.last + 1 if latest else 1
+    made = make(store.events(first), latest, key, certificate, at, latest_seq=found.seq if found else 0, force=force)
+    if made is not None:
+        store.add_checkpoint(made.checkpoint.number, first - 1, at.isoformat(), made.as_json())
+    return made
+
+
+def published(store: AuditLog, after: int = 0, limit: int = 1000) -> list[Signed]:
+    """The signed checkpoints numbered above ``after``, oldest first."""
+    return [Signed.of(json.loads(e.content)) for e in store.checkpoints(after, limit)]
+
+
 # ---------------------------------------------------------------- checking a whole log
 
 
@@ -233,7 +251,7 @@ def verify_log(
         previous_hash, expected_seq = event.hash, event.seq + 1
         report.events, report.head = report.events + 1, event.hash
         content = json.loads(event.content)
-        if content.get("kind") == KIND:
+        if content.get("kind") == CHECKPOINT:
             try:
                 signed = Signed.of(content)
             except ValueError as error:

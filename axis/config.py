@@ -107,6 +107,15 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Audit:
+    """``[audit]``: the signed checkpoints of the audit log (docs/auditors.md)."""
+
+    checkpoint_interval: float = 60.0
+    """Seconds between checkpoints, made when events were logged since the last one; 0 = only on
+    demand (``POST /v1/audit/checkpoints``, ``axis audit checkpoint``)."""
+
+
+@dataclass(frozen=True)
 class StoreSettings:
     """``[store]``: where the axis keeps everything."""
 
@@ -126,6 +135,7 @@ class Config:
     delivery: Delivery = field(default_factory=Delivery)
     vxp: Vxp = field(default_factory=Vxp)
     store: StoreSettings = field(default_factory=StoreSettings)
+    audit: Audit = field(default_factory=Audit)
 
     @property
     def trust(self) -> Path:
@@ -219,6 +229,7 @@ def load(explicit: Path | None = None) -> Config:
         delivery=_delivery(path, _section(Delivery, document.get("delivery", {}), base, path, "delivery")),
         vxp=_section(Vxp, document.get("vxp", {}), base, path, "vxp"),
         store=_section(StoreSettings, document.get("store", {}), base, path, "store"),
+        audit=_section(Audit, document.get("audit", {}), base, path, "audit"),
     )
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
-from axis import config, receipts
+from axis import checkpoints, config, receipts
 from axis.checking import Checked
 from axis.errors import RequestRefused, RoutingRefused, StoreError
 from axis.router import Admission, Router
@@ -219,4 +219,18 @@ async def stats(axis: Node, start: date, end: date, period: str) -> list[dict[st
         raise RequestRefused("request.invalid", f"period must be one of {', '.join(PERIODS)}, not {period!r}")
     today = datetime.now(UTC).strftime("%Y/%m/%d")
     return await asyncio.to_thread(axis.store.stats, start.isoformat(), end.isoformat(), PERIODS[period], today)
+
+
+async def checkpoint(axis: Node, force: bool = False) -> checkpoints.Signed | None:
+    """The next signed checkpoint of the audit log, appended to it (None: nothing new to cover;
+    ``force``: cover even a lone previous checkpoint). ``store.conflict`` if another node made one
+    meanwhile."""
+    at = datetime.now(UTC)
+    router = axis.router
+    return await asyncio.to_thread(checkpoints.checkpoint, axis.store, router.key, router.certificate, at, force=force)
+
+
+async def published_checkpoints(axis: Node, after: int, limit: int) -> list[checkpoints.Signed]:
+    """What witnesses copy: the signed checkpoints numbered above ``after``, oldest first."""
+    return await asyncio.to_thread(checkpoints.published, axis.store, after, limit)
 

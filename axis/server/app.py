@@ -428,6 +428,29 @@ async def stats(request: web.Request) -> web.Response:
     return json_response({"from": start.isoformat(), "to": end.isoformat(), "period": period, "items": rows})
 
 
+# ---------------------------------------------------------------- audit checkpoints
+
+
+@require("endpoint", "admin", "auditor")
+async def list_checkpoints(request: web.Request) -> web.Response:
+    """The signed checkpoints of the audit log, for witnesses to keep: any registered party may
+    copy them (they say how many events the axis logged, nothing about any message)."""
+    try:
+        after = max(0, int(request.query.get("after", "0")))
+        limit = min(1000, max(1, int(request.query.get("limit", "1000"))))
+    except ValueError:
+        raise RequestRefused("request.invalid", "after and limit must be whole numbers") from None
+    found = await exchange.published_checkpoints(node(request), after, limit)
+    return json_response({"items": [c.as_json() for c in found]})
+
+
+@require("admin", "auditor")
+async def make_checkpoint(request: web.Request) -> web.Response:
+    """A checkpoint now, covering everything logged so far (an auditor about to export or pull)."""
+    made = await exchange.checkpoint(node(request), force=True)
+    return json_response({"checkpoint": made.as_json() if made else None}, 201 if made else 200)
+
+
 @web.middleware
 async def _in_flight(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count the requests being answered: SIGTERM lets them finish (``Running.stop``)."""
@@ -456,6 +479,8 @@ def build_app(axis: Axis, extensions: Sequence[Extension] = ()) -> web.Applicati
     app.router.add_get("/v1/messages/{message_id}/trail", trail)
     app.router.add_get("/v1/axis/certificate", certificate)
     app.router.add_get("/v1/stats", stats)
+    app.router.add_get("/v1/audit/checkpoints", list_checkpoints)
+    app.router.add_post("/v1/audit/checkpoints", make_checkpoint)
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

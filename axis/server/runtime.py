@@ -26,8 +26,9 @@ from typing import Any
 
 from aiohttp import web
 
-from axis import config, keystore, pki
+from axis import config, exchange, keystore, pki
 from axis.delivery import Dispatcher
+from axis.errors import StoreError
 from axis.queue import Queue, QueuePolicy
 from axis.registry import Registry
 from axis.router import Router
@@ -166,6 +167,20 @@ class Axis:
             if released:
                 self.metrics.count("axis_leases_released_total", "Leases that outlived their deadline.", len(released))
 
+    async def checkpointing(self) -> None:
+        """A signed checkpoint of the audit log every ``[audit] checkpoint_interval`` seconds when
+        something was logged (on several nodes, whichever gets there first makes it)."""
+        interval = self.settings.audit.checkpoint_interval
+        while interval > 0:
+            await asyncio.sleep(interval)
+            try:
+                await exchange.checkpoint(self)
+            except StoreError as error:
+                if error.code != "store.conflict":  # another node's came first: nothing to do
+                    log.warning("no checkpoint of the audit log this time: %s", error)
+            except Exception:
+                log.exception("making a checkpoint of the audit log failed")
+
     def listen(self) -> None:
         """On a shared store, wake this node's long-polls and dispatcher when another node queues
         something (the store's notifications)."""
@@ -268,6 +283,7 @@ async def start(
     background = [
         asyncio.create_task(axis.dispatcher.run(), name="dispatcher"),
         asyncio.create_task(axis.housekeeping(), name="housekeeping"),
+        asyncio.create_task(axis.checkpointing(), name="checkpoints"),
     ]
     url = f"{'https' if context else 'http'}://{address[0]}:{address[1]}"
     return Running(axis, url, runner, pusher, background)

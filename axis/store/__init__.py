@@ -279,8 +279,21 @@ class AuditLog(Protocol):
         """Every event about a message and its deliveries, in chain order, with its place in it."""
         ...
 
-    def events(self) -> Iterator[Event]:
-        """The whole log, in order."""
+    def events(self, first: int = 1) -> Iterator[Event]:
+        """The log from event ``first`` on, in order, read as it is consumed (bounded memory)."""
+        ...
+
+    def checkpoints(self, after: int = 0, limit: int = 1000) -> list[Event]:
+        """The events holding signed checkpoints numbered above ``after``, oldest first, at most
+        ``limit`` (axis/checkpoints.py reads them)."""
+        ...
+
+    def latest_checkpoint(self) -> Event | None: ...
+    def add_checkpoint(self, number: int, after: int, at: str, details: dict[str, Any]) -> int:
+        """Append checkpoint ``number`` (``details``: the signed checkpoint) as an event of kind
+        ``audit.checkpoint``, provided the latest checkpoint in the log still ends at event
+        ``after`` (0: none yet), else ``store.conflict`` (another node made one meanwhile);
+        returns the new event's number."""
         ...
 
     def verify_chain(self) -> ChainReport:

@@ -17,6 +17,18 @@ from typing import Any
 from axis.errors import StoreError
 
 GENESIS = "0" * 64
+CHECKPOINT = "audit.checkpoint"
+"""The kind of the events that hold signed checkpoints (axis/checkpoints.py)."""
+
+
+def checkpoint_subject(number: int) -> str:
+    """A checkpoint event's subject: ordered as its number, so that a range of the subject index
+    finds checkpoints after a given one."""
+    return f"checkpoint/{number:012d}"
+
+
+CHECKPOINTS_END = "checkpoint/~"
+"""Above every checkpoint subject."""
 
 
 def canonical(content: Mapping[str, Any]) -> str:

@@ -292,7 +292,15 @@ class PostgresStore(SQLiteStore):
     def _inline_package(self, digest: str) -> bytes | None:
         return self.blobs.get(digest)
 
-    def events(self) -> Iterator[chain.Event]:
-        for row in self._rows("SELECT seq, content, previous, hash FROM events ORDER BY seq"):
-            yield chain.Event(row[0], row[1], row[2], row[3])
+    def events(self, first: int = 1) -> Iterator[chain.Event]:
+        """A page of 10 000 at a time: a long log is read in bounded memory."""
+        while True:
+            rows = self._rows(
+                "SELECT seq, content, previous, hash FROM events WHERE seq >= ? ORDER BY seq LIMIT 10000", (first,)
+            )
+            for row in rows:
+                yield chain.Event(row[0], row[1], row[2], row[3])
+            if len(rows) < 10000:
+                return
+            first = rows[-1][0] + 1
 

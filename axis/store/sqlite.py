@@ -951,9 +951,44 @@ class SQLiteStore:
             (matching[-1] if matching else row(r[0], ""))["overdue"] = r[1]
         return sorted(table.values(), key=lambda v: (v["agency"], v["period"]))
 
-    def events(self) -> Iterator[chain.Event]:
-        for row in self._reader().execute("SELECT seq, content, previous, hash FROM events ORDER BY seq"):
+    def events(self, first: int = 1) -> Iterator[chain.Event]:
+        for row in self._reader().execute(
+            "SELECT seq, content, previous, hash FROM events WHERE seq >= ? ORDER BY seq", (first,)
+        ):
             yield chain.Event(row[0], row[1], row[2], row[3])
+
+    _CHECKPOINTS = (
+        "SELECT seq, content, previous, hash FROM events"
+        " WHERE json_extract(content, '$.subject') > ? AND json_extract(content, '$.subject') < ?"
+    )
+
+    def checkpoints(self, after: int = 0, limit: int = 1000) -> list[chain.Event]:
+        rows = self._rows(
+            self._CHECKPOINTS + " ORDER BY seq LIMIT ?", (chain.checkpoint_subject(after), chain.CHECKPOINTS_END, limit)
+        )
+        return [chain.Event(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def latest_checkpoint(self) -> chain.Event | None:
+        rows = self._rows(
+            self._CHECKPOINTS + " ORDER BY seq DESC LIMIT 1", (chain.checkpoint_subject(0), chain.CHECKPOINTS_END)
+        )
+        return chain.Event(rows[0][0], rows[0][1], rows[0][2], rows[0][3]) if rows else None
+
+    def add_checkpoint(self, number: int, after: int, at: str, details: dict[str, Any]) -> int:
+        def operation(c: sqlite3.Connection) -> int:
+            latest = c.execute(
+                self._CHECKPOINTS + " ORDER BY seq DESC LIMIT 1", (chain.checkpoint_subject(0), chain.CHECKPOINTS_END)
+            ).fetchone()
+            covered = json.loads(latest[1])["checkpoint"]["last"] if latest else 0
+            if covered != after:
+                raise StoreError(
+                    "store.conflict",
+                    f"a checkpoint covering events up to {covered} was added meanwhile; this one starts after {after}",
+                )
+            append_event(c, chain.CHECKPOINT, chain.checkpoint_subject(number), at, **details)
+            return int(c.execute("SELECT max(seq) FROM events").fetchone()[0])
+
+        return int(self.committer.run(operation))
 
     def verify_chain(self) -> chain.ChainReport:
         return chain.verify_chain(self.events())

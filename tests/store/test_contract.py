@@ -1147,3 +1147,25 @@ def test_a_closed_store_refuses_writes_with_store_closed(open_store: Opener) -> 
         store.add_agency(agency(RECIPIENT))
     with refused("store.closed"):
         asyncio.run(store.submit(document(), T0, T0 + TTL))
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def test_checkpoints_are_events_found_by_number_and_appended_only_after_the_latest(store: Store) -> None:
+    enqueued(store)
+    assert store.latest_checkpoint() is None and store.checkpoints() == []
+    upto = len(list(store.events()))
+    first = store.add_checkpoint(1, 0, AT, {"checkpoint": {"number": 1, "last": upto}, "signature": "x"})
+    assert [e.seq for e in store.events(first)] == [first]  # the log from an event on
+    with refused("store.conflict"):  # another node made checkpoint 1 meanwhile
+        store.add_checkpoint(1, 0, AT, {"checkpoint": {"number": 1, "last": upto}, "signature": "y"})
+    enqueued(store, OTHER)
+    second = store.add_checkpoint(2, upto, LATER, {"checkpoint": {"number": 2, "last": first}, "signature": "z"})
+    assert [e.seq for e in store.checkpoints()] == [first, second]
+    assert [e.seq for e in store.checkpoints(after=1)] == [second]
+    assert store.checkpoints(after=0, limit=1)[0].seq == first
+    latest = store.latest_checkpoint()
+    assert latest is not None and latest.seq == second and json.loads(latest.content)["kind"] == "audit.checkpoint"
+    store.verify_chain()
+

@@ -1,0 +1,133 @@
+"""Signed checkpoints of the audit log, tried as an insider would: on the axis's own database,
+drop the append-only triggers, turn a ``delivery.delivered`` event into ``delivery.expired`` and
+recompute every later hash. The chain alone still verifies; the checkpoints do not, and a
+witness's kept copies catch even an insider who holds the axis key and signs again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import pytest
+from click.testing import CliRunner
+
+from adapters.demo import NGHE_AN
+from axis import checkpoints, keystore, witness
+from axis.server.runtime import start
+from axis.store import open_store
+from axis.store.events import chain_hash
+from cli import cli
+from tests.server.conftest import G22, H41, Client, Network, make_network
+
+
+def audit(network: Network, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["--config", str(network.settings.path), "audit", *args])
+    return result.exit_code, result.output
+
+
+async def _traffic(network: Network, session: aiohttp.ClientSession, keep: Path) -> None:
+    """Two documents delivered, a checkpoint after each, and a witness's copies of both."""
+    sender_token, recipient_token = network.endpoint("vpcp", [G22]), network.endpoint("nghe-an", [H41])
+    axis = await start(network.settings)
+    try:
+        sender, recipient = Client(session, axis.url, sender_token), Client(session, axis.url, recipient_token)
+        auditor = Client(session, axis.url, network.admin_token)
+        for _ in range(2):
+            status, body = await sender.submit(network.sign(network.document(recipients=(NGHE_AN,))))
+            assert status == 202, body
+            status, _, _ = await recipient.request("POST", f"/v1/messages/{body['message_id']}/ack")
+            assert status == 200
+            status, made, _ = await auditor.request("POST", "/v1/audit/checkpoints")
+            assert status == 201 and made["checkpoint"]["checkpoint"]["number"] >= 1
+        status, listed, _ = await recipient.request("GET", "/v1/audit/checkpoints")  # any registered party
+        assert status == 200 and [c["checkpoint"]["number"] for c in listed["items"]] == [1, 2]
+        pulled = await asyncio.to_thread(witness.pull, axis.url, recipient_token, keep)
+        assert pulled.added == 2
+        again = await asyncio.to_thread(witness.pull, axis.url, recipient_token, keep)
+        assert again.added == 0
+    finally:
+        await axis.stop()
+
+
+def _rewrite(database: Path, kind: str, to: str) -> int:
+    """The insider: the first event of ``kind`` says ``to`` instead, and every hash after it is
+    recomputed, so the chain verifies again. Returns the event's number."""
+    db = sqlite3.connect(database)
+    db.execute("DROP TRIGGER events_append_only_update")
+    db.execute("DROP TRIGGER events_append_only_delete")
+    rows = db.execute("SELECT seq, content FROM events ORDER BY seq").fetchall()
+    target = next(seq for seq, content in rows if json.loads(content)["kind"] == kind)
+    previous = db.execute("SELECT hash FROM events WHERE seq = ?", (target - 1,)).fetchone()[0]
+    for seq, content in rows:
+        if seq < target:
+            continue
+        if seq == target:
+            changed = json.loads(content)
+            changed["kind"] = to
+            content = json.dumps(changed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        digest = chain_hash(previous, content)
+        db.execute("UPDATE events SET content = ?, previous = ?, hash = ? WHERE seq = ?", (content, previous, digest, seq))
+        previous = digest
+    db.commit()
+    db.close()
+    return target
+
+
+@pytest.fixture
+def network(tmp_path: Path) -> Network:
+    made = make_network(tmp_path, {"audit": {"checkpoint_interval": 0}})
+    if made.settings.store.url:
+        pytest.skip("the insider edits the SQLite file; the contract suite holds PostgreSQL to the checkpoint rules")
+    return made
+
+
+async def test_an_insider_rewriting_the_log_is_caught_by_the_checkpoints(
+    network: Network, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    keep = tmp_path / "witness"
+    await _traffic(network, session, keep)
+    code, output = audit(network, "verify", "--checkpoints", str(keep))
+    assert code == 0 and "chain and checkpoints intact" in output, output
+
+    target = _rewrite(network.settings.data / "axis.sqlite3", "delivery.delivered", "delivery.expired")
+    store = open_store(network.settings)
+    try:
+        assert store.verify_chain().events > target  # the chain alone is fooled
+    finally:
+        store.close()
+    code, output = audit(network, "verify", "--json")
+    report = json.loads(output)
+    assert code == 1 and not report["valid"]
+    rewritten = [f for f in report["faults"] if f["code"] == "audit.rewritten"]
+    assert len(rewritten) == 1 and rewritten[0]["first"] <= target <= rewritten[0]["last"], report["faults"]
+    assert {f["code"] for f in report["faults"]} <= {"audit.rewritten", "audit.chain_rewritten"}
+
+
+async def test_an_insider_with_the_axis_key_is_caught_by_a_witness(
+    network: Network, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    keep = tmp_path / "witness"
+    await _traffic(network, session, keep)
+    database = network.settings.data / "axis.sqlite3"
+    _rewrite(database, "delivery.delivered", "delivery.expired")
+    # ... and, holding the key, removes every checkpoint and signs new ones over the rewritten log
+    db = sqlite3.connect(database)
+    first = db.execute("SELECT min(seq) FROM events WHERE json_extract(content, '$.kind') = 'audit.checkpoint'").fetchone()[0]
+    db.execute("DELETE FROM events WHERE seq >= ?", (first,))
+    db.commit()
+    db.close()
+    key, certificate = keystore.KeyStore(network.settings.keys).axis_signer()
+    store = open_store(network.settings)
+    try:
+        assert checkpoints.checkpoint(store, key, certificate, datetime.now(UTC), force=True) is not None
+    finally:
+        store.close()
+    code, output = audit(network, "verify")
+    assert code == 0, output  # alone, the forged log holds: only witnesses can tell
+    code, output = audit(network, "verify", "--checkpoints", str(keep), "--json")
+    report = json.loads(output)
+    assert code == 1 and {f["code"] for f in report["faults"]} >= {"audit.witness_mismatch"}, report
