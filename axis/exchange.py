@@ -16,9 +16,10 @@ import shutil
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
-from axis import checkpoints, config, receipts
+from axis import bundles, checkpoints, config, receipts
 from axis.checking import Checked
 from axis.errors import RequestRefused, RoutingRefused, StoreError
 from axis.router import Admission, Router
@@ -234,3 +235,15 @@ async def published_checkpoints(axis: Node, after: int, limit: int) -> list[chec
     """What witnesses copy: the signed checkpoints numbered above ``after``, oldest first."""
     return await asyncio.to_thread(checkpoints.published, axis.store, after, limit)
 
+
+async def export(axis: Node, out: Path, *, message_id: str | None = None, start: date | None = None,
+                 end: date | None = None, agency: str | None = None) -> bundles.Exported:
+    """Write the evidence bundle of one message, or of every document and status accepted from
+    ``start`` to ``end`` (exclusive) sent by or to ``agency`` (all agencies if None), to ``out``."""
+    store, router = axis.store, axis.router
+
+    def write() -> bundles.Exported:
+        selected, query = bundles.select(store, message_id, start, end, agency)
+        return bundles.export(store, selected, axis.settings.trust, router.key, router.certificate, out, query)
+
+    return await asyncio.to_thread(write)

@@ -14,13 +14,16 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from aiohttp import web
@@ -410,19 +413,20 @@ async def openapi(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------- statistics
 
 
+def _day(request: web.Request, name: str, default: date | None) -> date | None:
+    text = request.query.get(name)
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").date() if text else default  # noqa: DTZ007 (a date)
+    except ValueError:
+        raise RequestRefused("request.invalid", f"{name} must be a date YYYY-MM-DD, not {text!r}") from None
+
+
 @require("admin", "auditor")
 async def stats(request: web.Request) -> web.Response:
     axis = node(request)
     today = datetime.now(UTC).date()
-
-    def day(name: str, default: Any) -> Any:
-        text = request.query.get(name)
-        try:
-            return datetime.strptime(text, "%Y-%m-%d").date() if text else default  # noqa: DTZ007 (a date)
-        except ValueError:
-            raise RequestRefused("request.invalid", f"{name} must be a date YYYY-MM-DD, not {text!r}") from None
-
-    start, end = day("from", today - timedelta(days=30)), day("to", today + timedelta(days=1))
+    start, end = _day(request, "from", today - timedelta(days=30)), _day(request, "to", today + timedelta(days=1))
+    assert start is not None and end is not None
     period = request.query.get("period", "all")
     rows = await exchange.stats(axis, start, end, period)
     return json_response({"from": start.isoformat(), "to": end.isoformat(), "period": period, "items": rows})
@@ -449,6 +453,34 @@ async def make_checkpoint(request: web.Request) -> web.Response:
     """A checkpoint now, covering everything logged so far (an auditor about to export or pull)."""
     made = await exchange.checkpoint(node(request), force=True)
     return json_response({"checkpoint": made.as_json() if made else None}, 201 if made else 200)
+
+
+@require("admin", "auditor")
+async def export_bundle(request: web.Request) -> web.StreamResponse:
+    """The evidence bundle (a ZIP, see axis/bundles.py) of ``message_id``, or of the period ``from``
+    to ``to`` (exclusive) for ``agency`` or all. Written to a file of the data directory first,
+    then streamed: memory stays bounded whatever the period."""
+    axis = node(request)
+    message_id = request.query.get("message_id")
+    start, end = _day(request, "from", None), _day(request, "to", None)
+    fd, name = tempfile.mkstemp(dir=axis.settings.data, prefix=".tmp-export-", suffix=".zip")
+    os.close(fd)
+    path = Path(name)
+    try:
+        await exchange.export(axis, path, message_id=message_id, start=start, end=end, agency=request.query.get("agency"))
+        handle = path.open("rb")
+    finally:
+        path.unlink(missing_ok=True)  # the open handle keeps its bytes until they are sent
+    label = message_id or f"{start}-{end}"
+    response = web.StreamResponse(
+        headers={"Content-Type": "application/zip", "Content-Disposition": f'attachment; filename="axis-bundle-{label}.zip"'}
+    )
+    with handle:
+        await response.prepare(request)
+        while piece := await asyncio.to_thread(handle.read, 1 << 20):
+            await response.write(piece)
+    await response.write_eof()
+    return response
 
 
 @web.middleware
@@ -481,6 +513,7 @@ def build_app(axis: Axis, extensions: Sequence[Extension] = ()) -> web.Applicati
     app.router.add_get("/v1/stats", stats)
     app.router.add_get("/v1/audit/checkpoints", list_checkpoints)
     app.router.add_post("/v1/audit/checkpoints", make_checkpoint)
+    app.router.add_get("/v1/audit/export", export_bundle)
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -156,6 +156,14 @@ class Outbox(Protocol):
         """What ``sender`` sent under ``document_id``, oldest first."""
         ...
 
+    def accepted_between(
+        self, start: str, end: str, agency: str | None = None, after: str = "", limit: int = 1000
+    ) -> list[Message]:
+        """Documents and statuses accepted from ``start`` (inclusive) to ``end`` (exclusive, ISO
+        8601 prefixes), sent by or to ``agency`` if given, with ids above ``after``, by id (which
+        is time-ordered): pages for an export."""
+        ...
+
     def deliveries_of(self, message_id: str) -> list[Delivery]: ...
     def delivery(self, delivery_id: int) -> Delivery | None: ...
     def deliveries(self, state: str | None = None, limit: int = 100) -> list[Delivery]: ...
@@ -277,6 +285,10 @@ class AuditLog(Protocol):
 
     def trail(self, message_id: str) -> list[dict[str, Any]]:
         """Every event about a message and its deliveries, in chain order, with its place in it."""
+        ...
+
+    def message_events(self, message_id: str) -> list[Event]:
+        """``trail``'s events as they are stored (what inclusion proofs are made of)."""
         ...
 
     def events(self, first: int = 1) -> Iterator[Event]:

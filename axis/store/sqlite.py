@@ -904,11 +904,30 @@ class SQLiteStore:
 
     def trail(self, message_id: str) -> list[dict[str, Any]]:
         """Every event about a message and its deliveries, in chain order, with its place in the chain."""
+        return [
+            {"seq": e.seq, "previous": e.previous, "hash": e.hash, **json.loads(e.content)}
+            for e in self.message_events(message_id)
+        ]
+
+    def message_events(self, message_id: str) -> list[chain.Event]:
         subjects = [message_id, *(str(d.id) for d in self.deliveries_of(message_id))]
         placeholders = ", ".join("?" * len(subjects))
         sql = f"SELECT seq, content, previous, hash FROM events WHERE json_extract(content, '$.subject') IN ({placeholders})"  # noqa: S608
-        rows = self._rows(sql + " ORDER BY seq", subjects)
-        return [{"seq": r["seq"], "previous": r["previous"], "hash": r["hash"], **json.loads(r["content"])} for r in rows]
+        return [chain.Event(r[0], r[1], r[2], r[3]) for r in self._rows(sql + " ORDER BY seq", subjects)]
+
+    def accepted_between(
+        self, start: str, end: str, agency: str | None = None, after: str = "", limit: int = 1000
+    ) -> list[Message]:
+        sql = (
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE accepted_at >= ? AND accepted_at < ? AND id > ?"  # noqa: S608
+            " AND kind != 'receipt'"
+        )
+        parameters: list[Any] = [start, end, after]
+        if agency is not None:
+            sql += " AND (sender = ? OR id IN (SELECT message_id FROM deliveries WHERE recipient = ?))"
+            parameters += [agency, agency]
+        rows = self._rows(sql + " ORDER BY id LIMIT ?", (*parameters, limit))
+        return [Message(**dict(r)) for r in rows]
 
     def stats(self, start: str, end: str, period: int, today: str) -> list[dict[str, Any]]:
         """Per agency and period (the first ``period`` characters of the acceptance time, 0 = the

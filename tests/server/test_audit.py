@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sqlite3
-from datetime import UTC, datetime
+import zipfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -131,3 +134,83 @@ async def test_an_insider_with_the_axis_key_is_caught_by_a_witness(
     code, output = audit(network, "verify", "--checkpoints", str(keep), "--json")
     report = json.loads(output)
     assert code == 1 and {f["code"] for f in report["faults"]} >= {"audit.witness_mismatch"}, report
+
+
+def _bundle(network: Network, tmp_path: Path, name: str = "bundle.zip") -> Path:
+    today = datetime.now(UTC).date()
+    target = tmp_path / name
+    code, output = audit(network, "export", "--from", f"{today}", "--to", f"{today + timedelta(days=1)}", "-o", str(target))
+    assert code == 0, output
+    return target
+
+
+def _auditor_trust(network: Network, tmp_path: Path) -> Path:
+    """The auditor's own trust directory: the CA certificate (and CRL) it trusts, copied once."""
+    trust = tmp_path / "auditor-trust"
+    shutil.copytree(network.settings.trust, trust)
+    return trust
+
+
+def verify_bundle(*args: str) -> tuple[int, dict[str, Any]]:
+    result = CliRunner().invoke(cli, ["verify-bundle", *args, "--json"])
+    return result.exit_code, json.loads(result.output) if result.output.startswith("{") else {"output": result.output}
+
+
+def _tampered(bundle: Path, member: str, into: Path) -> Path:
+    """The bundle with one byte of one member changed (the ZIP rewritten around it, so that only
+    the content differs)."""
+    with zipfile.ZipFile(bundle) as source, zipfile.ZipFile(into, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            data = bytearray(source.read(info.filename))
+            if info.filename == member:
+                at = len(data) // 2
+                data[at] = data[at] ^ 0x01
+            target.writestr(info.filename, bytes(data))
+    return into
+
+
+async def test_a_bundle_verifies_offline_and_names_every_altered_member(
+    network: Network, session: aiohttp.ClientSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keep = tmp_path / "witness"
+    await _traffic(network, session, keep)
+    bundle = _bundle(network, tmp_path)
+    trust = _auditor_trust(network, tmp_path)
+    elsewhere = tmp_path / "auditor"  # no axis data, no configuration
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("AXIS_CONFIG", raising=False)
+    code, report = verify_bundle(str(bundle), "--trust", str(trust), "--checkpoints", str(keep))
+    assert code == 0 and report["valid"], report
+    assert len(report["messages"]) == 2 and report["kept_compared"] >= 1
+    for message in report["messages"]:
+        assert message["valid"] and {r["kind"] for r in message["receipts"]} == {"accepted", "delivered"}
+        assert {"message.accepted", "delivery.delivered"} <= {e["kind"] for e in message["events"]}
+    with zipfile.ZipFile(bundle) as opened:
+        members = opened.namelist()
+    assert {"manifest.json", "manifest.sig", "axis-certificate.pem"} <= set(members)
+    for member in members:
+        code, report = verify_bundle(str(_tampered(bundle, member, tmp_path / "tampered.zip")), "--trust", str(trust))
+        named = {f["member"] for f in report.get("faults", [])}
+        expected = "manifest.json" if member == "manifest.sig" else member
+        assert code == 1 and expected in named, (member, report)
+
+
+async def test_a_bundle_of_a_log_rewritten_with_the_key_fails_against_kept_checkpoints(
+    network: Network, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    keep = tmp_path / "witness"
+    await _traffic(network, session, keep)
+    database = network.settings.data / "axis.sqlite3"
+    _rewrite(database, "delivery.delivered", "delivery.expired")
+    db = sqlite3.connect(database)
+    first = db.execute("SELECT min(seq) FROM events WHERE json_extract(content, '$.kind') = 'audit.checkpoint'").fetchone()[0]
+    db.execute("DELETE FROM events WHERE seq >= ?", (first,))
+    db.commit()
+    db.close()
+    bundle = _bundle(network, tmp_path)  # the export signs a new checkpoint over the rewritten log
+    trust = _auditor_trust(network, tmp_path)
+    code, report = verify_bundle(str(bundle), "--trust", str(trust))
+    assert code == 0, report  # alone, a log rewritten by the key holder holds together
+    code, report = verify_bundle(str(bundle), "--trust", str(trust), "--checkpoints", str(keep))
+    assert code == 1 and "bundle.witness_mismatch" in {f["code"] for f in report["faults"]}, report
