@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -229,6 +230,12 @@ async def checkpoint(axis: Node, force: bool = False) -> checkpoints.Signed | No
     at = datetime.now(UTC)
     router = axis.router
     return await asyncio.to_thread(checkpoints.checkpoint, axis.store, router.key, router.certificate, at, force=force)
+
+
+async def latest_checkpoint(axis: Node) -> checkpoints.Signed | None:
+    """The latest signed checkpoint: its digest goes on every report, so that it lands on paper."""
+    found = await asyncio.to_thread(axis.store.latest_checkpoint)
+    return checkpoints.Signed.of(json.loads(found.content)) if found else None
 
 
 async def published_checkpoints(axis: Node, after: int, limit: int) -> list[checkpoints.Signed]:

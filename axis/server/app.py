@@ -429,7 +429,15 @@ async def stats(request: web.Request) -> web.Response:
     assert start is not None and end is not None
     period = request.query.get("period", "all")
     rows = await exchange.stats(axis, start, end, period)
-    return json_response({"from": start.isoformat(), "to": end.isoformat(), "period": period, "items": rows})
+    latest = await exchange.latest_checkpoint(axis)
+    checkpoint = (
+        {"number": latest.checkpoint.number, "events": latest.checkpoint.last, "at": latest.checkpoint.at,
+         "digest": latest.checkpoint.digest()}
+        if latest else None
+    )
+    return json_response(
+        {"from": start.isoformat(), "to": end.isoformat(), "period": period, "items": rows, "checkpoint": checkpoint}
+    )
 
 
 # ---------------------------------------------------------------- audit checkpoints
