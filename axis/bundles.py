@@ -33,7 +33,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from axis import checkpoints, merkle, pki, receipts
+from axis import checkpoints, merkle, pki, receipts, xmlguard
 from axis.errors import AxisError, RequestRefused, RoutingRefused, StoreError
 from axis.store import Message, Store
 from axis.store.events import Event, chain_hash
@@ -44,6 +44,10 @@ MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 AXIS_CERTIFICATE = "axis-certificate.pem"
 PIECE = 1 << 20
+LARGEST_PACKAGE = xmlguard.DEFAULT_LIMITS.max_bytes
+LARGEST_OTHER = 64 << 20
+"""Members read whole (packages, receipts, JSON) are refused past these sizes before they are
+read: a bundle is input, and a small ZIP can claim a huge member."""
 
 
 # ---------------------------------------------------------------- export
@@ -296,7 +300,7 @@ def verify(
             return report
         report.created_at, report.axis = manifest.get("created_at"), manifest.get("axis")
         certificate = _axis_certificate(bundle, report, trust, axis_certificate, manifest)
-        if certificate is not None and not _signed(certificate, _read_signature(bundle), bundle.read(MANIFEST)):
+        if certificate is not None and not _signed(certificate, _read_signature(bundle), _read(bundle, MANIFEST)):
             report.fault("bundle.manifest_signature", "manifest.json is not signed by the axis certificate", MANIFEST)
         _check_members(bundle, manifest, report)
         signed = _check_checkpoints(bundle, manifest, report, certificate, kept or {})
@@ -309,11 +313,16 @@ def verify(
 
 def _manifest(bundle: zipfile.ZipFile, report: BundleReport) -> dict[str, Any] | None:
     try:
-        manifest = json.loads(bundle.read(MANIFEST))
-    except (KeyError, ValueError, zipfile.BadZipFile) as error:
+        manifest = json.loads(_read(bundle, MANIFEST))
+    except (KeyError, ValueError, RecursionError, zipfile.BadZipFile, OSError, EOFError) as error:
         report.fault("bundle.manifest", f"manifest.json is missing or not JSON: {error}", MANIFEST)
         return None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    members, messages = (manifest.get("members"), manifest.get("messages")) if isinstance(manifest, dict) else (None, None)
+    if (
+        not isinstance(manifest, dict) or manifest.get("format") != FORMAT
+        or not isinstance(members, dict) or not all(isinstance(v, str) for v in members.values())
+        or not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages)
+    ):
         report.fault("bundle.manifest", f"manifest.json is not an {FORMAT} manifest", MANIFEST)
         return None
     return manifest
@@ -321,8 +330,8 @@ def _manifest(bundle: zipfile.ZipFile, report: BundleReport) -> dict[str, Any] |
 
 def _read_signature(bundle: zipfile.ZipFile) -> bytes:
     try:
-        return base64.b64decode(bundle.read(SIGNATURE), validate=True)
-    except (KeyError, ValueError):
+        return base64.b64decode(_read(bundle, SIGNATURE, 4096), validate=True)
+    except (KeyError, ValueError, zipfile.BadZipFile, OSError, EOFError):
         return b""
 
 
@@ -335,7 +344,7 @@ def _axis_certificate(
             report.fault("bundle.axis_certificate", "the bundle is not from the axis certificate given (--axis-cert)", MANIFEST)
         return pinned
     try:
-        (certificate,) = pki.load_certificates(bundle.read(AXIS_CERTIFICATE))[:1]
+        (certificate,) = pki.load_certificates(_read(bundle, AXIS_CERTIFICATE))[:1]
         pki.validate(certificate, (), trust, datetime.fromisoformat(str(manifest.get("created_at"))))
     except (KeyError, ValueError, AxisError) as error:
         report.fault("bundle.axis_certificate", f"the bundle's axis certificate is not trusted: {error}", AXIS_CERTIFICATE)
@@ -366,10 +375,17 @@ def _check_members(bundle: zipfile.ZipFile, manifest: dict[str, Any], report: Bu
             report.fault("bundle.member_altered", f"{name} is not the member the manifest lists (SHA-256 differs)", name)
 
 
+def _read(bundle: zipfile.ZipFile, name: str, largest: int = LARGEST_OTHER) -> bytes:
+    """A member whole, if it is not larger than ``largest`` (``ValueError``); ``KeyError`` if absent."""
+    if bundle.getinfo(name).file_size > largest:
+        raise ValueError(f"{name} claims more than {largest} bytes")
+    return bundle.read(name)
+
+
 def _json_member(bundle: zipfile.ZipFile, name: str) -> Any:
     try:
-        return json.loads(bundle.read(name))
-    except (KeyError, ValueError, zipfile.BadZipFile, OSError, EOFError):
+        return json.loads(_read(bundle, name))
+    except (KeyError, ValueError, RecursionError, zipfile.BadZipFile, OSError, EOFError):
         return None
 
 
@@ -409,7 +425,7 @@ def _with_bundled_crls(bundle: zipfile.ZipFile, trust: pki.Trust, report: Bundle
     crls = list(trust.crls)
     for name in sorted(n for n in bundle.namelist() if n.startswith("trust/") and n.lower().endswith(".crl")):
         try:
-            crl = pki.load_crl(bundle.read(name))
+            crl = pki.load_crl(_read(bundle, name))
         except (ValueError, AxisError, zipfile.BadZipFile, OSError, EOFError):
             report.fault("bundle.crl", f"{name} is not a CRL", name)
             continue
@@ -427,7 +443,7 @@ def _check_message(
     summary: dict[str, Any] = {k: entry.get(k) for k in ("id", "kind", "sender", "document_id", "accepted_at", "sha256")}
     package_name = str(entry.get("package"))
     try:
-        data = bundle.read(package_name)
+        data = _read(bundle, package_name, LARGEST_PACKAGE)
         at = datetime.fromisoformat(str(entry.get("accepted_at")))
     except (KeyError, ValueError, zipfile.BadZipFile, OSError, EOFError) as error:
         report.fault("bundle.package", f"the package cannot be read: {error}", package_name)
@@ -443,8 +459,8 @@ def _check_message(
     summary["receipts"] = []
     for name in entry.get("receipts", []):
         try:
-            receipt = receipts.verify(bundle.read(name), trust, axis).receipt
-        except (KeyError, AxisError, zipfile.BadZipFile, OSError, EOFError) as error:
+            receipt = receipts.verify(_read(bundle, name), trust, axis).receipt
+        except (KeyError, ValueError, AxisError, zipfile.BadZipFile, OSError, EOFError) as error:
             report.fault("bundle.receipt", f"the receipt does not verify: {getattr(error, 'message', error)}", name)
             continue
         if receipt.message_id != entry.get("id"):

@@ -82,15 +82,21 @@ def _rewrite(database: Path, kind: str, to: str) -> int:
 
 @pytest.fixture
 def network(tmp_path: Path) -> Network:
-    made = make_network(tmp_path, {"audit": {"checkpoint_interval": 0}})
-    if made.settings.store.url:
+    return make_network(tmp_path, {"audit": {"checkpoint_interval": 0}})
+
+
+@pytest.fixture
+def insider(network: Network) -> Network:
+    """A network whose database file the insider edits (the SQLite store's)."""
+    if network.settings.store.url:
         pytest.skip("the insider edits the SQLite file; the contract suite holds PostgreSQL to the checkpoint rules")
-    return made
+    return network
 
 
 async def test_an_insider_rewriting_the_log_is_caught_by_the_checkpoints(
-    network: Network, session: aiohttp.ClientSession, tmp_path: Path
+    insider: Network, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
+    network = insider
     keep = tmp_path / "witness"
     await _traffic(network, session, keep)
     code, output = audit(network, "verify", "--checkpoints", str(keep))
@@ -111,8 +117,9 @@ async def test_an_insider_rewriting_the_log_is_caught_by_the_checkpoints(
 
 
 async def test_an_insider_with_the_axis_key_is_caught_by_a_witness(
-    network: Network, session: aiohttp.ClientSession, tmp_path: Path
+    insider: Network, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
+    network = insider
     keep = tmp_path / "witness"
     await _traffic(network, session, keep)
     database = network.settings.data / "axis.sqlite3"
@@ -197,8 +204,9 @@ async def test_a_bundle_verifies_offline_and_names_every_altered_member(
 
 
 async def test_a_bundle_of_a_log_rewritten_with_the_key_fails_against_kept_checkpoints(
-    network: Network, session: aiohttp.ClientSession, tmp_path: Path
+    insider: Network, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
+    network = insider
     keep = tmp_path / "witness"
     await _traffic(network, session, keep)
     database = network.settings.data / "axis.sqlite3"
