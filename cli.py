@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
-from axis import bundles, checkpoints, config, edxml, keystore, pki, signing, witness
+from axis import bundles, checkpoints, config, edxml, exchange, keystore, pki, report, signing, witness
 from axis.errors import AxisError, KeyStoreError
 from axis.registry import Registry
 from axis.store import Agency, open_store
@@ -880,6 +880,30 @@ def verify_bundle_command(file: Path, trust_dir: Path, axis_cert: Path | None, k
             click.echo(f"FAULT {fault['code']} [{fault['member']}]: {fault['message']}")
         click.echo("the bundle holds" if report.valid else "the bundle does NOT hold")
     sys.exit(0 if report.valid else 1)
+
+
+@cli.command("report")
+@click.option("--period", required=True, help="2026-11 (a month), 2026-Q3, 2026-H1 or 2026.")
+@click.option("--agency", help="Only this agency and its units [default: every agency].")
+@click.option("--format", "form", type=click.Choice(["csv", "xlsx", "json"]), default="xlsx", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="The file to write [default: bao-cao-PERIOD.FORMAT].")
+@click.pass_context
+def report_command(ctx: click.Context, period: str, agency: str | None, form: str, output: Path | None) -> None:
+    """The periodic report on sending and receiving electronic documents (Circular 01/2020/TT-VPCP):
+    per agency and per parent agency with its units, the axis's totals, and the latest signed
+    checkpoint of the audit log in its footer."""
+    settings = config.load(ctx.find_root().obj)
+    store = open_store(settings)
+    try:
+        found = store.latest_checkpoint()
+        latest = checkpoints.Signed.of(json.loads(found.content)) if found else None
+        made = report.build(store, report.Period.parse(period), agency, checkpoint=exchange.checkpoint_summary(latest))
+    finally:
+        store.close()
+    data = report.render(made, form)
+    target = output or Path(f"bao-cao-{made.period.label}.{form}")
+    target.write_bytes(data)
+    click.echo(f"{len(made.rows)} rows, {made.totals['sent']} documents sent in {made.period.label}: {target}")
 
 
 @cli.command("serve")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from axis import bundles, checkpoints, config, receipts
+from axis import report as exchange_report
 from axis.checking import Checked
 from axis.errors import RequestRefused, RoutingRefused, StoreError
 from axis.router import Admission, Router
@@ -254,3 +255,21 @@ async def export(axis: Node, out: Path, *, message_id: str | None = None, start:
         return bundles.export(store, selected, axis.settings.trust, router.key, router.certificate, out, query)
 
     return await asyncio.to_thread(write)
+
+
+async def report(axis: Node, period: str, agency: str | None = None) -> exchange_report.Report:
+    """The periodic exchange report (axis/report.py) of ``period`` (``2026-11``, ``2026-Q3``,
+    ``2026-H1``, ``2026``) for every agency or for ``agency`` and its units, with the latest
+    signed checkpoint of the audit log."""
+    parsed = exchange_report.Period.parse(period)
+    latest = await latest_checkpoint(axis)
+    return await asyncio.to_thread(exchange_report.build, axis.store, parsed, agency, None, checkpoint_summary(latest))
+
+
+def checkpoint_summary(latest: checkpoints.Signed | None) -> dict[str, Any] | None:
+    """What a report prints of the latest checkpoint: its number, the events it covers, its time and digest."""
+    if latest is None:
+        return None
+    c = latest.checkpoint
+    return {"number": c.number, "events": c.last, "at": c.at, "digest": c.digest()}
+

@@ -29,6 +29,7 @@ import yaml
 from aiohttp import web
 
 from axis import exchange
+from axis import report as report_format
 from axis.errors import AxisError, RequestRefused
 from axis.registry import token_hash
 from axis.server import admin
@@ -429,15 +430,25 @@ async def stats(request: web.Request) -> web.Response:
     assert start is not None and end is not None
     period = request.query.get("period", "all")
     rows = await exchange.stats(axis, start, end, period)
-    latest = await exchange.latest_checkpoint(axis)
-    checkpoint = (
-        {"number": latest.checkpoint.number, "events": latest.checkpoint.last, "at": latest.checkpoint.at,
-         "digest": latest.checkpoint.digest()}
-        if latest else None
-    )
+    checkpoint = exchange.checkpoint_summary(await exchange.latest_checkpoint(axis))
     return json_response(
         {"from": start.isoformat(), "to": end.isoformat(), "period": period, "items": rows, "checkpoint": checkpoint}
     )
+
+
+@require("admin", "auditor")
+async def periodic_report(request: web.Request) -> web.Response:
+    """The periodic exchange report (``period``: 2026-11, 2026-Q3, 2026-H1, 2026; ``agency``;
+    ``format``: json, csv, xlsx)."""
+    chosen = request.query.get("format", "json")
+    if chosen not in report_format.MEDIA_TYPES:
+        raise RequestRefused("request.invalid", "format must be json, csv or xlsx")
+    made = await exchange.report(node(request), request.query.get("period", ""), request.query.get("agency") or None)
+    body = await asyncio.to_thread(report_format.render, made, chosen)
+    headers = {"Content-Type": report_format.MEDIA_TYPES[chosen]}
+    if chosen != "json":
+        headers["Content-Disposition"] = f'attachment; filename="bao-cao-{made.period.label}.{chosen}"'
+    return web.Response(body=body, headers=headers)
 
 
 # ---------------------------------------------------------------- audit checkpoints
@@ -519,6 +530,7 @@ def build_app(axis: Axis, extensions: Sequence[Extension] = ()) -> web.Applicati
     app.router.add_get("/v1/messages/{message_id}/trail", trail)
     app.router.add_get("/v1/axis/certificate", certificate)
     app.router.add_get("/v1/stats", stats)
+    app.router.add_get("/v1/reports", periodic_report)
     app.router.add_get("/v1/audit/checkpoints", list_checkpoints)
     app.router.add_post("/v1/audit/checkpoints", make_checkpoint)
     app.router.add_get("/v1/audit/export", export_bundle)

@@ -274,8 +274,13 @@ class Outbox(Protocol):
         ...
 
     def stats(self, start: str, end: str, period: int, today: str) -> list[dict[str, Any]]:
-        """Per agency and period: documents sent, received, delivered, failed, pending, and those
-        past their DueDate (``today``) not completed (06)."""
+        """Per agency and period: documents sent, received, statuses sent, delivered, failed,
+        pending, and those past their DueDate (``today``) not completed (06)."""
+        ...
+
+    def delivery_times(self, start: str, end: str) -> dict[str, list[float]]:
+        """Seconds from acceptance to delivery of each document delivered to an agency, for the
+        documents accepted from ``start`` to ``end``, by recipient, sorted (for percentiles)."""
         ...
 
 

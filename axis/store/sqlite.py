@@ -938,16 +938,16 @@ class SQLiteStore:
         def row(agency: str, when: str) -> dict[str, Any]:
             return table.setdefault(
                 (agency, when),
-                {"agency": agency, "period": when or f"{start}/{end}", "sent": 0, "received": 0,
+                {"agency": agency, "period": when or f"{start}/{end}", "sent": 0, "received": 0, "statuses": 0,
                  "delivered": 0, "failed": 0, "pending": 0, "overdue": 0},
             )
 
         for r in self._rows(
-            "SELECT sender, substr(accepted_at, 1, ?) AS p, count(*) FROM messages"
-            " WHERE kind = 'document' AND accepted_at >= ? AND accepted_at < ? GROUP BY sender, p",
+            "SELECT sender, substr(accepted_at, 1, ?) AS p, kind, count(*) FROM messages"
+            " WHERE kind IN ('document', 'status') AND accepted_at >= ? AND accepted_at < ? GROUP BY sender, p, kind",
             (period, start, end),
         ):
-            row(r[0], r[1])["sent"] = r[2]
+            row(r[0], r[1])["sent" if r[2] == "document" else "statuses"] = r[3]
         for r in self._rows(
             "SELECT d.recipient, substr(m.accepted_at, 1, ?) AS p, count(*),"
             " sum(d.state = 'delivered'), sum(d.state = 'expired'), sum(d.state IN ('queued', 'leased'))"
@@ -969,6 +969,19 @@ class SQLiteStore:
             matching = [v for (agency, _), v in table.items() if agency == r[0]]
             (matching[-1] if matching else row(r[0], ""))["overdue"] = r[1]
         return sorted(table.values(), key=lambda v: (v["agency"], v["period"]))
+
+    def delivery_times(self, start: str, end: str) -> dict[str, list[float]]:
+        rows = self._rows(
+            "SELECT d.recipient, d.delivered_at - d.created_at FROM deliveries d JOIN messages m ON m.id = d.message_id"
+            " WHERE m.kind = 'document' AND d.state = 'delivered' AND m.accepted_at >= ? AND m.accepted_at < ?",
+            (start, end),
+        )
+        times: dict[str, list[float]] = {}
+        for recipient, seconds in rows:
+            times.setdefault(recipient, []).append(float(seconds))
+        for values in times.values():
+            values.sort()
+        return times
 
     def events(self, first: int = 1) -> Iterator[chain.Event]:
         for row in self._reader().execute(

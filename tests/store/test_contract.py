@@ -909,6 +909,8 @@ def test_stats_count_per_agency_sent_received_outcomes_and_overdue(store: Store)
     store.enqueue(document(RECIPIENT, sender=OTHER, accepted_at="2026-11-22T08:00:00+00:00"), T0, T0 + TTL)
     store.enqueue(issued_receipt(late, RECIPIENT).forward, T0, T0 + TTL)  # receipts are not counted
     store.enqueue(document(accepted_at="2026-12-01T00:00:00+00:00"), T0, T0 + TTL)  # after the range
+    store.enqueue(document(SENDER, sender=RECIPIENT, kind="status", status_code="03"), T0, T0 + TTL)
+    assert store.delivery_times("2026-11-01", "2026-12-01") == {RECIPIENT: [1.0]}  # acceptance to delivery
 
     def table(period: int) -> dict[tuple[str, str], tuple[int, ...]]:
         rows = store.stats("2026-11-01", "2026-12-01", period, "2026/11/25")
@@ -921,6 +923,8 @@ def test_stats_count_per_agency_sent_received_outcomes_and_overdue(store: Store)
         (SENDER, whole): (1, 0, 0, 0, 0, 0),
         (RECIPIENT, whole): (0, 2, 1, 0, 1, 1),
     }
+    statuses = {r["agency"]: r["statuses"] for r in store.stats("2026-11-01", "2026-12-01", 0, "2026/11/25")}
+    assert statuses == {OTHER: 0, SENDER: 0, RECIPIENT: 1}
     store.record_status(SENDER, late.document_id, RECIPIENT, "06", "m-done", LATER)  # completed: not overdue
     assert table(10) == {
         (OTHER, "2026-11-21"): (0, 1, 0, 1, 0, 1),
