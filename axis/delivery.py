@@ -21,6 +21,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -65,6 +66,8 @@ class Dispatcher:
     """Seconds between looks for due retries and new push endpoints when nothing wakes the tasks."""
     delivered: int = 0
     failed_attempts: int = 0
+    on_delivered: Callable[[float], None] = lambda seconds: None
+    """Told each delivery's time from acceptance, in seconds (the delivery-time histogram)."""
     _wake: dict[str, asyncio.Event] = field(default_factory=dict)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _recent: collections.OrderedDict[str, bytes] = field(default_factory=collections.OrderedDict)
@@ -205,7 +208,8 @@ class Dispatcher:
         returns it to the queue and it is sent again (a push receiver dedupes by message id)."""
         try:
             if error is None:
-                await self.router.acknowledge(delivery, body, message, signed)
+                if await self.router.acknowledge(delivery, body, message, signed):
+                    self.on_delivered(time.time() - delivery.created_at)
                 self.delivered += 1
             else:
                 self.failed_attempts += 1

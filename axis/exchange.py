@@ -32,6 +32,9 @@ from axis.workers import VerifierPool
 
 class Counters(Protocol):
     def count(self, name: str, help_text: str, amount: float = 1.0, **labels: str) -> None: ...
+    def delivered(self, seconds: float) -> None:
+        """One delivery, ``seconds`` after its package was accepted."""
+        ...
 
 
 class Node(Protocol):
@@ -173,7 +176,8 @@ async def acknowledge(
 
         accepted, _ = await submit(axis, endpoint, await spooled(axis, status), arrived)
     for delivery in mine:
-        await asyncio.to_thread(axis.router.delivered, delivery, status)
+        if await asyncio.to_thread(axis.router.delivered, delivery, status):
+            axis.metrics.delivered(time.time() - delivery.created_at)
     axis.metrics.count("axis_deliveries_total", "Delivery outcomes.", len(mine), outcome="delivered")
     return message, [d.recipient for d in mine], accepted
 

@@ -192,6 +192,13 @@ class VerifierPool:
         theirs.close()
         return _Worker(process, ours)
 
+    def live_workers(self) -> int:
+        return sum(not worker.gone for worker in self._pool)
+
+    def waiting(self) -> int:
+        """Checks waiting for a worker."""
+        return sum(len(queue) for queue in self._waiting.values())
+
     def warm_up(self) -> None:
         """Wait until every worker has started (imports included) rather than on the first submissions."""
         for worker in self._pool:

@@ -11,10 +11,12 @@ if it did not exist, so message ids cannot be probed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING
 import yaml
 from aiohttp import web
 
-from axis import exchange
+from axis import exchange, keystore
 from axis import report as report_format
 from axis.errors import AxisError, RequestRefused
 from axis.registry import token_hash
@@ -50,7 +52,7 @@ from axis.server.http import (
     read_package,
     require,
 )
-from axis.server.metrics import Labels
+from axis.server.metrics import CONTENT_TYPE, Gauge
 from axis.server.problems import problem
 from axis.store import Delivery, Endpoint, Message
 
@@ -377,21 +379,43 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     axis = node(request)
-    counts = await asyncio.to_thread(axis.store.delivery_counts)
-    gauges: dict[str, tuple[str, dict[Labels, float]]] = {
-        "axis_deliveries": ("Deliveries by state.", {(("state", s),): float(n) for s, n in counts.items()}),
-        "axis_verifier_pools_replaced": ("Verification workers replaced after a timeout or crash.", {(): float(axis.pool.replaced)}),
-        "axis_draining": ("1 while the axis shuts down.", {(): float(axis.draining)}),
-    }
+    gauges = await asyncio.to_thread(_scraped, axis)
+    return web.Response(body=axis.metrics.render(gauges), headers={"Content-Type": CONTENT_TYPE})
+
+
+def _scraped(axis: Axis) -> list[Gauge]:
+    """The gauges read at each scrape (from a thread: the store and the trust directory are read)."""
+    counts = axis.store.delivery_counts()
+    expiry: dict[tuple[str, ...], float] = {}
+    for record in axis.store.certificates():
+        if record.revoked_at is None:
+            at = datetime.fromisoformat(record.not_after).timestamp()
+            expiry[(record.organ_id,)] = max(expiry.get((record.organ_id,), 0.0), at)
+    crls: dict[tuple[str, ...], float] = {}
+    with contextlib.suppress(AxisError, OSError, ValueError):
+        for crl in keystore.read_trust(axis.settings.trust).crls:
+            if crl.next_update_utc is not None:
+                crls[(crl.issuer.rfc4514_string(),)] = crl.next_update_utc.timestamp()
+    pool = axis.pool
+    gauges = [
+        Gauge("axis_queue_deliveries", "Deliveries by state (queued and leased: the backlog; expired: dead letters).",
+              ("state",), {(s,): float(n) for s, n in counts.items()}),
+        Gauge("axis_verifier_workers", "Verification worker processes.", (), {(): float(pool.live_workers())}),
+        Gauge("axis_verifier_waiting", "Packages waiting for a verification worker.", (), {(): float(pool.waiting())}),
+        Gauge("axis_verifier_replaced", "Verification workers replaced after a timeout, a crash or the memory cap, since start.",
+              (), {(): float(pool.replaced)}),
+        Gauge("axis_draining", "1 while the axis shuts down.", (), {(): float(axis.draining)}),
+        Gauge("axis_certificate_expiry_timestamp_seconds", "When each agency's last valid signing certificate expires.",
+              ("organ_id",), expiry),
+        Gauge("axis_crl_next_update_timestamp_seconds", "When each trusted CA's CRL is due to be replaced.", ("issuer",), crls),
+        Gauge("axis_data_free_bytes", "Free space of the data directory.", (), {(): float(shutil.disk_usage(axis.settings.data).free)}),
+    ]
     if axis.dispatcher is not None:
-        gauges["axis_push_attempts"] = (
-            "Push attempts since start, by outcome.",
-            {
-                (("outcome", "delivered"),): float(axis.dispatcher.delivered),
-                (("outcome", "failed"),): float(axis.dispatcher.failed_attempts),
-            },
-        )
-    return web.Response(text=axis.metrics.render(gauges), content_type="text/plain", charset="utf-8")
+        gauges.append(Gauge(
+            "axis_push_attempts", "Push attempts since start, by outcome.", ("outcome",),
+            {("delivered",): float(axis.dispatcher.delivered), ("failed",): float(axis.dispatcher.failed_attempts)},
+        ))
+    return gauges
 
 
 @require("endpoint", "admin", "auditor")

@@ -1,58 +1,76 @@
-"""Counters and one latency histogram in the Prometheus text format (no client library needed)."""
+"""``/metrics`` through prometheus-client: one registry per running axis (tests run several in one
+process), counters made as they are first counted, the request and delivery-time histograms,
+and gauges read when Prometheus scrapes (``Scraped``: queue depth, the verification pool, the
+push process, certificates and CRLs near expiry, free disk). Label values are escaped by the
+library; docs/alerts.yml holds example alert rules over these series (tests check that every
+series they name exists)."""
 
 from __future__ import annotations
 
-import bisect
 import threading
-from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-Labels = tuple[tuple[str, str], ...]
+DELIVERY_BUCKETS = (1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _labels(labels: Labels, extra: str = "") -> str:
-    parts = [f'{k}="{v}"' for k, v in labels] + ([extra] if extra else [])
-    return "{" + ",".join(parts) + "}" if parts else ""
+@dataclass(frozen=True)
+class Gauge:
+    name: str
+    help: str
+    labels: tuple[str, ...] = ()
+    values: dict[tuple[str, ...], float] = field(default_factory=dict)
+
+
+class _Scrape:
+    """What ``generate_latest`` reads: the registry's series, then the gauges of this scrape."""
+
+    def __init__(self, registry: CollectorRegistry, gauges: list[Gauge]) -> None:
+        self.registry, self.gauges = registry, gauges
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.registry.collect()
+        for gauge in self.gauges:
+            family = GaugeMetricFamily(gauge.name, gauge.help, labels=list(gauge.labels))
+            for labels, value in sorted(gauge.values.items()):
+                family.add_metric(list(labels), value)
+            yield family
 
 
 class Metrics:
     def __init__(self) -> None:
+        self.registry = CollectorRegistry()
         self._lock = threading.Lock()
-        self._counters: dict[str, dict[Labels, float]] = defaultdict(lambda: defaultdict(float))
-        self._help: dict[str, str] = {}
-        self._histogram: dict[Labels, list[float]] = {}
-        self._histogram_sum: dict[Labels, float] = defaultdict(float)
+        self._counters: dict[str, Counter] = {}
+        self.requests = Histogram(
+            "axis_request_seconds", "Time to answer API requests.", ["route"], buckets=BUCKETS, registry=self.registry
+        )
+        self.delivery_seconds = Histogram(
+            "axis_delivery_seconds", "Time from a package's acceptance to its delivery to one recipient.",
+            buckets=DELIVERY_BUCKETS, registry=self.registry,
+        )
 
     def count(self, name: str, help_text: str, amount: float = 1.0, **labels: str) -> None:
+        """Add to the counter ``name`` (``..._total``), made on first use with these label names."""
         with self._lock:
-            self._help[name] = help_text
-            self._counters[name][tuple(sorted(labels.items()))] += amount
+            counter = self._counters.get(name)
+            if counter is None:
+                counter = Counter(name.removesuffix("_total"), help_text, sorted(labels), registry=self.registry)
+                self._counters[name] = counter
+        (counter.labels(**labels) if labels else counter).inc(amount)
 
     def observe(self, seconds: float, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
-        with self._lock:
-            counts = self._histogram.setdefault(key, [0.0] * (len(BUCKETS) + 1))
-            counts[bisect.bisect_left(BUCKETS, seconds)] += 1
-            self._histogram_sum[key] += seconds
+        """One API request's time."""
+        self.requests.labels(**labels).observe(seconds)
 
-    def render(self, gauges: dict[str, tuple[str, dict[Labels, float]]]) -> str:
-        lines: list[str] = []
-        with self._lock:
-            for name, series in sorted(self._counters.items()):
-                lines += [f"# HELP {name} {self._help[name]}", f"# TYPE {name} counter"]
-                lines += [f"{name}{_labels(k)} {v:g}" for k, v in sorted(series.items())]
-            name = "axis_request_seconds"
-            lines += [f"# HELP {name} Time to answer API requests.", f"# TYPE {name} histogram"]
-            for key, counts in sorted(self._histogram.items()):
-                running = 0.0
-                for bound, n in zip((*BUCKETS, float("inf")), counts, strict=True):
-                    running += n
-                    le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                    bucket = _labels(key, 'le="' + le + '"')
-                    lines.append(f"{name}_bucket{bucket} {running:g}")
-                lines.append(f"{name}_sum{_labels(key)} {self._histogram_sum[key]:g}")
-                lines.append(f"{name}_count{_labels(key)} {running:g}")
-        for name, (help_text, series) in sorted(gauges.items()):
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-            lines += [f"{name}{_labels(k)} {v:g}" for k, v in sorted(series.items())]
-        return "\n".join(lines) + "\n"
+    def delivered(self, seconds: float) -> None:
+        """One delivery, ``seconds`` after its package was accepted."""
+        self.delivery_seconds.observe(max(0.0, seconds))
+
+    def render(self, gauges: list[Gauge]) -> bytes:
+        return generate_latest(_Scrape(self.registry, gauges))

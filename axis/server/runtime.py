@@ -266,7 +266,9 @@ async def start(
     try:
         await asyncio.gather(asyncio.to_thread(axis.pool.warm_up), pusher.start())
         await asyncio.to_thread(axis.recover)
-        axis.dispatcher = Dispatcher(axis.router, pusher.post, concurrency=settings.delivery.push_concurrency)
+        axis.dispatcher = Dispatcher(
+            axis.router, pusher.post, concurrency=settings.delivery.push_concurrency, on_delivered=axis.metrics.delivered
+        )
         await runner.setup()
         context = _ssl_context(settings.server)
         site = CappedSite(

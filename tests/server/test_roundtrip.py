@@ -174,7 +174,7 @@ async def test_status_round_trip(network: Network, session: aiohttp.ClientSessio
         async with session.get(axis.url + "/metrics") as response:
             text = await response.text()
         assert 'axis_submissions_total{kind="status",outcome="accepted"}' in text
-        assert 'axis_deliveries{state="queued"}' in text and 'axis_deliveries{state="delivered"} 1' in text
+        assert 'axis_queue_deliveries{state="queued"}' in text and 'axis_queue_deliveries{state="delivered"} 1.0' in text
         status, trail, _ = await auditor.request("GET", f"/v1/messages/{accepted['message_id']}/trail")
         assert trail["statuses"] == [
             {"recipient": H41, "status_code": codes[-1], "message_id": trail["statuses"][0]["message_id"], "updated_at": trail["statuses"][0]["updated_at"]}
