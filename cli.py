@@ -747,7 +747,7 @@ def audit_verify(ctx: click.Context, kept_dir: Path | None, as_json: bool) -> No
     """Check the audit log: the hash chain, every signed checkpoint against the events it covers,
     and (with --checkpoints) the copies a witness kept. Exit 1 naming every fault found."""
     settings = config.load(ctx.find_root().obj)
-    certificates = keystore.read_certificates(keystore.KeyStore(settings.keys).axis_certificate)
+    certificates = keystore.KeyStore(settings.keys).axis_certificates()
     try:
         kept = checkpoints.read_kept(kept_dir) if kept_dir else {}
     except (OSError, ValueError) as error:
@@ -778,7 +778,8 @@ def audit_checkpoint(ctx: click.Context) -> None:
     key, certificate = keystore.KeyStore(settings.keys).axis_signer()
     store = open_store(settings)
     try:
-        made = checkpoints.checkpoint(store, key, certificate, datetime.now(UTC), force=True)
+        earlier = keystore.KeyStore(settings.keys).axis_certificates()
+        made = checkpoints.checkpoint(store, key, certificate, datetime.now(UTC), force=True, earlier=earlier)
     finally:
         store.close()
     if made is None:
@@ -844,7 +845,8 @@ def audit_export(
 @click.option("--trust", "trust_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Your trust directory: the CA certificates (and CRLs) you trust.")
 @click.option("--axis-cert", "axis_cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Pin the axis certificate (PEM) [default: the bundle's own, if it chains to --trust].")
+              help="The axis certificate (PEM) the bundle must be signed with [default: the one the --checkpoints"
+                   " witness keeps]; one of the two is required.")
 @click.option("--checkpoints", "kept_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Checkpoints a witness kept (axis audit pull --keep): each in the bundle must be the same.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -857,10 +859,16 @@ def verify_bundle_command(file: Path, trust_dir: Path, axis_cert: Path | None, k
     member), 2 on usage errors."""
     try:
         trust = keystore.read_trust(trust_dir)
-        pinned = pki.load_certificates(axis_cert.read_bytes())[0] if axis_cert else None
         kept = checkpoints.read_kept(kept_dir) if kept_dir else None
+        witnessed = list(witness.certificates(kept_dir).values()) if kept_dir else []
+        pinned = pki.load_certificates(axis_cert.read_bytes())[0] if axis_cert else (witnessed[-1] if witnessed else None)
     except (AxisError, OSError, ValueError, IndexError) as error:
         raise click.UsageError(str(error)) from None
+    if pinned is None:
+        raise click.UsageError(
+            "pin the axis certificate: --axis-cert PEM (as the operator published it), or --checkpoints DIR of a witness"
+            " that keeps it (any certificate of a trusted CA could otherwise sign a bundle)"
+        )
     report = bundles.verify(file, trust, pinned, kept)
     if as_json:
         click.echo(json.dumps(report.as_json(), ensure_ascii=False, indent=2))

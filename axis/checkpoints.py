@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -35,10 +36,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from axis import merkle, pki
+from axis.errors import StoreError
 from axis.store import AuditLog
 from axis.store.events import CHECKPOINT, GENESIS, Event, chain_hash
 
 FORMAT = "axis-checkpoint/1"
+MAX_RANGE = 65_536
+"""Events one checkpoint covers at most: an inclusion proof's tree is built from them, so this
+bounds an export's memory and time per checkpoint (a longer backlog takes several checkpoints)."""
 
 
 @dataclass(frozen=True)
@@ -171,18 +176,42 @@ def make(
 
 
 def checkpoint(
-    store: AuditLog, key: pki.PrivateKey, certificate: x509.Certificate, at: datetime, *, force: bool = False
+    store: AuditLog, key: pki.PrivateKey, certificate: x509.Certificate, at: datetime, *, force: bool = False,
+    earlier: Iterable[x509.Certificate] = (),
 ) -> Signed | None:
     """Make the next checkpoint of ``store``'s log and append it; None when nothing was logged
     since the latest but that checkpoint itself (``force``: make one all the same, if anything
-    at all is uncovered). ``store.conflict`` when another node appended one meanwhile."""
-    found = store.latest_checkpoint()
-    latest = Signed.of(json.loads(found.content)) if found else None
-    first = latest.checkpoint.last + 1 if latest else 1
-    made = make(store.events(first), latest, key, certificate, at, latest_seq=found.seq if found else 0, force=force)
-    if made is not None:
-        store.add_checkpoint(made.checkpoint.number, first - 1, at.isoformat(), made.as_json())
-    return made
+    at all is uncovered). ``store.conflict`` when another node appended one meanwhile. ``earlier``:
+    the axis's previous certificates, whose checkpoints it may extend (after a renewal)."""
+    known = {pki.fingerprint(c): c for c in (*earlier, certificate)}
+    made = None
+    while True:  # a backlog longer than MAX_RANGE events takes several checkpoints
+        found = store.latest_checkpoint()
+        latest = Signed.of(json.loads(found.content)) if found else None
+        if latest is not None:
+            _holds(store, latest, known)
+        first = latest.checkpoint.last + 1 if latest else 1
+        events = itertools.islice(store.events(first), MAX_RANGE)
+        step = make(events, latest, key, certificate, at, latest_seq=found.seq if found else 0, force=force)
+        if step is None:
+            return made
+        store.add_checkpoint(step.checkpoint.number, first - 1, at.isoformat(), step.as_json())
+        made, force = step, False
+        if step.checkpoint.last - step.checkpoint.first + 1 < MAX_RANGE:
+            return made
+
+
+def _holds(store: AuditLog, latest: Signed, known: Mapping[str, x509.Certificate]) -> None:
+    """The axis extends only a log whose latest checkpoint it signed and which still holds the
+    head that checkpoint signed: it never signs over a log rewritten behind its back."""
+    head = next(store.events(latest.checkpoint.last), None)
+    signer = known.get(latest.checkpoint.axis)
+    if signer is None or not signed_by(latest, signer) or head is None or head.seq != latest.checkpoint.last or head.hash != latest.checkpoint.head:
+        raise StoreError(
+            "store.chain_broken",
+            f"the log's latest checkpoint ({latest.checkpoint.number}) is not this axis's or no longer fits the log:"
+            " no checkpoint is signed over it; run axis audit verify",
+        )
 
 
 def published(store: AuditLog, after: int = 0, limit: int = 1000) -> list[Signed]:
@@ -250,7 +279,13 @@ def verify_log(
             broken = True  # every later hash is then suspect: the checkpoints still say which ranges hold
         previous_hash, expected_seq = event.hash, event.seq + 1
         report.events, report.head = report.events + 1, event.hash
-        content = json.loads(event.content)
+        try:
+            content = json.loads(event.content)
+        except (ValueError, RecursionError):
+            content = None
+        if not isinstance(content, dict):
+            report.fault("audit.event_malformed", f"event {event.seq} is not a JSON object", first=event.seq, last=event.seq)
+            content = {}
         if content.get("kind") == CHECKPOINT:
             try:
                 signed = Signed.of(content)
@@ -273,6 +308,13 @@ def verify_log(
                 pending = [p for p in pending if p[0] > last]
                 latest = signed
         pending.append((event.seq, leaf(event.content), event.hash))
+        if len(pending) > MAX_RANGE + 1:  # no checkpoint can cover more: report, and keep memory bounded
+            report.fault(
+                "audit.uncovered",
+                f"events from {pending[0][0]} on are covered by no checkpoint within {MAX_RANGE} events",
+                first=pending[0][0], last=event.seq,
+            )
+            pending = pending[-1:]
     for number, witness in sorted(kept.items()):
         report.kept += 1
         report.fault(

@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from axis import bundles, checkpoints, config, receipts
+from axis import bundles, checkpoints, config, keystore, receipts
 from axis import report as exchange_report
 from axis.checking import Checked
 from axis.errors import RequestRefused, RoutingRefused, StoreError
@@ -234,7 +234,12 @@ async def checkpoint(axis: Node, force: bool = False) -> checkpoints.Signed | No
     meanwhile."""
     at = datetime.now(UTC)
     router = axis.router
-    return await asyncio.to_thread(checkpoints.checkpoint, axis.store, router.key, router.certificate, at, force=force)
+
+    def make() -> checkpoints.Signed | None:
+        earlier = keystore.KeyStore(axis.settings.keys).axis_certificates()
+        return checkpoints.checkpoint(axis.store, router.key, router.certificate, at, force=force, earlier=earlier)
+
+    return await asyncio.to_thread(make)
 
 
 async def latest_checkpoint(axis: Node) -> checkpoints.Signed | None:

@@ -212,6 +212,17 @@ class KeyStore:
         write_public(self.axis_certificate, pki.certificate_pem(axis.certificate))
         self._record(axis.certificate)
 
+    def axis_certificates(self) -> list[x509.Certificate]:
+        """Every certificate the key store's CA issued under the axis's own name (the current one
+        and those it replaced), for checking what the axis signed before a renewal."""
+        current = read_certificates(self.axis_certificate)[0]
+        found = []
+        for path in sorted(self.issued.glob("*.pem")):
+            certificate = read_certificates(path)[0]
+            if certificate.subject == current.subject:
+                found.append(certificate)
+        return found or [current]
+
     def ca(self, passphrase: bytes | None = None) -> pki.Issued:
         key = read_private_key(self.ca_key, passphrase)
         return pki.Issued(key, read_certificates(self.ca_certificate)[0])

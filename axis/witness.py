@@ -23,6 +23,7 @@ from typing import Any
 from cryptography import x509
 
 from axis import checkpoints, pki
+from axis.errors import AxisError
 from axis.store.events import GENESIS
 
 PAGE = 1000
@@ -68,20 +69,51 @@ def _write(path: Path, data: bytes) -> None:
         raise
 
 
-def _get(url: str, token: str) -> Any:
-    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+LARGEST = 16 << 20
+"""Bytes read of one answer at most: a server is input like any other."""
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect would carry the token to wherever it points: refused."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
+def _fetch(url: str, headers: dict[str, str]) -> bytes:
     request = urllib.request.Request(url, headers=headers)  # noqa: S310 - http(s) only, checked in pull
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - the operator's URL
-            body = response.read()
+        with _OPENER.open(request, timeout=60) as response:
+            body: bytes = response.read(LARGEST + 1)
     except urllib.error.HTTPError as error:
-        raise PullError("witness.refused", f"{url}: the axis answered {error.code}: {error.read()[:300]!r}") from None
-    except (urllib.error.URLError, OSError) as error:
+        raise PullError("witness.refused", f"{url}: the axis answered {error.code}") from None
+    except (urllib.error.URLError, OSError, ValueError) as error:
         raise PullError("witness.unreachable", f"{url}: {error}") from None
+    if len(body) > LARGEST:
+        raise PullError("witness.refused", f"{url}: the answer is larger than {LARGEST} bytes")
+    return body
+
+
+def _items(url: str, token: str) -> list[Any]:
+    """The ``items`` of a checkpoints page, whatever the server answered."""
     try:
-        return json.loads(body)
-    except ValueError:
-        raise PullError("witness.refused", f"{url}: the answer is not JSON") from None
+        answer = json.loads(_fetch(url, {"Authorization": f"Bearer {token}", "Accept": "application/json"}))
+    except (ValueError, RecursionError):
+        raise PullError("witness.malformed", f"{url}: the answer is not JSON") from None
+    items = answer.get("items") if isinstance(answer, dict) else None
+    if not isinstance(items, list):
+        raise PullError("witness.malformed", f"{url}: the answer holds no list of checkpoints")
+    return items
+
+
+def _signed(item: Any) -> checkpoints.Signed:
+    try:
+        return checkpoints.Signed.of(item if isinstance(item, dict) else {})
+    except ValueError as error:
+        raise PullError("witness.malformed", str(error)) from None
 
 
 def pull(url: str, token: str, directory: Path, axis_certificate: Path | None = None) -> Pulled:
@@ -93,13 +125,17 @@ def pull(url: str, token: str, directory: Path, axis_certificate: Path | None = 
             _keep_certificate(directory, certificate)
     trusted = certificates(directory)
     if not trusted:  # the first pull: the axis's own certificate, kept from now on
-        request = urllib.request.Request(f"{url}/v1/axis/certificate")  # noqa: S310 - http(s) only
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "https" and parts.hostname not in ("127.0.0.1", "::1", "localhost"):
+            raise PullError(
+                "witness.unpinned",
+                "the first pull over plain HTTP cannot trust the certificate it is sent: give --axis-cert, or use https",
+            )
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
-                fetched = pki.load_certificates(response.read())
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            raise PullError("witness.unreachable", f"{url}: cannot fetch the axis certificate: {error}") from None
-        for certificate in fetched:
+            fetched = pki.load_certificates(_fetch(f"{url}/v1/axis/certificate", {}))
+        except (AxisError, ValueError) as error:
+            raise PullError("witness.malformed", f"{url}: the axis certificate cannot be read: {error}") from None
+        for certificate in fetched[:1]:
             _keep_certificate(directory, certificate)
         trusted = certificates(directory)
     try:
@@ -109,8 +145,8 @@ def pull(url: str, token: str, directory: Path, axis_certificate: Path | None = 
     latest = kept[max(kept)] if kept else None
     if latest is not None:  # the axis still holds what this witness kept last
         number = latest.checkpoint.number
-        page = _get(f"{url}/v1/audit/checkpoints?after={number - 1}&limit=1", token).get("items", [])
-        theirs = checkpoints.Signed.of(page[0]) if page else None
+        page = _items(f"{url}/v1/audit/checkpoints?after={number - 1}&limit=1", token)
+        theirs = _signed(page[0]) if page else None
         if theirs is None or theirs.checkpoint != latest.checkpoint:
             raise PullError(
                 "witness.rewritten",
@@ -119,13 +155,9 @@ def pull(url: str, token: str, directory: Path, axis_certificate: Path | None = 
     added = 0
     while True:
         after = latest.checkpoint.number if latest else 0
-        items = _get(f"{url}/v1/audit/checkpoints?" + urllib.parse.urlencode({"after": after, "limit": PAGE}), token)
-        page = items.get("items", []) if isinstance(items, dict) else []
+        page = _items(f"{url}/v1/audit/checkpoints?" + urllib.parse.urlencode({"after": after, "limit": PAGE}), token)
         for item in page:
-            try:
-                signed = checkpoints.Signed.of(item)
-            except ValueError as error:
-                raise PullError("witness.malformed", str(error)) from None
+            signed = _signed(item)
             _follows(signed, latest, trusted)
             _write(directory / checkpoints.kept_name(signed), json.dumps(signed.as_json(), indent=2).encode())
             latest, added = signed, added + 1

@@ -506,6 +506,20 @@ async def export_bundle(request: web.Request) -> web.StreamResponse:
     axis = node(request)
     message_id = request.query.get("message_id")
     start, end = _day(request, "from", None), _day(request, "to", None)
+    exchange.check_disk(axis, 0)
+    if EXPORTING.locked():
+        raise RequestRefused("request.overloaded", "an export is being written on this node; ask again shortly", retry_after=30)
+    async with EXPORTING:
+        return await _export_bundle(request, axis, message_id, start, end)
+
+
+EXPORTING = asyncio.Lock()
+"""One export at a time per node: each reads the whole period and writes its ZIP to disk."""
+
+
+async def _export_bundle(
+    request: web.Request, axis: Axis, message_id: str | None, start: date | None, end: date | None
+) -> web.StreamResponse:
     fd, name = tempfile.mkstemp(dir=axis.settings.data, prefix=".tmp-export-", suffix=".zip")
     os.close(fd)
     path = Path(name)

@@ -53,6 +53,7 @@ SQLITE_ONLY = {
     "INSERT INTO events (content, previous, hash) VALUES (?, ?, ?)":
         "INSERT INTO events (seq, content, previous, hash) VALUES ((SELECT coalesce(max(seq), 0) + 1 FROM events), ?, ?, ?)",
     "json_extract(content, '$.subject')": "(content::jsonb ->> 'subject')",
+    "json_extract(content, '$.kind')": "(content::jsonb ->> 'kind')",
     "sum(d.state = 'delivered')": "sum((d.state = 'delivered')::int)",
     "sum(d.state = 'expired')": "sum((d.state = 'expired')::int)",
     "sum(d.state IN ('queued', 'leased'))": "sum((d.state IN ('queued', 'leased'))::int)",

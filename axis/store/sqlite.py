@@ -989,9 +989,10 @@ class SQLiteStore:
         ):
             yield chain.Event(row[0], row[1], row[2], row[3])
 
-    _CHECKPOINTS = (
+    _CHECKPOINTS = (  # the kind too: an endpoint or token may be named like a checkpoint's subject
         "SELECT seq, content, previous, hash FROM events"
         " WHERE json_extract(content, '$.subject') > ? AND json_extract(content, '$.subject') < ?"
+        " AND json_extract(content, '$.kind') = 'audit.checkpoint'"
     )
 
     def checkpoints(self, after: int = 0, limit: int = 1000) -> list[chain.Event]:

@@ -6,10 +6,13 @@ witness's kept copies catch even an insider who holds the axis key and signs aga
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import shutil
 import sqlite3
 import zipfile
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,10 +22,11 @@ import pytest
 from click.testing import CliRunner
 
 from adapters.demo import NGHE_AN
-from axis import checkpoints, keystore, witness
+from axis import bundles, checkpoints, keystore, pki, witness
+from axis.pki import fingerprint as pki_fingerprint
 from axis.server.runtime import start
 from axis.store import open_store
-from axis.store.events import chain_hash
+from axis.store.events import GENESIS, Event, chain_hash
 from cli import cli
 from tests.server.conftest import G22, H41, Client, Network, make_network
 
@@ -114,6 +118,15 @@ async def test_an_insider_rewriting_the_log_is_caught_by_the_checkpoints(
     rewritten = [f for f in report["faults"] if f["code"] == "audit.rewritten"]
     assert len(rewritten) == 1 and rewritten[0]["first"] <= target <= rewritten[0]["last"], report["faults"]
     assert {f["code"] for f in report["faults"]} <= {"audit.rewritten", "audit.chain_rewritten"}
+    code, output = audit(network, "checkpoint")  # and the axis signs nothing more over it
+    assert code != 0 and "store.chain_broken" in output, output
+
+
+def test_events_that_are_not_objects_are_faults_not_tracebacks() -> None:
+    content = "[]"
+    event = Event(1, content, GENESIS, chain_hash(GENESIS, content))
+    report = checkpoints.verify_log([event], [])
+    assert [f["code"] for f in report.faults] == ["audit.event_malformed"]
 
 
 async def test_an_insider_with_the_axis_key_is_caught_by_a_witness(
@@ -160,6 +173,7 @@ def _auditor_trust(network: Network, tmp_path: Path) -> Path:
 
 def verify_bundle(*args: str) -> tuple[int, dict[str, Any]]:
     result = CliRunner().invoke(cli, ["verify-bundle", *args, "--json"])
+    assert result.exit_code != 2, result.output
     return result.exit_code, json.loads(result.output) if result.output.startswith("{") else {"output": result.output}
 
 
@@ -187,7 +201,9 @@ async def test_a_bundle_verifies_offline_and_names_every_altered_member(
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     monkeypatch.delenv("AXIS_CONFIG", raising=False)
-    code, report = verify_bundle(str(bundle), "--trust", str(trust), "--checkpoints", str(keep))
+    axis_cert = str(trust.parent / "axis.pem")
+    shutil.copy(network.keys.axis_certificate, axis_cert)
+    code, report = verify_bundle(str(bundle), "--trust", str(trust), "--checkpoints", str(keep))  # the witness's pin
     assert code == 0 and report["valid"], report
     assert len(report["messages"]) == 2 and report["kept_compared"] >= 1
     for message in report["messages"]:
@@ -197,7 +213,9 @@ async def test_a_bundle_verifies_offline_and_names_every_altered_member(
         members = opened.namelist()
     assert {"manifest.json", "manifest.sig", "axis-certificate.pem"} <= set(members)
     for member in members:
-        code, report = verify_bundle(str(_tampered(bundle, member, tmp_path / "tampered.zip")), "--trust", str(trust))
+        code, report = verify_bundle(
+            str(_tampered(bundle, member, tmp_path / "tampered.zip")), "--trust", str(trust), "--axis-cert", axis_cert
+        )
         named = {f["member"] for f in report.get("faults", [])}
         expected = "manifest.json" if member == "manifest.sig" else member
         assert code == 1 and expected in named, (member, report)
@@ -218,7 +236,67 @@ async def test_a_bundle_of_a_log_rewritten_with_the_key_fails_against_kept_check
     db.close()
     bundle = _bundle(network, tmp_path)  # the export signs a new checkpoint over the rewritten log
     trust = _auditor_trust(network, tmp_path)
-    code, report = verify_bundle(str(bundle), "--trust", str(trust))
+    code, report = verify_bundle(str(bundle), "--trust", str(trust), "--axis-cert", str(network.keys.axis_certificate))
     assert code == 0, report  # alone, a log rewritten by the key holder holds together
     code, report = verify_bundle(str(bundle), "--trust", str(trust), "--checkpoints", str(keep))
     assert code == 1 and "bundle.witness_mismatch" in {f["code"] for f in report["faults"]}, report
+
+
+async def test_a_key_holder_renumbering_the_checkpoints_is_caught_by_the_witness(
+    insider: Network, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Signing the rewritten log's checkpoints under numbers the witness never saw does not help:
+    a bundle's checkpoint covering events a witness vouched for must be the witness's."""
+    network = insider
+    keep = tmp_path / "witness"
+    await _traffic(network, session, keep)
+    database = network.settings.data / "axis.sqlite3"
+    _rewrite(database, "delivery.delivered", "delivery.expired")
+    db = sqlite3.connect(database)
+    first = db.execute("SELECT min(seq) FROM events WHERE json_extract(content, '$.kind') = 'audit.checkpoint'").fetchone()[0]
+    db.execute("DELETE FROM events WHERE seq >= ?", (first,))
+    db.commit()
+    db.close()
+    key, certificate = keystore.KeyStore(network.settings.keys).axis_signer()
+    store = open_store(network.settings)
+    try:
+        events = list(store.events())
+        forged = checkpoints.make(events, None, key, certificate, datetime.now(UTC), force=True)
+        assert forged is not None
+        renumbered = checkpoints.sign(replace(forged.checkpoint, number=1_000_001), key)
+        store.add_checkpoint(1_000_001, 0, datetime.now(UTC).isoformat(), renumbered.as_json())
+    finally:
+        store.close()
+    bundle = _bundle(network, tmp_path)
+    trust = _auditor_trust(network, tmp_path)
+    code, report = verify_bundle(str(bundle), "--trust", str(trust), "--checkpoints", str(keep))
+    assert code == 1 and "bundle.witness_mismatch" in {f["code"] for f in report["faults"]}, report
+
+
+def test_a_hostile_bundle_is_reported_never_a_traceback(tmp_path: Path) -> None:
+    """Members a forger controls (once the manifest's signature holds, as for an insider with the
+    key): events that are not objects, numbers out of range, receipts that are not a list."""
+    key, certificate = pki.new_key("ec"), None
+    ca = pki.create_ca("test CA", datetime.now(UTC) - timedelta(minutes=1))
+    axis = pki.issue(ca, "axis", datetime.now(UTC) - timedelta(minutes=1), key=key)
+    certificate = axis.certificate
+    trust = pki.Trust((ca.certificate,))
+    members = {
+        "messages/m/package.xml": b"<edXML/>",
+        "messages/m/events.json": b'[{"seq": 1e999, "content": "[]", "previous": "x", "hash": "y", "path": [], "checkpoint": 1, "index": 0, "size": 1}, []]',
+    }
+    manifest = json.dumps({
+        "format": "axis-bundle/1", "created_at": datetime.now(UTC).isoformat(), "axis": pki_fingerprint(certificate),
+        "messages": [{"id": "m", "package": "messages/m/package.xml", "receipts": 5, "events": "messages/m/events.json",
+                      "sha256": "0" * 64, "accepted_at": "not a time"}],
+        "members": {name: hashlib.sha256(data).hexdigest() for name, data in members.items()},
+    }).encode()
+    path = tmp_path / "hostile.zip"
+    with zipfile.ZipFile(path, "w") as out:
+        for name, data in members.items():
+            out.writestr(name, data)
+        out.writestr("manifest.json", manifest)
+        out.writestr("manifest.sig", base64.b64encode(bundles._sign(key, manifest)))
+    report = bundles.verify(path, trust, certificate)
+    assert not report.valid and report.faults
+

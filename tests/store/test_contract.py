@@ -1158,6 +1158,7 @@ def test_a_closed_store_refuses_writes_with_store_closed(open_store: Opener) -> 
 
 def test_checkpoints_are_events_found_by_number_and_appended_only_after_the_latest(store: Store) -> None:
     enqueued(store)
+    store.add_endpoint(endpoint("checkpoint/000000000001"), "token-hash")  # named like one: not taken for one
     assert store.latest_checkpoint() is None and store.checkpoints() == []
     upto = len(list(store.events()))
     first = store.add_checkpoint(1, 0, AT, {"checkpoint": {"number": 1, "last": upto}, "signature": "x"})
