@@ -107,6 +107,16 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Console:
+    """``[console]``: the administrators' and auditors' pages in the browser (docs/console.md)."""
+
+    prefix: str = "/console"
+    """Where ``axis serve`` mounts the console; "" turns it off."""
+    session_timeout: float = 1800.0
+    """Seconds a console session lasts without a request; signing in again starts a new one."""
+
+
+@dataclass(frozen=True)
 class Audit:
     """``[audit]``: the signed checkpoints of the audit log (docs/auditors.md)."""
 
@@ -136,6 +146,7 @@ class Config:
     vxp: Vxp = field(default_factory=Vxp)
     store: StoreSettings = field(default_factory=StoreSettings)
     audit: Audit = field(default_factory=Audit)
+    console: Console = field(default_factory=Console)
 
     @property
     def trust(self) -> Path:
@@ -230,6 +241,7 @@ def load(explicit: Path | None = None) -> Config:
         vxp=_section(Vxp, document.get("vxp", {}), base, path, "vxp"),
         store=_section(StoreSettings, document.get("store", {}), base, path, "store"),
         audit=_section(Audit, document.get("audit", {}), base, path, "audit"),
+        console=_section(Console, document.get("console", {}), base, path, "console"),
     )
 
 

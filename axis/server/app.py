@@ -34,7 +34,7 @@ from axis import exchange, keystore
 from axis import report as report_format
 from axis.errors import AxisError, RequestRefused
 from axis.registry import token_hash
-from axis.server import admin
+from axis.server import admin, console
 from axis.server.connections import LOW_HEADROOM, descriptor_limit, open_descriptors
 from axis.server.http import (
     AXIS,
@@ -577,6 +577,8 @@ def build_app(axis: Axis, extensions: Sequence[Extension] = ()) -> web.Applicati
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     admin.add_routes(app)
+    if axis.settings.console.prefix:
+        console.add_routes(app, axis.settings.console.prefix.rstrip("/"), axis.settings.console.session_timeout)
     for extend in extensions:
         extend(app)
     return app
