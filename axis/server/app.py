@@ -92,6 +92,7 @@ async def _authenticate(request: web.Request) -> Principal:
                 "auth.client_certificate",
                 f"endpoint {endpoint.name!r} must connect with its registered TLS client certificate",
             )
+        node(request).contacts[endpoint.name] = time.time()
         return Principal("endpoint", endpoint.name, endpoint)
     role = store.role_by_token(digest)
     if role is None:

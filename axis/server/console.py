@@ -250,7 +250,8 @@ async def agencies(request: web.Request, session: Session) -> web.StreamResponse
     return _render(
         request, "agencies.html", session, agencies=rows, q=request.query.get("q", ""),
         certificates=[c for c in certificates if not query or any(c.organ_id == a.organ_id for a in rows)],
-        soon=soon, now=datetime.now(UTC).isoformat(), endpoints=endpoints, issued=None,
+        soon=soon, now=datetime.now(UTC).isoformat(), endpoints=endpoints,
+        contacts={name: datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds") for name, at in axis.contacts.items()},
     )
 
 

@@ -84,6 +84,8 @@ class Axis:
     in_flight: int = 0
     """Requests being answered now: SIGTERM lets them finish while new ones are refused (503)."""
     draining: bool = False
+    contacts: dict[str, float] = field(default_factory=dict)
+    """When each endpoint last made a request to this node (Unix time; the console shows it)."""
     _loop: asyncio.AbstractEventLoop | None = None
     _woken: set[str] = field(default_factory=set)
     _woken_lock: threading.Lock = field(default_factory=threading.Lock)

@@ -95,6 +95,8 @@ async def test_an_administrator_and_an_auditor_work_in_the_console(
         await admin.click(f'[id="suspend-{G22}"]')
         await admin.wait_for_selector(f'[id="resume-{G22}"]')
         await shot(admin, "agencies")
+        vpcp_row = await admin.locator("tr", has_text="vpcp").first.inner_text()
+        assert f"{time.gmtime().tm_year}-" in vpcp_row  # its last contact with this node
         status, refused = await sender.submit(network.sign(network.document(recipients=(NGHE_AN,))))
         assert (status, refused["code"]) == (403, "sender.suspended"), refused
         await admin.click(f'[id="resume-{G22}"]')
