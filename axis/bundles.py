@@ -30,9 +30,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from axis import checkpoints, keystore, merkle, pki, receipts, xmlguard
 from axis.errors import AxisError, RequestRefused, RoutingRefused, StoreError
@@ -237,7 +234,7 @@ def _export(
             ensure_ascii=False, indent=1,
         ).encode()
         bundle.writestr(MANIFEST, manifest)
-        bundle.writestr(SIGNATURE, base64.b64encode(_sign(key, manifest)))
+        bundle.writestr(SIGNATURE, base64.b64encode(pki.sign_bytes(key, manifest)))
     return Exported(len(entries), len(members) + 2, covering.count)
 
 
@@ -248,26 +245,6 @@ def _pieces(stored: bytes | Path) -> Iterator[bytes]:
     with stored.open("rb") as handle:
         while piece := handle.read(PIECE):
             yield piece
-
-
-def _sign(key: pki.PrivateKey, data: bytes) -> bytes:
-    if isinstance(key, rsa.RSAPrivateKey):
-        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-    return key.sign(data, ec.ECDSA(hashes.SHA256()))
-
-
-def _signed(certificate: x509.Certificate, signature: bytes, data: bytes) -> bool:
-    public = certificate.public_key()
-    try:
-        if isinstance(public, rsa.RSAPublicKey):
-            public.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
-        elif isinstance(public, ec.EllipticCurvePublicKey):
-            public.verify(signature, data, ec.ECDSA(hashes.SHA256()))
-        else:
-            return False
-    except InvalidSignature:
-        return False
-    return True
 
 
 # ---------------------------------------------------------------- offline verification
@@ -316,7 +293,7 @@ def verify(
             return report
         report.created_at, report.axis = str(manifest.get("created_at")), str(manifest.get("axis"))
         try:
-            signed_manifest = _signed(axis_certificate, _read_signature(bundle), _read(bundle, MANIFEST))
+            signed_manifest = pki.signed_bytes(axis_certificate, _read_signature(bundle), _read(bundle, MANIFEST))
         except Exception:  # noqa: BLE001 - a hostile member: reported, never a traceback
             signed_manifest = False
         if not signed_manifest or pki.fingerprint(axis_certificate) != manifest.get("axis"):

@@ -31,9 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from axis import merkle, pki
 from axis.errors import StoreError
@@ -120,30 +117,14 @@ def leaf(content: str) -> bytes:
 
 
 def sign(checkpoint: Checkpoint, key: pki.PrivateKey) -> Signed:
-    data = checkpoint.canonical()
-    if isinstance(key, rsa.RSAPrivateKey):
-        value = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-    else:
-        value = key.sign(data, ec.ECDSA(hashes.SHA256()))
-    return Signed(checkpoint, base64.b64encode(value).decode())
+    return Signed(checkpoint, base64.b64encode(pki.sign_bytes(key, checkpoint.canonical())).decode())
 
 
 def signed_by(signed: Signed, certificate: x509.Certificate) -> bool:
     """Whether ``certificate`` (the one the checkpoint names) made its signature."""
     if pki.fingerprint(certificate) != signed.checkpoint.axis:
         return False
-    public = certificate.public_key()
-    value = base64.b64decode(signed.signature)
-    try:
-        if isinstance(public, rsa.RSAPublicKey):
-            public.verify(value, signed.checkpoint.canonical(), padding.PKCS1v15(), hashes.SHA256())
-        elif isinstance(public, ec.EllipticCurvePublicKey):
-            public.verify(value, signed.checkpoint.canonical(), ec.ECDSA(hashes.SHA256()))
-        else:
-            return False
-    except InvalidSignature:
-        return False
-    return True
+    return pki.signed_bytes(certificate, base64.b64decode(signed.signature), signed.checkpoint.canonical())
 
 
 def make(

@@ -21,7 +21,7 @@ from typing import Literal, TypeVar
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import (
     Criticality,
@@ -455,3 +455,26 @@ def _check_revocation(
             f"the newest CRL of {issuer.subject.rfc4514_string()} expired at {next_update.isoformat()}; "
             "import a fresh CRL",
         )
+
+
+def sign_bytes(key: PrivateKey, data: bytes) -> bytes:
+    """A detached signature over ``data``: SHA-256 with RSA PKCS#1 v1.5, or ECDSA (DER)."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    return key.sign(data, ec.ECDSA(hashes.SHA256()))
+
+
+def signed_bytes(certificate: x509.Certificate, signature: bytes, data: bytes) -> bool:
+    """Whether ``certificate``'s key made ``signature`` over ``data`` (``sign_bytes``)."""
+    public = certificate.public_key()
+    try:
+        if isinstance(public, rsa.RSAPublicKey):
+            public.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+        elif isinstance(public, ec.EllipticCurvePublicKey):
+            public.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+        else:
+            return False
+    except InvalidSignature:
+        return False
+    return True
+

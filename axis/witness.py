@@ -11,8 +11,6 @@ with the witness's. Each copy is one file, ``checkpoint-<number>.json``, never r
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,6 +22,7 @@ from cryptography import x509
 
 from axis import checkpoints, pki
 from axis.errors import AxisError
+from axis.keystore import write_public
 from axis.store.events import GENESIS
 
 PAGE = 1000
@@ -52,21 +51,7 @@ def certificates(directory: Path) -> dict[str, x509.Certificate]:
 
 
 def _keep_certificate(directory: Path, certificate: x509.Certificate) -> None:
-    _write(directory / f"axis-{pki.fingerprint(certificate)[:16]}.pem", pki.certificate_pem(certificate))
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Write a new file whole or not at all (a witness's copies are evidence)."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_public(directory / f"axis-{pki.fingerprint(certificate)[:16]}.pem", pki.certificate_pem(certificate))
 
 
 LARGEST = 16 << 20
@@ -159,7 +144,7 @@ def pull(url: str, token: str, directory: Path, axis_certificate: Path | None = 
         for item in page:
             signed = _signed(item)
             _follows(signed, latest, trusted)
-            _write(directory / checkpoints.kept_name(signed), json.dumps(signed.as_json(), indent=2).encode())
+            write_public(directory / checkpoints.kept_name(signed), json.dumps(signed.as_json(), indent=2).encode())
             latest, added = signed, added + 1
         if len(page) < PAGE:
             break

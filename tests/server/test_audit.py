@@ -84,6 +84,22 @@ def _rewrite(database: Path, kind: str, to: str) -> int:
     return target
 
 
+async def _rewritten_by_the_key_holder(network: Network, session: aiohttp.ClientSession, tmp_path: Path) -> Path:
+    """Traffic a witness copies; then the log rewritten, and every checkpoint (and what followed
+    the first) removed, as the holder of the axis key would before signing new ones. The
+    witness's directory."""
+    keep = tmp_path / "witness"
+    await _traffic(network, session, keep)
+    database = network.settings.data / "axis.sqlite3"
+    _rewrite(database, "delivery.delivered", "delivery.expired")
+    db = sqlite3.connect(database)
+    first = db.execute("SELECT min(seq) FROM events WHERE json_extract(content, '$.kind') = 'audit.checkpoint'").fetchone()[0]
+    db.execute("DELETE FROM events WHERE seq >= ?", (first,))
+    db.commit()
+    db.close()
+    return keep
+
+
 @pytest.fixture
 def network(tmp_path: Path) -> Network:
     return make_network(tmp_path, {"audit": {"checkpoint_interval": 0}})
@@ -133,16 +149,7 @@ async def test_an_insider_with_the_axis_key_is_caught_by_a_witness(
     insider: Network, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     network = insider
-    keep = tmp_path / "witness"
-    await _traffic(network, session, keep)
-    database = network.settings.data / "axis.sqlite3"
-    _rewrite(database, "delivery.delivered", "delivery.expired")
-    # ... and, holding the key, removes every checkpoint and signs new ones over the rewritten log
-    db = sqlite3.connect(database)
-    first = db.execute("SELECT min(seq) FROM events WHERE json_extract(content, '$.kind') = 'audit.checkpoint'").fetchone()[0]
-    db.execute("DELETE FROM events WHERE seq >= ?", (first,))
-    db.commit()
-    db.close()
+    keep = await _rewritten_by_the_key_holder(network, session, tmp_path)  # ... who signs new checkpoints:
     key, certificate = keystore.KeyStore(network.settings.keys).axis_signer()
     store = open_store(network.settings)
     try:
@@ -225,15 +232,7 @@ async def test_a_bundle_of_a_log_rewritten_with_the_key_fails_against_kept_check
     insider: Network, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     network = insider
-    keep = tmp_path / "witness"
-    await _traffic(network, session, keep)
-    database = network.settings.data / "axis.sqlite3"
-    _rewrite(database, "delivery.delivered", "delivery.expired")
-    db = sqlite3.connect(database)
-    first = db.execute("SELECT min(seq) FROM events WHERE json_extract(content, '$.kind') = 'audit.checkpoint'").fetchone()[0]
-    db.execute("DELETE FROM events WHERE seq >= ?", (first,))
-    db.commit()
-    db.close()
+    keep = await _rewritten_by_the_key_holder(network, session, tmp_path)
     bundle = _bundle(network, tmp_path)  # the export signs a new checkpoint over the rewritten log
     trust = _auditor_trust(network, tmp_path)
     code, report = verify_bundle(str(bundle), "--trust", str(trust), "--axis-cert", str(network.keys.axis_certificate))
@@ -248,15 +247,7 @@ async def test_a_key_holder_renumbering_the_checkpoints_is_caught_by_the_witness
     """Signing the rewritten log's checkpoints under numbers the witness never saw does not help:
     a bundle's checkpoint covering events a witness vouched for must be the witness's."""
     network = insider
-    keep = tmp_path / "witness"
-    await _traffic(network, session, keep)
-    database = network.settings.data / "axis.sqlite3"
-    _rewrite(database, "delivery.delivered", "delivery.expired")
-    db = sqlite3.connect(database)
-    first = db.execute("SELECT min(seq) FROM events WHERE json_extract(content, '$.kind') = 'audit.checkpoint'").fetchone()[0]
-    db.execute("DELETE FROM events WHERE seq >= ?", (first,))
-    db.commit()
-    db.close()
+    keep = await _rewritten_by_the_key_holder(network, session, tmp_path)
     key, certificate = keystore.KeyStore(network.settings.keys).axis_signer()
     store = open_store(network.settings)
     try:
@@ -296,7 +287,7 @@ def test_a_hostile_bundle_is_reported_never_a_traceback(tmp_path: Path) -> None:
         for name, data in members.items():
             out.writestr(name, data)
         out.writestr("manifest.json", manifest)
-        out.writestr("manifest.sig", base64.b64encode(bundles._sign(key, manifest)))
+        out.writestr("manifest.sig", base64.b64encode(pki.sign_bytes(key, manifest)))
     report = bundles.verify(path, trust, certificate)
     assert not report.valid and report.faults
 
