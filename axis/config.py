@@ -7,6 +7,7 @@ has a default, so an operator only writes what differs.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -241,8 +242,25 @@ def load(explicit: Path | None = None) -> Config:
         vxp=_section(Vxp, document.get("vxp", {}), base, path, "vxp"),
         store=_section(StoreSettings, document.get("store", {}), base, path, "store"),
         audit=_section(Audit, document.get("audit", {}), base, path, "audit"),
-        console=_section(Console, document.get("console", {}), base, path, "console"),
+        console=_console(path, _section(Console, document.get("console", {}), base, path, "console")),
     )
+
+
+RESERVED_PATHS = ("/v1", "/healthz", "/readyz", "/metrics")
+
+
+def _console(path: Path, console: Console) -> Console:
+    """A prefix of whole path segments of its own: the console answers everything under it."""
+    prefix = console.prefix.rstrip("/")
+    if console.prefix and (
+        not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", prefix, re.ASCII)
+        or any(prefix == r or prefix.startswith(r + "/") or r.startswith(prefix + "/") for r in RESERVED_PATHS)
+    ):
+        raise ConfigError(
+            "config.invalid",
+            f"{path}: [console] prefix {console.prefix!r} must be a path of its own, like /console (or \"\" for none)",
+        )
+    return console
 
 
 def _delivery(path: Path, delivery: Delivery) -> Delivery:

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import ipaddress
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ def token_hash(token: str) -> str:
 
 def new_token() -> str:
     return secrets.token_urlsafe(32)
+
+
+ENDPOINT_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
 
 
 @dataclass
@@ -161,6 +165,11 @@ class Registry:
     def _new_endpoint(
         self, name: str, agencies: list[str], push_url: str | None, client_cert_fingerprint: str | None
     ) -> tuple[Endpoint, str]:
+        if not ENDPOINT_NAME.fullmatch(name):
+            raise StoreError(
+                "store.bad_endpoint",
+                f"endpoint name {name!r}: use 1 to 64 letters, digits, '.', '_', '-' (it appears in paths and logs)",
+            )
         if not agencies:
             raise StoreError("store.bad_endpoint", "an endpoint must act for at least one agency")
         if push_url is not None and not push_url.startswith(("https://", "http://")):

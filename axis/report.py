@@ -51,8 +51,8 @@ class Period:
     @classmethod
     def parse(cls, text: str) -> Period:
         """``2026-11`` (a month), ``2026-Q3``, ``2026-H1`` or ``2026``; ``request.invalid`` otherwise."""
-        match = re.fullmatch(r"(\d{4})(?:-(?:(\d{2})|Q([1-4])|H([12])))?", text.strip())
-        if not match:
+        match = re.fullmatch(r"([0-9]{4})(?:-(?:([0-9]{2})|Q([1-4])|H([12])))?", text.strip())
+        if not match or not 2000 <= int(match[1]) <= 9998:
             raise RequestRefused("request.invalid", f"a period is 2026-11, 2026-Q3, 2026-H1 or 2026, not {text!r}")
         year = int(match[1])
         if match[2]:
@@ -147,6 +147,16 @@ def build(store: Store, period: Period, agency: str | None = None, now: datetime
     return Report(period, now.isoformat(timespec="seconds"), rows, totals, checkpoint, agency)
 
 
+FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A text cell a spreadsheet will not read as a formula (names come from agencies' software too)."""
+    if isinstance(value, str) and value.startswith(FORMULA):
+        return "'" + value
+    return value
+
+
 def _label(row: dict[str, Any]) -> str:
     return f"{row['name']} (gồm đơn vị trực thuộc)" if row["rollup"] else row["name"]
 
@@ -169,7 +179,7 @@ def to_csv(report: Report) -> bytes:
     writer.writerow([f"Kỳ báo cáo {report.period.label}: từ {report.period.start} đến trước {report.period.end}"])
     writer.writerow(list(COLUMNS.values()))
     for row in report.rows:
-        writer.writerow([row["organ_id"], _label(row), *(row[c] for c in list(COLUMNS)[2:])])
+        writer.writerow([_cell(row["organ_id"]), _cell(_label(row)), *(row[c] for c in list(COLUMNS)[2:])])
     writer.writerow(["", "Tổng cộng", *(report.totals[c] for c in list(COLUMNS)[2:])])
     for line in _footer(report):
         writer.writerow([line])
@@ -207,6 +217,8 @@ def to_xlsx(report: Report) -> bytes:
         values = [row["organ_id"], _label(row), *(row[c] for c in list(COLUMNS)[2:])]
         for column, value in enumerate(values, start=1):
             cell = sheet.cell(row=line, column=column, value=value)
+            if isinstance(value, str):
+                cell.data_type = "s"  # text, never a formula
             cell.border = box
             if row["rollup"]:
                 cell.font = Font(italic=True)

@@ -111,7 +111,7 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     code: str | None = None
     try:
-        own = request.path.startswith(request.app[SELF_AUTHENTICATED])  # answers its refusals its own way
+        own = request.path.startswith(request.app[SELF_AUTHENTICATED])  # prefixes end in "/": whole segments
         if axis.draining and request.path not in ("/healthz", "/metrics") and not own:
             raise RequestRefused("request.shutting_down", "the axis is shutting down; retry shortly", retry_after=5)
         if request.path not in OPEN_PATHS and not own:
@@ -380,7 +380,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     axis = node(request)
-    gauges = await asyncio.to_thread(_scraped, axis)
+    gauges = await axis.metrics.scraped(lambda: asyncio.to_thread(_scraped, axis))
     return web.Response(body=axis.metrics.render(gauges), headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -25,22 +26,31 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
+from multidict import MultiDict
 
 from axis import bundles, exchange, keystore, pki, receipts
 from axis import report as reports
 from axis.errors import AxisError
 from axis.registry import token_hash
-from axis.server.http import AXIS, SELF_AUTHENTICATED, delivery_json, node
+from axis.server.http import AXIS, SELF_AUTHENTICATED, delivery_json, node, read_body
 
 COOKIE = "axis_console"
 SESSIONS: web.AppKey[Sessions] = web.AppKey("console_sessions")
 PREFIX: web.AppKey[str] = web.AppKey("console_prefix", str)
+FORM: web.RequestKey[MultiDict[str]] = web.RequestKey("console_form", MultiDict)
+SEARCH_DAYS = 366
+SEARCH_READ = 20_000
+"""Messages one search reads at most (then it shows what it found: narrow the period)."""
 STATES = {"queued": "Đang chờ", "leased": "Đang chuyển", "delivered": "Đã chuyển", "expired": "Thất bại"}
+
+
+LIFETIME = 12 * 3600.0
+"""However active, a session ends after this many seconds: sign in again."""
 
 
 @dataclass
@@ -51,6 +61,7 @@ class Session:
     token_hash: str
     csrf: str
     seen: float
+    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -68,7 +79,7 @@ class Sessions:
         session = self.by_id.get(session_id or "")
         if session is None:
             return None
-        if time.monotonic() - session.seen > self.timeout:
+        if time.monotonic() - session.seen > self.timeout or time.monotonic() - session.started > LIFETIME:
             del self.by_id[session.id]
             return None
         session.seen = time.monotonic()
@@ -88,6 +99,21 @@ Page = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
 
 class Refused(Exception):
     """A console action refused with a message for the person (shown on the page)."""
+
+
+FORM_LIMIT = 64 * 1024
+"""The largest form a console page posts; read like any body (``[server] body_timeout``)."""
+
+
+async def _form(request: web.Request) -> MultiDict[str]:
+    """The posted form (``application/x-www-form-urlencoded``), read with the API's limits."""
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise Refused("Biểu mẫu phải được gửi dưới dạng application/x-www-form-urlencoded.")
+    body = await read_body(request, FORM_LIMIT)
+    try:
+        return MultiDict(parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=1000))
+    except (UnicodeDecodeError, ValueError):
+        raise Refused("Biểu mẫu không đọc được.") from None
 
 
 def _prefix(request: web.Request) -> str:
@@ -132,11 +158,11 @@ def page(*roles: str) -> Callable[[Page], Callable[[web.Request], Awaitable[web.
                 return _see_other(f"{_prefix(request)}/sign-in")
             if session.role not in roles:
                 return _render(request, "error.html", session, 403, error="Chức năng này chỉ dành cho quản trị viên.")
-            if request.method == "POST":
-                form = await request.post()
-                if not hmac.compare_digest(str(form.get("csrf", "")), session.csrf):
-                    return _render(request, "error.html", session, 403, error="Yêu cầu không hợp lệ (thiếu mã chống giả mạo).")
             try:
+                if request.method == "POST":
+                    request[FORM] = form = await _form(request)
+                    if not hmac.compare_digest(str(form.get("csrf", "")).encode(), session.csrf.encode()):
+                        return _render(request, "error.html", session, 403, error="Yêu cầu không hợp lệ (thiếu mã chống giả mạo).")
                 return await handler(request, session)
             except (AxisError, Refused) as error:
                 text = f"{error.code}: {error.message}" if isinstance(error, AxisError) else str(error)
@@ -155,7 +181,10 @@ async def sign_in_form(request: web.Request) -> web.StreamResponse:
 
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    try:
+        form = await _form(request)
+    except Refused as error:
+        return _render(request, "signin.html", None, 400, error=str(error))
     token = str(form.get("token", "")).strip()
     digest = token_hash(token) if token and token.isascii() else ""
     role = await asyncio.to_thread(node(request).store.role_by_token, digest) if digest else None
@@ -163,9 +192,8 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         return _render(request, "signin.html", None, 401, error="Mã truy cập không đúng, đã bị thu hồi, hoặc không phải mã quản trị/kiểm toán.")
     session = request.app[SESSIONS].start(role, role, digest)
     response = _see_other(f"{_prefix(request)}/")
-    response.set_cookie(
-        COOKIE, session.id, httponly=True, samesite="Strict", secure=request.secure, path=_prefix(request),
-    )
+    secure = request.secure or request.headers.get("X-Forwarded-Proto") == "https"  # HTTPS ended at a proxy
+    response.set_cookie(COOKIE, session.id, httponly=True, samesite="Strict", secure=secure, path=_prefix(request))
     return response
 
 
@@ -268,7 +296,7 @@ def _required(form: Any, name: str) -> str:
 
 @page("admin")
 async def add_agency(request: web.Request, session: Session) -> web.StreamResponse:
-    form = await request.post()
+    form = request[FORM]
     organ_id, name = _required(form, "organ_id"), _required(form, "name")
     await asyncio.to_thread(node(request).registry.add_agency, organ_id, name, _text(form, "parent"))
     return _see_other(f"{_prefix(request)}/agencies?q={quote(organ_id)}")
@@ -284,7 +312,7 @@ async def agency_status(request: web.Request, session: Session) -> web.StreamRes
 
 @page("admin")
 async def add_endpoint(request: web.Request, session: Session) -> web.StreamResponse:
-    form = await request.post()
+    form = request[FORM]
     axis = node(request)
     endpoint, token = await asyncio.to_thread(
         axis.registry.add_endpoint, _required(form, "name"),
@@ -318,12 +346,14 @@ async def messages(request: web.Request, session: Session) -> web.StreamResponse
     q = request.query
     today = datetime.now(UTC).date()
     start, end = _day(q.get("from"), today - timedelta(days=30)), _day(q.get("to"), today + timedelta(days=1))
+    if (end - start).days > SEARCH_DAYS:
+        raise Refused(f"Khoảng thời gian tra cứu tối đa {SEARCH_DAYS} ngày.")
     document_id, agency, state = q.get("document_id", "").strip(), q.get("agency", "").strip() or None, q.get("state", "")
 
     def search() -> list[dict[str, Any]]:
         found = []
         selected, _ = bundles.select(axis.store, None, start, end, agency)
-        for message in selected:
+        for message in itertools.islice(selected, SEARCH_READ):
             if document_id and document_id not in message.document_id:
                 continue
             deliveries = axis.store.deliveries_of(message.id)
@@ -374,7 +404,7 @@ async def dead_letters(request: web.Request, session: Session) -> web.StreamResp
 
 @page("admin")
 async def requeue(request: web.Request, session: Session) -> web.StreamResponse:
-    form = await request.post()
+    form = request[FORM]
     chosen = [str(v) for v in form.getall("delivery", [])]
     if not chosen:
         raise Refused("Chưa chọn thư nào để gửi lại.")
@@ -413,15 +443,15 @@ async def home(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application, prefix: str, timeout: float) -> None:
     """Mount the console under ``prefix`` (it authenticates with its own sessions)."""
-    aiohttp_jinja2.setup(
+    environment = aiohttp_jinja2.setup(
         app, loader=jinja2.PackageLoader("axis.server", "console"), autoescape=jinja2.select_autoescape(["html"]),
         app_key=aiohttp_jinja2.APP_KEY,
     )
+    environment.filters["segment"] = lambda text: quote(str(text), safe="")  # one path segment, whatever it holds
     app[SESSIONS] = Sessions(timeout)
     app[PREFIX] = prefix
-    app[SELF_AUTHENTICATED] = (*app[SELF_AUTHENTICATED], prefix)
+    app[SELF_AUTHENTICATED] = (*app[SELF_AUTHENTICATED], prefix + "/")
     r = app.router
-    r.add_get(prefix, home)
     r.add_get(prefix + "/", home)
     r.add_get(prefix + "/sign-in", sign_in_form)
     r.add_post(prefix + "/sign-in", sign_in)

@@ -8,7 +8,8 @@ series they name exists)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -17,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 DELIVERY_BUCKETS = (1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+SCRAPE_FRESH = 5.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self._lock = threading.Lock()
         self._counters: dict[str, Counter] = {}
+        self._scraped: tuple[float, list[Gauge]] | None = None
         self.requests = Histogram(
             "axis_request_seconds", "Time to answer API requests.", ["route"], buckets=BUCKETS, registry=self.registry
         )
@@ -71,6 +74,14 @@ class Metrics:
     def delivered(self, seconds: float) -> None:
         """One delivery, ``seconds`` after its package was accepted."""
         self.delivery_seconds.observe(max(0.0, seconds))
+
+    async def scraped(self, read: Callable[[], Awaitable[list[Gauge]]]) -> list[Gauge]:
+        """The gauges ``read`` gives, read again at most every ``SCRAPE_FRESH`` seconds: scrapes
+        (anyone can ask for /metrics) never cost more than that."""
+        now = time.monotonic()
+        if self._scraped is None or now - self._scraped[0] > SCRAPE_FRESH:
+            self._scraped = (now, await read())
+        return self._scraped[1]
 
     def render(self, gauges: list[Gauge]) -> bytes:
         return generate_latest(_Scrape(self.registry, gauges))

@@ -132,6 +132,8 @@ async def test_an_administrator_and_an_auditor_work_in_the_console(
             f"{axis.url}/console/agencies", form={"organ_id": "000.00.00.G10", "name": "Bộ Nội vụ"}
         )
         assert forged.status == 403
+        odd = await admin.context.request.post(f"{axis.url}/console/agencies", form={"csrf": "é", "organ_id": "x", "name": "x"})
+        assert odd.status == 403  # refused, not a 500
         status, agencies, _ = await Client(session, axis.url, network.admin_token).request("GET", "/v1/agencies")
         assert "000.00.00.G10" not in {a["organ_id"] for a in agencies["items"]}
 

