@@ -766,7 +766,7 @@ def audit_verify(ctx: click.Context, kept_dir: Path | None, as_json: bool) -> No
             click.echo(f"{report.kept} checkpoints kept by a witness compared")
         for fault in report.faults:
             click.echo(f"FAULT {fault['code']}: {fault['message']}")
-        click.echo("chain and checkpoints intact" if report.valid else "the audit log does not hold")
+        click.echo("chain intact, every checkpoint holds" if report.valid else "the audit log does not hold")
     sys.exit(0 if report.valid else 1)
 
 
