@@ -238,9 +238,12 @@ def _export(
     return Exported(len(entries), len(members) + 2, covering.count)
 
 
-def _pieces(stored: bytes | Path) -> Iterator[bytes]:
+def _pieces(stored: bytes | Path | Iterator[bytes]) -> Iterator[bytes]:
     if isinstance(stored, bytes):
         yield stored
+        return
+    if not isinstance(stored, Path):
+        yield from stored
         return
     with stored.open("rb") as handle:
         while piece := handle.read(PIECE):

@@ -282,13 +282,13 @@ async def fan_out(now: datetime, recipients: int = 100, count: int = 10) -> dict
         return {"recipients": recipients, "packages": count, "deliveries": receiver.count, "deliveries_per_s": receiver.count / elapsed}
 
 
-def peak_rss(now: datetime, size: int = 50_000_000) -> dict[str, float]:
+def peak_rss(now: datetime, size: int = 50_000_000, store_url: str = "") -> dict[str, float]:
     """Peak RSS (VmHWM) of the server process and each of its children (verification workers, the
     push process) while accepting one package and serving it back; the whole axis is their sum
     (an upper bound: the peaks need not coincide)."""
     with tempfile.TemporaryDirectory() as temporary:
         root = Path(temporary)
-        config, token, _ = setup(root, now)
+        config, token, _ = setup(root, now, store_url=store_url)
         (body,) = packages(root, now, size, 1, "rss")
         process, url = start_server(config)
         sampling = threading.Event()
@@ -454,6 +454,13 @@ def main() -> None:
           f" budget 4 x package + 150 MB = {memory['budget_mb']:.0f} MB")
     print(f"  peak RSS: server {memory['server_peak_mb']:.0f} MB (idle {memory['server_idle_mb']:.0f}),"
           f" children {', '.join(f'{c:.0f}' for c in memory['children_mb'])} MB")
+    if os.environ.get("AXIS_TEST_POSTGRES"):  # the same on a PostgreSQL store (a fresh database, dropped after)
+        from bench.postgres import database
+
+        with database(os.environ["AXIS_TEST_POSTGRES"]) as store_url:
+            on_postgres = peak_rss(now, store_url=store_url)
+        print(f"  on PostgreSQL: whole axis at most {on_postgres['axis_pss_peak_mb']:.0f} MB at once,"
+              f" server peak {on_postgres['server_peak_mb']:.0f} MB")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "server.json").write_text(
         json.dumps({"accept": rows, "latency": timing, "fan_out": spread, "peak_rss": memory}, indent=2)

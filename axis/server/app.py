@@ -266,8 +266,14 @@ async def fetch(request: web.Request) -> web.StreamResponse:
     }
     if isinstance(stored, bytes):
         return web.Response(body=stored, content_type="application/xml", headers=headers)
-    # a large package streams from its file (sendfile), never read into memory whole
-    return web.FileResponse(stored, headers={**headers, "Content-Type": "application/xml"})
+    if isinstance(stored, Path):  # a large package streams from its file (sendfile), never read whole
+        return web.FileResponse(stored, headers={**headers, "Content-Type": "application/xml"})
+    response = web.StreamResponse(headers={**headers, "Content-Type": "application/xml"})  # ... or its pieces
+    await response.prepare(request)
+    while piece := await asyncio.to_thread(next, stored, b""):
+        await response.write(piece)
+    await response.write_eof()
+    return response
 
 
 @require("endpoint")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -70,8 +70,9 @@ class Blobs(Protocol):
         """The bytes of ``digest``, checked: ``store.blob_missing``, ``store.blob_corrupt``."""
         ...
 
-    def open(self, digest: str) -> bytes | Path:
-        """``get``, or for a package kept as a file, that file (checked) to stream from."""
+    def open(self, digest: str) -> bytes | Path | Iterator[bytes]:
+        """``get``, or for a large package, what to stream it from: its file, or its pieces (each
+        checked whole before it is handed over: damage is reported, never half sent)."""
         ...
 
 

@@ -185,11 +185,16 @@ class PgWriter:
         self.raw.close()
 
 
+CHUNK = 1 << 20
+"""Bytes per row of a large package in ``package_chunks``: it is written and read a row at a time."""
+
+
 class PackageRows:
-    """Package bytes in the ``packages`` table, by SHA-256, checked on every read. Uploads past
-    ``INLINE_MAX`` are spooled to ``scratch`` (this node's own disk) while they arrive, and read
-    back whole to be written: a large package costs its size in this node's memory while it is
-    kept, and again when it is read (the database hands it over whole)."""
+    """Package bytes in the database, by SHA-256, checked on every read: up to ``INLINE_MAX`` in
+    ``packages`` (written in the message's own transaction), larger ones in ``package_chunks``,
+    a MiB a row, written in one transaction before the message's and read a row at a time, so a
+    50 MB package never sits whole in a node's memory. Uploads past ``INLINE_MAX`` are spooled to
+    ``scratch`` (this node's own disk) while they arrive."""
 
     def __init__(self, store: PostgresStore, scratch: Path) -> None:
         self.store = store
@@ -205,25 +210,71 @@ class PackageRows:
         return Spool(self.scratch, INLINE_MAX)
 
     def keep(self, package: Incoming) -> bytes | None:
-        data = package.read()
         if package.size <= INLINE_MAX:
-            return data
-        self.put(data)
+            return package.read()
+        if self._chunks(package.sha256):
+            return None
+
+        def write(c: Any) -> None:
+            for n, piece in enumerate(_pieces(package)):
+                c.execute(
+                    "INSERT OR IGNORE INTO package_chunks (sha256, n, data) VALUES (?, ?, ?)", (package.sha256, n, piece)
+                )
+
+        self.store.committer.run(write)
         return None
 
-    def open(self, digest: str) -> bytes | Path:
-        return self.get(digest)
-
     def put(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        self.store.committer.run(
-            lambda c: c.execute("INSERT OR IGNORE INTO packages (sha256, data) VALUES (?, ?)", (digest, data))
-        )
-        return digest
+        """Keep ``data`` (bytes in memory) and return its SHA-256."""
+        package = Incoming.of(data)
+        inline = self.keep(package)
+        if inline is not None:
+            self.store.committer.run(
+                lambda c: c.execute("INSERT OR IGNORE INTO packages (sha256, data) VALUES (?, ?)", (package.sha256, inline))
+            )
+        return package.sha256
 
     def get(self, digest: str) -> bytes:
         rows = self.store._rows("SELECT data FROM packages WHERE sha256 = ?", (check_digest(digest),))
-        return checked(digest, bytes(rows[0][0]) if rows else None)
+        if rows:
+            return checked(digest, bytes(rows[0][0]))
+        count = self._chunks(digest)
+        return checked(digest, b"".join(self._read(digest, count)) if count else None)
+
+    def open(self, digest: str) -> bytes | Path | Iterator[bytes]:
+        rows = self.store._rows("SELECT data FROM packages WHERE sha256 = ?", (check_digest(digest),))
+        if rows:
+            return checked(digest, bytes(rows[0][0]))
+        count = self._chunks(digest)
+        if not count:
+            raise StoreError("store.blob_missing", f"package {digest} is referenced but its bytes are missing")
+        whole = hashlib.sha256()
+        for piece in self._read(digest, count):  # checked whole first: damage is never half sent
+            whole.update(piece)
+        if whole.hexdigest() != digest:
+            raise StoreError("store.blob_corrupt", f"the stored bytes of package {digest} do not match their SHA-256")
+        return self._read(digest, count)
+
+    def _chunks(self, digest: str) -> int:
+        return int(self.store._rows("SELECT count(*) FROM package_chunks WHERE sha256 = ?", (digest,))[0][0])
+
+    def _read(self, digest: str, count: int) -> Iterator[bytes]:
+        for n in range(count):
+            rows = self.store._rows("SELECT data FROM package_chunks WHERE sha256 = ? AND n = ?", (digest, n))
+            if not rows:
+                raise StoreError("store.blob_missing", f"a piece of package {digest} is missing")
+            yield bytes(rows[0][0])
+
+
+def _pieces(package: Incoming) -> Iterator[bytes]:
+    if package.data is not None:
+        for start in range(0, len(package.data), CHUNK):
+            yield package.data[start : start + CHUNK]
+        return
+    assert package.path is not None
+    with package.path.open("rb") as handle:
+        while piece := handle.read(CHUNK):
+            yield piece
 
 
 class PostgresStore(SQLiteStore):

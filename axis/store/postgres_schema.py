@@ -186,6 +186,22 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0001_the_sqlite_schema_of_migration_0008", INITIAL),
     ("0002_notify_other_nodes_of_queued_deliveries", WAKE),
     ("0003_leases_owned_by_a_node", ["ALTER TABLE deliveries ADD COLUMN leased_node TEXT"]),
+    (
+        "0004_large_packages_in_chunks",
+        [
+            "CREATE TABLE package_chunks (sha256 TEXT NOT NULL, n INTEGER NOT NULL, data BYTEA NOT NULL,"
+            " PRIMARY KEY (sha256, n))",
+            """
+            INSERT INTO package_chunks (sha256, n, data)
+            SELECT p.sha256, 0, p.data FROM packages p
+            WHERE length(p.data) > 262144 AND NOT EXISTS (SELECT 1 FROM receipts r WHERE r.sha256 = p.sha256)
+            """,
+            """
+            DELETE FROM packages p
+            WHERE length(p.data) > 262144 AND NOT EXISTS (SELECT 1 FROM receipts r WHERE r.sha256 = p.sha256)
+            """,
+        ],
+    ),
 ]
 CHANNEL = "axis_queued"
 

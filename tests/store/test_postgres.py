@@ -48,3 +48,28 @@ def test_two_stores_on_one_database_see_one_migrated_schema(postgres_url: str) -
 )
 def test_the_sqlite_statements_are_translated(sqlite: str, postgres: str) -> None:
     assert translate(sqlite) == postgres
+
+
+def test_a_large_package_is_kept_and_read_a_piece_at_a_time_and_damage_is_never_sent(postgres_url: str) -> None:
+    from axis.spool import Incoming
+    from axis.store.postgres import CHUNK
+
+    store = PostgresStore(postgres_url)
+    try:
+        data = bytes(range(256)) * (CHUNK // 256 * 2 + 10)  # three pieces
+        package = Incoming.of(data)
+        assert store.blobs.keep(package) is None and store.blobs.keep(package) is None  # kept once
+        rows = store._rows("SELECT n, length(data) FROM package_chunks WHERE sha256 = ? ORDER BY n", (package.sha256,))
+        assert [tuple(r) for r in rows] == [(0, CHUNK), (1, CHUNK), (2, len(data) - 2 * CHUNK)]
+        opened = store.blobs.open(package.sha256)
+        assert not isinstance(opened, bytes) and b"".join(opened) == data  # type: ignore[arg-type]
+        assert store.blobs.get(package.sha256) == data
+        store.committer.run(
+            lambda c: c.execute("UPDATE package_chunks SET data = ? WHERE sha256 = ? AND n = 1", (b"forged", package.sha256))
+        )
+        for read in (store.blobs.open, store.blobs.get):
+            with pytest.raises(StoreError) as refused:
+                read(package.sha256)
+            assert refused.value.code == "store.blob_corrupt"
+    finally:
+        store.close()
