@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
-from axis import bundles, checkpoints, config, edxml, exchange, keystore, pki, report, signing, witness
+from axis import bundles, checkpoints, config, edxml, keystore, pki, report, signing, witness
 from axis.errors import AxisError, KeyStoreError
 from axis.registry import Registry
 from axis.store import Agency, open_store
@@ -903,9 +903,7 @@ def report_command(ctx: click.Context, period: str, agency: str | None, form: st
     settings = config.load(ctx.find_root().obj)
     store = open_store(settings)
     try:
-        found = store.latest_checkpoint()
-        latest = checkpoints.Signed.of(json.loads(found.content)) if found else None
-        made = report.build(store, report.Period.parse(period), agency, checkpoint=exchange.checkpoint_summary(latest))
+        made = report.build(store, report.Period.parse(period), agency)
     finally:
         store.close()
     data = report.render(made, form)

@@ -181,10 +181,10 @@ def _export(
     except StoreError as error:
         if error.code != "store.conflict":
             raise
-    found = store.latest_checkpoint()
-    if found is None:
+    latest = checkpoints.latest(store)
+    if latest is None:
         raise StoreError("store.chain_broken", "the audit log is empty: there is nothing to export")
-    covering = _Checkpoints(store, checkpoints.Signed.of(json.loads(found.content)))
+    covering = _Checkpoints(store, latest)
     members: dict[str, str] = {}
     entries: list[dict[str, Any]] = []
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as bundle:

@@ -68,6 +68,10 @@ class Checkpoint:
     def digest(self) -> str:
         return hashlib.sha256(self.canonical()).hexdigest()
 
+    def summary(self) -> dict[str, Any]:
+        """What a report prints of it: its number, the events it covers, its time and digest."""
+        return {"number": self.number, "events": self.last, "at": self.at, "digest": self.digest()}
+
 
 @dataclass(frozen=True)
 class Signed:
@@ -193,6 +197,12 @@ def _holds(store: AuditLog, latest: Signed, known: Mapping[str, x509.Certificate
             f"the log's latest checkpoint ({latest.checkpoint.number}) is not this axis's or no longer fits the log:"
             " no checkpoint is signed over it; run axis audit verify",
         )
+
+
+def latest(store: AuditLog) -> Signed | None:
+    """The latest signed checkpoint of the log (None before the first)."""
+    found = store.latest_checkpoint()
+    return Signed.of(json.loads(found.content)) if found else None
 
 
 def published(store: AuditLog, after: int = 0, limit: int = 1000) -> list[Signed]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -243,9 +242,9 @@ async def checkpoint(axis: Node, force: bool = False) -> checkpoints.Signed | No
 
 
 async def latest_checkpoint(axis: Node) -> checkpoints.Signed | None:
-    """The latest signed checkpoint: its digest goes on every report, so that it lands on paper."""
-    found = await asyncio.to_thread(axis.store.latest_checkpoint)
-    return checkpoints.Signed.of(json.loads(found.content)) if found else None
+    """The latest signed checkpoint: its digest goes on every statistic and report, so that it
+    lands on paper."""
+    return await asyncio.to_thread(checkpoints.latest, axis.store)
 
 
 async def published_checkpoints(axis: Node, after: int, limit: int) -> list[checkpoints.Signed]:
@@ -271,14 +270,5 @@ async def report(axis: Node, period: str, agency: str | None = None) -> exchange
     ``2026-H1``, ``2026``) for every agency or for ``agency`` and its units, with the latest
     signed checkpoint of the audit log."""
     parsed = exchange_report.Period.parse(period)
-    latest = await latest_checkpoint(axis)
-    return await asyncio.to_thread(exchange_report.build, axis.store, parsed, agency, None, checkpoint_summary(latest))
-
-
-def checkpoint_summary(latest: checkpoints.Signed | None) -> dict[str, Any] | None:
-    """What a report prints of the latest checkpoint: its number, the events it covers, its time and digest."""
-    if latest is None:
-        return None
-    c = latest.checkpoint
-    return {"number": c.number, "events": c.last, "at": c.at, "digest": c.digest()}
+    return await asyncio.to_thread(exchange_report.build, axis.store, parsed, agency)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from axis import checkpoints
 from axis.errors import RequestRefused
 from axis.store import Agency, Store
 
@@ -104,10 +105,11 @@ def _row(agency: Agency, counts: dict[str, int], times: list[float], rollup: boo
     }
 
 
-def build(store: Store, period: Period, agency: str | None = None, now: datetime | None = None,
-          checkpoint: dict[str, Any] | None = None) -> Report:
-    """The report of ``period`` for every agency, or for ``agency`` and its units."""
+def build(store: Store, period: Period, agency: str | None = None, now: datetime | None = None) -> Report:
+    """The report of ``period`` for every agency, or for ``agency`` and its units, with the
+    latest signed checkpoint of the audit log."""
     now = now or datetime.now(UTC)
+    latest = checkpoints.latest(store)
     start, end = period.start.isoformat(), period.end.isoformat()
     counts: dict[str, dict[str, int]] = {}
     for row in store.stats(start, end, 0, now.strftime("%Y/%m/%d")):
@@ -144,6 +146,7 @@ def build(store: Store, period: Period, agency: str | None = None, now: datetime
     everything = sorted(t for r in own for t in times.get(r["organ_id"], []))
     totals = {c: sum(r[c] for r in own) for c in COUNTS}
     totals.update(median_seconds=_percentile(everything, 0.5), p95_seconds=_percentile(everything, 0.95))
+    checkpoint = latest.checkpoint.summary() if latest else None
     return Report(period, now.isoformat(timespec="seconds"), rows, totals, checkpoint, agency)
 
 

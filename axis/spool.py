@@ -28,20 +28,16 @@ class Incoming:
 
     @classmethod
     def of(cls, data: bytes) -> Incoming:
-        """Bytes that are in memory already (a VXP body, a status the axis writes itself)."""
+        """Bytes held in memory already, kept in memory whatever their size (front ends go through
+        ``exchange.spooled`` instead, which spools what the store keeps apart)."""
         return cls(hashlib.sha256(data).hexdigest(), len(data), data=data)
-
-    @property
-    def source(self) -> bytes | Path:
-        """What a verifier reads: the bytes, or the file holding them."""
-        if self.data is not None:
-            return self.data
-        assert self.path is not None
-        return self.path
 
     def read(self) -> bytes:
         """The bytes, read from the spool file if that is where they are."""
-        return self.data if self.data is not None else self.source.read_bytes()  # type: ignore[union-attr]
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        return self.path.read_bytes()
 
     def discard(self) -> None:
         """Remove the spool file, if it is still there (a store that took it over renamed it)."""

@@ -461,7 +461,8 @@ async def stats(request: web.Request) -> web.Response:
     assert start is not None and end is not None
     period = request.query.get("period", "all")
     rows = await exchange.stats(axis, start, end, period)
-    checkpoint = exchange.checkpoint_summary(await exchange.latest_checkpoint(axis))
+    latest = await exchange.latest_checkpoint(axis)
+    checkpoint = latest.checkpoint.summary() if latest else None
     return json_response(
         {"from": start.isoformat(), "to": end.isoformat(), "period": period, "items": rows, "checkpoint": checkpoint}
     )

@@ -37,7 +37,7 @@ from axis import bundles, exchange, keystore, pki, receipts
 from axis import report as reports
 from axis.errors import AxisError
 from axis.registry import token_hash
-from axis.server.http import AXIS, SELF_AUTHENTICATED, delivery_json, node, read_body
+from axis.server.http import SELF_AUTHENTICATED, delivery_json, node, read_body
 
 COOKIE = "axis_console"
 SESSIONS: web.AppKey[Sessions] = web.AppKey("console_sessions")
@@ -379,7 +379,7 @@ async def message(request: web.Request, session: Session) -> web.StreamResponse:
     statuses = await asyncio.to_thread(axis.store.statuses, found.sender, found.document_id) if found.kind == "document" else []
     stored = await asyncio.to_thread(axis.store.receipts, found.id)
     trust = await asyncio.to_thread(keystore.read_trust, axis.settings.trust)
-    axis_fingerprint = frozenset({pki.fingerprint(pki.load_certificates(request.app[AXIS].certificate_pem)[0])})
+    axis_fingerprint = frozenset({pki.fingerprint(axis.router.certificate)})
     checked = []
     for kind, recipient, xml in stored:
         try:

@@ -11,9 +11,10 @@ What differs in kind is here:
   lock, so writes are serialised across every node, as SQLite's single writer serialises them in
   one, and the event chain (each event carries the hash of the one before it) never forks; one
   commit makes the whole batch durable. Reads run on pooled connections, in autocommit.
-- **Package bytes** live in the database (``packages``), every size: the nodes share no file
-  system. A package is written by ``blobs.put`` before the transaction that names it, as the
-  SQLite store writes a large one to its blob directory first.
+- **Package bytes** live in the database, every size (the nodes share no file system): up to
+  ``INLINE_MAX`` in ``packages``, in the message's own transaction; larger ones in
+  ``package_chunks``, a MiB a row, written by ``blobs.keep`` before the transaction that names
+  them, as the SQLite store writes a large one to its blob directory first.
 - **The registry cache** is the SQLite store's own: it compares ``registry_version``, which the
   database's triggers bump on every registry write, whichever node makes it.
 - **Errors** of the driver become the store's codes at this boundary: a unique violation is
@@ -223,16 +224,6 @@ class PackageRows:
 
         self.store.committer.run(write)
         return None
-
-    def put(self, data: bytes) -> str:
-        """Keep ``data`` (bytes in memory) and return its SHA-256."""
-        package = Incoming.of(data)
-        inline = self.keep(package)
-        if inline is not None:
-            self.store.committer.run(
-                lambda c: c.execute("INSERT OR IGNORE INTO packages (sha256, data) VALUES (?, ?)", (package.sha256, inline))
-            )
-        return package.sha256
 
     def get(self, digest: str) -> bytes:
         rows = self.store._rows("SELECT data FROM packages WHERE sha256 = ?", (check_digest(digest),))
